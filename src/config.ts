@@ -1,0 +1,64 @@
+import { z } from "zod";
+
+/**
+ * The gateway's configuration, parsed once at start from `process.env` (Node) or the Worker's
+ * bindings. A bad value stops the process with a message that names the variable.
+ */
+const int = (def: number, min = 0) => z.coerce.number().int().min(min).default(def);
+const optionalString = z
+  .string()
+  .optional()
+  .transform((v) => (v === undefined || v.trim() === "" ? undefined : v.trim()));
+const url = (def: string) => z.string().url().default(def);
+
+export const configSchema = z.object({
+  PORT: int(8080, 0),
+  HOST: z.string().default("0.0.0.0"),
+  DATA_DIR: z.string().default("./.data"),
+  DATABASE_URL: optionalString,
+  REDIS_URL: optionalString,
+  REDIS_CLUSTER_NODES: optionalString,
+  ADMIN_TOKEN: optionalString,
+
+  OPENAI_API_KEY: optionalString,
+  OPENROUTER_API_KEY: optionalString,
+  RELACE_API_KEY: optionalString,
+  OPENAI_BASE_URL: url("https://api.openai.com/v1"),
+  OPENROUTER_BASE_URL: url("https://openrouter.ai/api/v1"),
+  RELACE_BASE_URL: url("https://instantapply.endpoint.relace.run/v1"),
+
+  MARKUP_BPS: int(0),
+  TRIAL_CREDITS: z.string().regex(/^\d+(\.\d+)?$/, "a USD decimal like 10 or 12.50").default("10"),
+  MONTHLY_GRANT: z.string().regex(/^\d+(\.\d+)?$/, "a USD decimal like 20 or 12.50").default("20"),
+  TRIAL_MAX_PLANS: int(10, 1),
+  TRIAL_MAX_RESPONSES_PER_PLAN: int(20, 1),
+
+  /** Largest request body accepted, in bytes. */
+  MAX_BODY_BYTES: int(10 * 1024 * 1024, 1),
+  /** How long to wait for the upstream's response headers. */
+  UPSTREAM_HEADERS_TIMEOUT_MS: int(60_000, 1),
+  /** How long an upstream body may stay silent before the call is failed. */
+  UPSTREAM_IDLE_TIMEOUT_MS: int(300_000, 1),
+  /** How long a cached api-key lookup is trusted; bounds how late a revocation takes effect. */
+  KEY_CACHE_TTL_MS: int(2_000, 0),
+  /** On SIGTERM, how long open streams may run on before they are cut. */
+  SHUTDOWN_GRACE_MS: int(30_000, 0),
+  LOG_LEVEL: z.enum(["debug", "info", "warn", "error", "silent"]).default("info"),
+});
+
+export type Config = z.infer<typeof configSchema>;
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+/** Parses an environment; throws a ConfigError naming every bad variable. */
+export function parseConfig(env: Record<string, string | undefined>): Config {
+  const result = configSchema.safeParse(env);
+  if (result.success) return result.data;
+  const lines = result.error.issues.map((issue) => {
+    const name = issue.path.join(".");
+    return `${name}=${JSON.stringify(env[name] ?? "")}: ${issue.message}`;
+  });
+  throw new ConfigError(`invalid configuration:\n  ${lines.join("\n  ")}`);
+}
