@@ -28,11 +28,23 @@ export const configSchema = z.object({
   RELACE_BASE_URL: url("https://instantapply.endpoint.relace.run/v1"),
 
   MARKUP_BPS: int(0),
-  TRIAL_CREDITS: z.string().regex(/^\d+(\.\d+)?$/, "a USD decimal like 10 or 12.50").default("10"),
-  MONTHLY_GRANT: z.string().regex(/^\d+(\.\d+)?$/, "a USD decimal like 20 or 12.50").default("20"),
+  TRIAL_CREDITS: z
+    .string()
+    .regex(/^\d+(\.\d+)?$/, "a USD decimal like 10 or 12.50")
+    .default("10"),
+  MONTHLY_GRANT: z
+    .string()
+    .regex(/^\d+(\.\d+)?$/, "a USD decimal like 20 or 12.50")
+    .default("20"),
   TRIAL_MAX_PLANS: int(10, 1),
   TRIAL_MAX_RESPONSES_PER_PLAN: int(20, 1),
 
+  /** JSON file of price overrides and added models (see README). */
+  PRICES_FILE: optionalString,
+  /** Output tokens a reservation assumes when a request sets no max_tokens. */
+  DEFAULT_MAX_TOKENS: int(4_096, 1),
+  /** Name of this instance's ledger consumer (default: host and pid). */
+  FLUSHER_CONSUMER: optionalString,
   /** Largest request body accepted, in bytes. */
   MAX_BODY_BYTES: int(10 * 1024 * 1024, 1),
   /** How long to wait for the upstream's response headers. */

@@ -69,7 +69,13 @@ export class GatewayError extends Error {
   }
 
   toBody(): Record<string, unknown> {
-    return { error: this.toOpenAi(), type: this.code, status: this.status, msg: this.message, ...this.extras };
+    return {
+      error: this.toOpenAi(),
+      type: this.code,
+      status: this.status,
+      msg: this.message,
+      ...this.extras,
+    };
   }
 }
 

@@ -1,0 +1,169 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import autocannon from "autocannon";
+
+/**
+ * `npm run bench`: the same load against (a) the mock upstream directly, (b) a bare node:http pipe
+ * proxy to it and (c) the gateway with key auth on, in one run, alternating, so the ratio (c)/(b)
+ * is measured under the same machine noise. Prints req/s, p50 and p99 per target and the ratios.
+ *
+ * Options (env): BENCH_SECONDS per round (default 5), BENCH_ROUNDS (3), BENCH_CONNECTIONS (32),
+ * BENCH_CHUNKS (20).
+ */
+const seconds = Number(process.env.BENCH_SECONDS ?? 5);
+const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
+const connections = Number(process.env.BENCH_CONNECTIONS ?? 32);
+const chunks = Number(process.env.BENCH_CHUNKS ?? 20);
+const ADMIN_TOKEN = "bench-admin-token";
+
+const children: ChildProcess[] = [];
+process.on("exit", () => {
+  for (const child of children) child.kill("SIGKILL");
+});
+
+/** Starts a tsx child and resolves with the first JSON line it prints that has `key`. */
+function startChild(
+  args: string[],
+  env: Record<string, string>,
+  key: string,
+): Promise<Record<string, unknown>> {
+  const child = spawn(process.execPath, ["--import", "tsx", ...args], {
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  children.push(child);
+  return new Promise((resolve, reject) => {
+    child.once("exit", (code) => reject(new Error(`${args.join(" ")} exited with ${code}`)));
+    createInterface({ input: child.stdout! }).on("line", (line) => {
+      try {
+        const parsed = JSON.parse(line) as Record<string, unknown>;
+        if (key in parsed) resolve(parsed);
+      } catch {
+        // not a JSON line
+      }
+    });
+  });
+}
+
+async function json(url: string, init: RequestInit): Promise<Record<string, unknown>> {
+  const res = await fetch(url, init);
+  if (!res.ok) throw new Error(`${init.method} ${url}: ${res.status} ${await res.text()}`);
+  return (await res.json()) as Record<string, unknown>;
+}
+
+type Result = { rps: number; p50: number; p99: number; errors: number };
+
+async function load(url: string, headers: Record<string, string>, body: string): Promise<Result> {
+  const result = await autocannon({
+    url,
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body,
+    connections,
+    duration: seconds,
+  });
+  return {
+    rps: result.requests.average,
+    p50: result.latency.p50,
+    p99: result.latency.p99,
+    errors: result.errors + result.non2xx + result.timeouts,
+  };
+}
+
+async function main(): Promise<void> {
+  const dataDir = mkdtempSync(join(tmpdir(), "planto-bench-"));
+  const mock = await startChild(["src/dev/mock-upstream.ts", "--port", "0", "--json"], {}, "url");
+  const mockUrl = String(mock.url);
+  const bare = await startChild(["bench/bare-proxy.ts", "--upstream", mockUrl], {}, "port");
+  const gatewayPort = 18000 + Math.floor(Math.random() * 2000);
+  await startChild(
+    ["src/server.ts"],
+    {
+      PORT: String(gatewayPort),
+      HOST: "127.0.0.1",
+      DATA_DIR: dataDir,
+      ADMIN_TOKEN,
+      OPENAI_BASE_URL: `${mockUrl}/openai/v1`,
+      OPENAI_API_KEY: "sk-bench",
+      LOG_LEVEL: "info",
+      ...(process.env.BENCH_REDIS_URL ? { REDIS_URL: process.env.BENCH_REDIS_URL } : {}),
+      ...(process.env.BENCH_DATABASE_URL ? { DATABASE_URL: process.env.BENCH_DATABASE_URL } : {}),
+    },
+    "port",
+  );
+  const gateway = `http://127.0.0.1:${gatewayPort}`;
+  const admin = { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" };
+  const org = await json(`${gateway}/admin/orgs`, {
+    method: "POST",
+    headers: admin,
+    body: JSON.stringify({ name: "bench", billingMode: "integrated", isTrial: false }),
+  });
+  await json(`${gateway}/admin/orgs/${org.id}/credits`, {
+    method: "POST",
+    headers: { ...admin, "idempotency-key": "bench-credit" },
+    body: JSON.stringify({ amount: "1000000", creditType: "admin_grant" }),
+  }).catch(() => undefined);
+  const key = await json(`${gateway}/admin/orgs/${org.id}/api-keys`, { method: "POST", headers: admin });
+  const auth = { authorization: `Bearer ${String(key.key)}` };
+
+  const table: Record<string, Record<string, Result[]>> = {};
+  for (const mode of ["streaming", "plain"] as const) {
+    const body = JSON.stringify({
+      model: "gpt-4.1-mini",
+      messages: [{ role: "user", content: "Say something twenty tokens long." }],
+      stream: mode === "streaming",
+      mock: { chunks },
+    });
+    const targets: Record<string, [string, Record<string, string>]> = {
+      "(a) mock upstream": [`${mockUrl}/openai/v1/chat/completions`, {}],
+      "(b) bare node:http proxy": [`http://127.0.0.1:${bare.port}/openai/v1/chat/completions`, {}],
+      "(c) gateway": [`${gateway}/v1/chat/completions`, auth],
+    };
+    table[mode] = {};
+    await load(targets["(c) gateway"]![0], auth, body); // warm-up: JIT, pools, caches
+    for (let round = 0; round < rounds; round++) {
+      for (const [name, [url, headers]] of Object.entries(targets)) {
+        const r = await load(url, headers, body);
+        const results = table[mode][name] ?? [];
+        results.push(r);
+        table[mode][name] = results;
+        process.stderr.write(`${mode} round ${round + 1} ${name}: ${r.rps.toFixed(0)} req/s\n`);
+      }
+    }
+  }
+
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
+  const lines = [
+    `connections=${connections} chunks=${chunks} ${rounds}×${seconds}s per target, alternating`,
+    "",
+  ];
+  for (const [mode, targets] of Object.entries(table)) {
+    lines.push(`${mode}:`);
+    for (const [name, rs] of Object.entries(targets)) {
+      const errors = rs.reduce((n, r) => n + r.errors, 0);
+      lines.push(
+        `  ${name.padEnd(26)} ${median(rs.map((r) => r.rps))
+          .toFixed(0)
+          .padStart(
+            7,
+          )} req/s  p50 ${median(rs.map((r) => r.p50)).toFixed(1)} ms  p99 ${median(rs.map((r) => r.p99)).toFixed(1)} ms${errors ? `  errors ${errors}` : ""}`,
+      );
+    }
+    const ratios = targets["(c) gateway"]!.map(
+      (r, i) => r.rps / (targets["(b) bare node:http proxy"]![i]?.rps ?? 1),
+    );
+    lines.push(
+      `  ratio (c)/(b): ${median(ratios).toFixed(2)}× (per round: ${ratios.map((r) => r.toFixed(2)).join(", ")})`,
+    );
+    lines.push("");
+  }
+  process.stdout.write(`${lines.join("\n")}\n`);
+  for (const child of children) child.kill("SIGTERM");
+  rmSync(dataDir, { recursive: true, force: true });
+}
+
+await main();
+process.exit(0);

@@ -1,0 +1,19 @@
+import { index, pgTable, text, timestamp } from "drizzle-orm/pg-core";
+import { orgs } from "./orgs.ts";
+
+/** An org's api keys. Only a SHA-256 of a key is stored; the key is shown once, at creation. */
+export const apiKeys = pgTable(
+  "api_keys",
+  {
+    id: text("id").primaryKey(),
+    orgId: text("org_id")
+      .notNull()
+      .references(() => orgs.id, { onDelete: "cascade" }),
+    keyHash: text("key_hash").notNull().unique(),
+    /** The first characters of the key, to tell keys apart in a list. */
+    prefix: text("prefix").notNull(),
+    createdAt: timestamp("created_at", { withTimezone: true, mode: "date" }).notNull().defaultNow(),
+    revokedAt: timestamp("revoked_at", { withTimezone: true, mode: "date" }),
+  },
+  (t) => [index("api_keys_org_idx").on(t.orgId)],
+);

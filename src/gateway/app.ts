@@ -1,0 +1,38 @@
+import { Hono } from "hono";
+import { requireApiKey } from "./auth.ts";
+import { GatewayError, renderError } from "./errors.ts";
+import { adminRoutes } from "./routes/admin.ts";
+import { billingRoutes } from "./routes/billing.ts";
+import { healthRoutes } from "./routes/health.ts";
+import { inferenceRoutes } from "./routes/inference.ts";
+import { modelRoutes } from "./routes/models.ts";
+import type { Services } from "./services.ts";
+
+/** The one app both entries serve (Node: src/server.ts, Workers: src/worker.ts). */
+export function createApp(services: Services): Hono {
+  const app = new Hono();
+
+  app.route("/", healthRoutes(services));
+  app.route("/admin", adminRoutes(services));
+
+  const v1 = new Hono();
+  v1.route("/", modelRoutes(services));
+  v1.use("/chat/*", requireApiKey(services.keys));
+  v1.use("/code/*", requireApiKey(services.keys));
+  v1.route("/", inferenceRoutes(services));
+  app.route("/v1", v1);
+
+  const billing = new Hono();
+  billing.use("*", requireApiKey(services.keys));
+  billing.route("/", billingRoutes(services));
+  app.route("/billing", billing);
+
+  app.notFound(() => renderError(new GatewayError("not_found", "no such route")));
+  app.onError((err) => {
+    if (!(err instanceof GatewayError)) {
+      services.log.error("unhandled error", { err: err instanceof Error ? err.stack : String(err) });
+    }
+    return renderError(err);
+  });
+  return app;
+}

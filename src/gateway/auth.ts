@@ -1,0 +1,64 @@
+import type { MiddlewareHandler } from "hono";
+import type { CallerOrg } from "../metering/meter.ts";
+import { GatewayError } from "./errors.ts";
+import type { Clock } from "./services.ts";
+
+export interface AuthedKey {
+  keyId: string;
+  org: CallerOrg;
+}
+
+/** Finds the live key (not revoked, org not deleted) for a presented api key. */
+export interface KeyResolver {
+  resolve(key: string): Promise<AuthedKey | null>;
+  /** Forgets cached answers here at once (other instances catch up within the TTL). */
+  invalidate(): void;
+}
+
+/**
+ * Caches lookups in process for `ttlMs`, so the hot path does no database round trip. The TTL is
+ * the bound on how late a revocation (made on any instance) takes effect here; negative answers are
+ * cached too, so a flood of bad keys does not reach the database.
+ */
+export function cachedKeyResolver(
+  lookup: (key: string) => Promise<AuthedKey | null>,
+  opts: { ttlMs: number; clock: Clock; maxEntries?: number },
+): KeyResolver {
+  const maxEntries = opts.maxEntries ?? 50_000;
+  const cache = new Map<string, { value: AuthedKey | null; expires: number }>();
+  const inflight = new Map<string, Promise<AuthedKey | null>>();
+  return {
+    async resolve(key) {
+      const now = opts.clock.now();
+      const hit = cache.get(key);
+      if (hit && hit.expires > now) return hit.value;
+      let pending = inflight.get(key);
+      if (!pending) {
+        pending = lookup(key).finally(() => inflight.delete(key));
+        inflight.set(key, pending);
+      }
+      const value = await pending;
+      if (cache.size >= maxEntries) cache.delete(cache.keys().next().value as string);
+      cache.set(key, { value, expires: now + opts.ttlMs });
+      return value;
+    },
+    invalidate() {
+      cache.clear();
+    },
+  };
+}
+
+export type AuthVariables = { auth: AuthedKey };
+
+/** `Authorization: Bearer <org api key>` on every inference and billing call. */
+export function requireApiKey(keys: KeyResolver): MiddlewareHandler<{ Variables: AuthVariables }> {
+  return async (c, next) => {
+    const header = c.req.header("authorization");
+    const key = header?.startsWith("Bearer ") ? header.slice(7).trim() : undefined;
+    if (!key) throw new GatewayError("invalid_api_key", "missing api key: send Authorization: Bearer <key>");
+    const authed = await keys.resolve(key);
+    if (!authed) throw new GatewayError("invalid_api_key", "invalid or revoked api key");
+    c.set("auth", authed);
+    await next();
+  };
+}

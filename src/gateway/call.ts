@@ -1,0 +1,202 @@
+import type { Context } from "hono";
+import type { Admission, CallEnd, CallStart } from "../metering/meter.ts";
+import { usdNumber } from "../pricing/money.ts";
+import { clientGone, type StreamSink, send, stream } from "./client-io.ts";
+import { errorFrame, GatewayError, JSON_CONTENT_TYPE } from "./errors.ts";
+import type { JsonObject, ProviderAdapter, Usage } from "./providers/types.ts";
+import type { Services } from "./services.ts";
+import { isUsageOnlyFrame, SseTap } from "./sse.ts";
+import { UpstreamError, type UpstreamResponse } from "./upstream.ts";
+
+/** One model call, ready to go upstream. Built by the chat and apply routes. */
+export interface PreparedCall {
+  start: CallStart;
+  provider: ProviderAdapter;
+  /** Path under the provider's base URL, e.g. `/chat/completions`. */
+  path: string;
+  /** The exact bytes sent upstream. */
+  payload: string | Uint8Array;
+  apiKey: string | undefined;
+  /** The client asked for the usage frame (it then gets it, with `cost` added). */
+  clientWantsUsage: boolean;
+}
+
+/**
+ * Runs an admitted call: sends it upstream, relays the answer, and settles the money exactly once
+ * in `finally`, whatever happened in between.
+ */
+export async function runCall(c: Context, services: Services, call: PreparedCall): Promise<Response> {
+  const { meter, upstream, calls } = services;
+  const admission = await meter.admit(call.start);
+  calls.enter();
+  const signal = clientGone(c);
+  const end: CallEnd = {
+    usage: undefined,
+    upstreamStatus: undefined,
+    firstTokenAt: undefined,
+    endedAt: 0,
+    stoppedEarly: false,
+    clientCancelled: false,
+    upstreamError: false,
+  };
+  let settled = false;
+  const settle = async () => {
+    if (settled) return undefined;
+    settled = true;
+    end.endedAt = services.clock.now();
+    end.clientCancelled ||= signal.aborted;
+    try {
+      return await meter.settle(admission, end);
+    } finally {
+      calls.leave();
+    }
+  };
+
+  try {
+    let res: UpstreamResponse;
+    try {
+      res = await upstream.request({
+        url: call.provider.baseUrl(services.config) + call.path,
+        headers: {
+          "content-type": "application/json",
+          accept: call.start.stream ? "text/event-stream" : "application/json",
+          ...(call.apiKey ? call.provider.authHeaders(call.apiKey) : {}),
+        },
+        body: call.payload,
+        signal,
+      });
+    } catch (err) {
+      end.upstreamError = true;
+      throw upstreamFailure(err);
+    }
+    end.upstreamStatus = res.status;
+    if (res.status >= 400) {
+      end.upstreamError = true;
+      throw await upstreamStatusError(res);
+    }
+    const headers = { "x-request-id": call.start.requestId };
+    if (call.start.stream && res.contentType.includes("text/event-stream")) {
+      return await stream(
+        c,
+        200,
+        {
+          ...headers,
+          "content-type": res.contentType,
+          "cache-control": "no-cache",
+          "x-accel-buffering": "no",
+        },
+        (sink) => relayStream(services, call, admission, res, sink, end, signal).finally(settle),
+      );
+    }
+    const bytes = await readAll(res, end);
+    const body = parseObject(bytes);
+    end.usage = body ? call.provider.readUsage(body) : undefined;
+    if (!end.usage) end.responseText = Buffer.from(bytes).toString("utf8");
+    const settlement = await settle();
+    const cost = settlement?.cost ?? 0;
+    let out: string | Uint8Array = bytes;
+    if (body && typeof body.usage === "object" && body.usage !== null) {
+      (body.usage as JsonObject).cost = usdNumber(cost);
+      out = JSON.stringify(body);
+    }
+    const costHeaders: Record<string, string> = { ...headers, "x-planto-cost": formatHeaderUsd(cost) };
+    if (settlement?.balance !== undefined)
+      costHeaders["x-planto-balance"] = formatHeaderUsd(settlement.balance);
+    return send(c, 200, { ...costHeaders, "content-type": res.contentType || JSON_CONTENT_TYPE }, out);
+  } finally {
+    await settle();
+  }
+}
+
+async function relayStream(
+  services: Services,
+  call: PreparedCall,
+  admission: Admission,
+  res: UpstreamResponse,
+  sink: StreamSink,
+  end: CallEnd,
+  signal: AbortSignal,
+): Promise<void> {
+  const { meter, clock } = services;
+  const tap = new SseTap((frame) => {
+    const usage = call.provider.readUsage(frame);
+    if (usage) end.usage = usage;
+    if (!call.clientWantsUsage) return isUsageOnlyFrame(frame) ? { kind: "drop" } : { kind: "forward" };
+    if (!usage) return { kind: "forward" };
+    (frame.usage as JsonObject).cost = usdNumber(meter.price(admission, usage as Usage));
+    return { kind: "replace", frame: `data: ${JSON.stringify(frame)}\n` };
+  });
+  end.streamedPayloads = () => tap.forwardedPayloads();
+  try {
+    for await (const chunk of res.body) {
+      end.firstTokenAt ??= clock.now();
+      for (const out of tap.push(chunk)) {
+        const pending = sink.write(out);
+        if (pending) await pending;
+      }
+      if (signal.aborted) break;
+    }
+    for (const out of tap.flush()) sink.write(out);
+    end.stoppedEarly = !tap.done && !end.usage;
+    if (tap.upstreamError) end.upstreamError = true;
+  } catch (err) {
+    end.stoppedEarly = true;
+    if (signal.aborted) return;
+    end.upstreamError = true;
+    const failure = upstreamFailure(err);
+    sink.write(errorFrame(failure));
+  } finally {
+    sink.end();
+  }
+}
+
+async function readAll(res: UpstreamResponse, end: CallEnd): Promise<Uint8Array> {
+  try {
+    return await res.bytes();
+  } catch (err) {
+    end.upstreamError = true;
+    end.stoppedEarly = true;
+    throw upstreamFailure(err);
+  }
+}
+
+function upstreamFailure(err: unknown): GatewayError {
+  if (err instanceof GatewayError) return err;
+  if (err instanceof UpstreamError) return new GatewayError("upstream_error", err.message);
+  return new GatewayError("upstream_error", "upstream request failed");
+}
+
+/** The upstream's 4xx (and 429) pass through with its status; anything else is a 502. */
+async function upstreamStatusError(res: UpstreamResponse): Promise<GatewayError> {
+  let detail = "";
+  try {
+    const body = parseObject(await res.bytes());
+    const error = body?.error;
+    if (typeof error === "object" && error !== null && typeof (error as JsonObject).message === "string") {
+      detail = `: ${(error as JsonObject).message as string}`;
+    } else if (typeof error === "string") {
+      detail = `: ${error}`;
+    }
+  } catch {
+    // the status alone says enough
+  }
+  const status = res.status >= 400 && res.status < 500 ? res.status : 502;
+  return new GatewayError("upstream_error", `upstream answered ${res.status}${detail}`, { status });
+}
+
+function parseObject(bytes: Uint8Array): JsonObject | undefined {
+  try {
+    const value: unknown = JSON.parse(
+      Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("utf8"),
+    );
+    return typeof value === "object" && value !== null && !Array.isArray(value)
+      ? (value as JsonObject)
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function formatHeaderUsd(n: number): string {
+  return usdNumber(n).toString();
+}

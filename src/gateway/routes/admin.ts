@@ -1,0 +1,195 @@
+import { createHash, timingSafeEqual } from "node:crypto";
+import { Hono } from "hono";
+import { z } from "zod";
+import {
+  createApiKey,
+  createOrg,
+  getOrg,
+  markOrgDeleted,
+  type Org,
+  revokeApiKey,
+  updateOrgBilling,
+} from "../../db/orgs.ts";
+import { formatUsd, parseUsd } from "../../pricing/money.ts";
+import { readBody } from "../client-io.ts";
+import { GatewayError } from "../errors.ts";
+import type { Services } from "../services.ts";
+import { parseJsonObject } from "../validate.ts";
+import { renderTransaction } from "./billing.ts";
+
+const usd = z
+  .string()
+  .refine((s) => parseUsd(s) !== null && (parseUsd(s) as number) >= 0, "a USD decimal string");
+
+const creditSchema = z.object({
+  amount: usd.refine((s) => (parseUsd(s) as number) > 0, "a positive USD decimal string"),
+  creditType: z.enum(["trial", "grant", "admin_grant", "purchase", "switch"]).default("admin_grant"),
+});
+
+const createOrgSchema = z.object({
+  name: z.string().min(1).max(200),
+  billingMode: z.enum(["integrated", "byo"]),
+  isTrial: z.boolean(),
+});
+
+const billingPatchSchema = z
+  .object({
+    billingMode: z.enum(["integrated", "byo"]),
+    isTrial: z.boolean(),
+    subscriptionStatus: z.enum(["active", "paused", "overdue", "canceled"]),
+    autoRebuyEnabled: z.boolean(),
+    autoRebuyMinThreshold: usd.nullable(),
+    autoRebuyToBalance: usd.nullable(),
+    notifyThreshold: usd.nullable(),
+    maxThresholdPerMonth: usd.nullable(),
+    billingCycleStartedAt: z.iso.datetime({ offset: true }),
+  })
+  .partial()
+  .strict();
+
+function nanosOrNull(v: string | null | undefined): number | null | undefined {
+  return v === undefined ? undefined : v === null ? null : (parseUsd(v) as number);
+}
+
+/** Parses an admin request body against a schema; bad input is a 400 naming the field. */
+async function input<T extends z.ZodType>(raw: Promise<Uint8Array>, schema: T): Promise<z.infer<T>> {
+  const body = parseJsonObject(await raw);
+  const result = schema.safeParse(body);
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    const param = issue?.path.join(".") || null;
+    throw new GatewayError("invalid_request_error", `${param ?? "body"}: ${issue?.message ?? "invalid"}`, {
+      param,
+    });
+  }
+  return result.data;
+}
+
+const usdOrNull = (n: number | null) => (n === null ? null : formatUsd(n));
+
+export function renderOrg(org: Org, balance: number | undefined): Record<string, unknown> {
+  return {
+    id: org.id,
+    name: org.name,
+    billingMode: org.billingMode,
+    isTrial: org.isTrial,
+    subscriptionStatus: org.subscriptionStatus,
+    autoRebuyEnabled: org.autoRebuyEnabled,
+    autoRebuyMinThreshold: usdOrNull(org.autoRebuyMinThreshold),
+    autoRebuyToBalance: usdOrNull(org.autoRebuyToBalance),
+    notifyThreshold: usdOrNull(org.notifyThreshold),
+    maxThresholdPerMonth: usdOrNull(org.maxThresholdPerMonth),
+    billingCycleStartedAt: org.billingCycleStartedAt.toISOString(),
+    createdAt: org.createdAt.toISOString(),
+    deletedAt: org.deletedAt ? org.deletedAt.toISOString() : null,
+    balance: balance === undefined ? null : formatUsd(balance),
+  };
+}
+
+/** `Authorization: Bearer $ADMIN_TOKEN`; the admin API does not exist without the token. */
+export function adminRoutes(services: Services): Hono {
+  const app = new Hono();
+  const { config, database, meter, clock } = services;
+  const token = config.ADMIN_TOKEN ? Buffer.from(config.ADMIN_TOKEN) : undefined;
+
+  app.use("*", async (c, next) => {
+    if (!token) throw new GatewayError("not_found", "the admin API is disabled (ADMIN_TOKEN is not set)");
+    const header = c.req.header("authorization") ?? "";
+    const presented = Buffer.from(header.startsWith("Bearer ") ? header.slice(7).trim() : "");
+    if (presented.length !== token.length || !timingSafeEqual(presented, token)) {
+      throw new GatewayError("invalid_api_key", "invalid admin token");
+    }
+    await next();
+  });
+
+  const orgOr404 = async (id: string): Promise<Org> => {
+    const org = await getOrg(database.db, id);
+    if (!org || org.deletedAt) throw new GatewayError("not_found", `org '${id}' does not exist`);
+    return org;
+  };
+
+  app.post("/orgs", async (c) => {
+    const body = await input(readBody(c, 64 * 1024), createOrgSchema);
+    const org = await createOrg(database.db, body);
+    await meter.onOrgCreated(org);
+    return c.json(renderOrg(org, await meter.balance(org.id)), 201);
+  });
+
+  app.get("/orgs/:id", async (c) => {
+    const org = await orgOr404(c.req.param("id"));
+    return c.json(renderOrg(org, await meter.balance(org.id)));
+  });
+
+  app.patch("/orgs/:id/billing", async (c) => {
+    const id = c.req.param("id");
+    await orgOr404(id);
+    const patch = await input(readBody(c, 64 * 1024), billingPatchSchema);
+    const org = await updateOrgBilling(database.db, id, {
+      billingMode: patch.billingMode,
+      isTrial: patch.isTrial,
+      subscriptionStatus: patch.subscriptionStatus,
+      autoRebuyEnabled: patch.autoRebuyEnabled,
+      autoRebuyMinThreshold: nanosOrNull(patch.autoRebuyMinThreshold),
+      autoRebuyToBalance: nanosOrNull(patch.autoRebuyToBalance),
+      notifyThreshold: nanosOrNull(patch.notifyThreshold),
+      maxThresholdPerMonth: nanosOrNull(patch.maxThresholdPerMonth),
+      billingCycleStartedAt: patch.billingCycleStartedAt ? new Date(patch.billingCycleStartedAt) : undefined,
+    });
+    if (!org) throw new GatewayError("not_found", `org '${id}' does not exist`);
+    return c.json(renderOrg(org, await meter.balance(org.id)));
+  });
+
+  app.post("/orgs/:id/credits", async (c) => {
+    const id = c.req.param("id");
+    await orgOr404(id);
+    const idempotencyKey = c.req.header("idempotency-key")?.trim();
+    if (!idempotencyKey) {
+      throw new GatewayError("invalid_request_error", "send an Idempotency-Key header with every credit", {
+        param: "Idempotency-Key",
+      });
+    }
+    const body = await input(readBody(c, 64 * 1024), creditSchema);
+    const amount = parseUsd(body.amount) as number;
+    const result = await meter.credit({
+      orgId: id,
+      id: `cr_${createHash("sha256").update(`${id}\n${idempotencyKey}`).digest("hex").slice(0, 32)}`,
+      amount,
+      creditType: body.creditType,
+    });
+    if (!result.ok) {
+      throw new GatewayError(
+        "invalid_request_error",
+        `Idempotency-Key was already used for a credit of ${formatUsd(result.firstAmount)}`,
+        { status: 409, param: "Idempotency-Key" },
+      );
+    }
+    const org = await orgOr404(id);
+    return c.json(renderTransaction(result.transaction, org.name), result.duplicate ? 200 : 201);
+  });
+
+  app.delete("/orgs/:id", async (c) => {
+    const id = c.req.param("id");
+    if (!(await markOrgDeleted(database.db, id, new Date(clock.now())))) {
+      throw new GatewayError("not_found", `org '${id}' does not exist`);
+    }
+    services.keys.invalidate();
+    return c.json({ id, deleted: true });
+  });
+
+  app.post("/orgs/:id/api-keys", async (c) => {
+    const id = c.req.param("id");
+    const created = await createApiKey(database.db, id);
+    if (!created) throw new GatewayError("not_found", `org '${id}' does not exist`);
+    return c.json({ id: created.id, key: created.key, prefix: created.prefix, orgId: id }, 201);
+  });
+
+  app.delete("/api-keys/:id", async (c) => {
+    const id = c.req.param("id");
+    if (!(await revokeApiKey(database.db, id)))
+      throw new GatewayError("not_found", `api key '${id}' does not exist`);
+    services.keys.invalidate();
+    return c.json({ id, revoked: true });
+  });
+
+  return app;
+}

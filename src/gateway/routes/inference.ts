@@ -1,0 +1,161 @@
+import type { Context } from "hono";
+import { Hono } from "hono";
+import type { CallTags } from "../../metering/meter.ts";
+import type { AuthVariables } from "../auth.ts";
+import { type PreparedCall, runCall } from "../call.ts";
+import { readBody } from "../client-io.ts";
+import { GatewayError } from "../errors.ts";
+import { providers } from "../providers/index.ts";
+import type { Services } from "../services.ts";
+import {
+  optionalBoolean,
+  optionalObject,
+  optionalPositiveInt,
+  parseJsonObject,
+  requireMessages,
+  requireString,
+} from "../validate.ts";
+
+type Env = { Variables: AuthVariables };
+
+const TAG_HEADERS: ReadonlyArray<[keyof CallTags, string]> = [
+  ["planId", "x-planto-plan-id"],
+  ["planName", "x-planto-plan-name"],
+  ["sessionId", "x-planto-session-id"],
+  ["userId", "x-planto-user-id"],
+  ["purpose", "x-planto-purpose"],
+  ["modelRole", "x-planto-model-role"],
+  ["modelPack", "x-planto-model-pack"],
+];
+
+function readTags(c: Context): CallTags {
+  const tags: CallTags = {};
+  for (const [name, header] of TAG_HEADERS) {
+    const v = c.req.header(header);
+    if (v) tags[name] = v.slice(0, 256);
+  }
+  return tags;
+}
+
+/** The BYO org's own provider key; integrated orgs pay with the gateway's. */
+function providerKey(
+  c: Context<Env>,
+  integrated: string | undefined,
+): {
+  apiKey: string | undefined;
+  byoKey: string | undefined;
+} {
+  const org = c.get("auth").org;
+  if (org.billingMode !== "byo") return { apiKey: integrated, byoKey: undefined };
+  const byoKey = c.req.header("x-planto-provider-key")?.trim();
+  if (!byoKey) {
+    throw new GatewayError(
+      "invalid_request_error",
+      "this org brings its own provider key: send x-planto-provider-key",
+      {
+        param: "x-planto-provider-key",
+      },
+    );
+  }
+  return { apiKey: byoKey, byoKey };
+}
+
+export function inferenceRoutes(services: Services): Hono<Env> {
+  const app = new Hono<Env>();
+  const { config, catalog, clock } = services;
+
+  app.post("/chat/completions", async (c) => {
+    const startedAt = clock.now();
+    const raw = await readBody(c, config.MAX_BODY_BYTES);
+    const body = parseJsonObject(raw);
+    const modelId = requireString(body, "model");
+    requireMessages(body);
+    const stream = optionalBoolean(body, "stream") ?? false;
+    const streamOptions = optionalObject(body, "stream_options");
+    const maxTokens =
+      optionalPositiveInt(body, "max_completion_tokens") ?? optionalPositiveInt(body, "max_tokens");
+    const model = catalog.resolve(modelId);
+    if (!model)
+      throw new GatewayError("model_not_found", `model '${modelId}' does not exist`, { param: "model" });
+    const provider = providers[model.provider];
+    if (!provider.prepareChat) {
+      throw new GatewayError("invalid_request_error", `model '${modelId}' does not serve chat completions`, {
+        param: "model",
+      });
+    }
+    const clientWantsUsage = stream && streamOptions?.include_usage === true;
+    const changed = provider.prepareChat(body, model.upstreamModel, stream);
+    const keys = providerKey(c, provider.integratedKey(config));
+    const call: PreparedCall = {
+      start: {
+        requestId: newRequestId(),
+        org: c.get("auth").org,
+        keyId: c.get("auth").keyId,
+        model,
+        byoKey: keys.byoKey,
+        route: "chat",
+        stream,
+        // prepareChat touched only model and usage options; messages are as the client sent them.
+        request: body,
+        requestBytes: raw.byteLength,
+        maxTokens,
+        tags: readTags(c),
+        startedAt,
+      },
+      provider,
+      path: "/chat/completions",
+      payload: changed ? JSON.stringify(body) : raw,
+      apiKey: keys.apiKey,
+      clientWantsUsage,
+    };
+    return runCall(c, services, call);
+  });
+
+  app.post("/code/apply", async (c) => {
+    const startedAt = clock.now();
+    const raw = await readBody(c, config.MAX_BODY_BYTES);
+    const body = parseJsonObject(raw);
+    requireString(body, "initialCode");
+    requireString(body, "editSnippet");
+    const stream = optionalBoolean(body, "stream") ?? false;
+    const modelId = body.model === undefined ? catalog.defaultApplyModel().id : requireString(body, "model");
+    const model = catalog.resolve(modelId);
+    if (!model || model.provider !== "relace") {
+      throw new GatewayError("model_not_found", `apply model '${modelId}' does not exist`, {
+        param: "model",
+      });
+    }
+    const provider = providers.relace;
+    const keys = providerKey(c, provider.integratedKey(config));
+    const changed = body.model !== undefined && body.model !== model.upstreamModel;
+    if (changed) body.model = model.upstreamModel;
+    return runCall(c, services, {
+      start: {
+        requestId: newRequestId(),
+        org: c.get("auth").org,
+        keyId: c.get("auth").keyId,
+        model,
+        byoKey: keys.byoKey,
+        route: "apply",
+        stream,
+        request: body,
+        requestBytes: raw.byteLength,
+        maxTokens: undefined,
+        tags: readTags(c),
+        startedAt,
+      },
+      provider,
+      path: "/code/apply",
+      payload: changed ? JSON.stringify(body) : raw,
+      apiKey: keys.apiKey,
+      // Relace's own stream carries its usage frame; it reaches the client with `cost` added.
+      clientWantsUsage: true,
+    });
+  });
+
+  return app;
+}
+
+function newRequestId(): string {
+  return `req_${crypto.randomUUID().replaceAll("-", "")}`;
+}

@@ -1,0 +1,134 @@
+import type { JsonObject } from "./providers/types.ts";
+
+const NEWLINE = 0x0a;
+// Usage frames carry a usage object; every other chunk carries `"usage":null` or no usage at all.
+const USAGE_MARKERS = [Buffer.from('"usage":{'), Buffer.from('"usage": {')];
+const DATA_PREFIX = Buffer.from("data:");
+const DONE = Buffer.from("data: [DONE]");
+const ERROR_KEY = Buffer.from('"error"');
+
+/** What to do with a frame that carries a usage object. */
+export type UsageFrameAction =
+  | { kind: "forward" } // send the frame's bytes unchanged
+  | { kind: "drop" } // the client did not ask for it
+  | { kind: "replace"; frame: string }; // the frame with fields added (the gateway's `cost`)
+
+/**
+ * Taps an upstream SSE byte stream on its way to the client. Bytes of complete lines are passed on
+ * as the same buffers they arrived in (sub-arrays, no copies); only an unfinished last line is held
+ * back until its end arrives. A line is parsed only when it carries a usage object, so the JSON of
+ * ordinary content chunks is never decoded on the hot path.
+ *
+ * Until a usage frame is seen the forwarded buffers are kept by reference, so that a stream that
+ * ends without one (interrupted, cancelled, or a provider without usage) can still be counted from
+ * the text actually sent.
+ */
+export class SseTap {
+  private pending: Buffer | null = null;
+  private retained: Buffer[] | null = [];
+  usageFrame: JsonObject | undefined;
+  /** The upstream sent `data: [DONE]`: the stream ended as the provider meant it to. */
+  done = false;
+  /** The upstream sent an error frame mid-stream. */
+  upstreamError: JsonObject | undefined;
+
+  constructor(private readonly onUsage: (frame: JsonObject) => UsageFrameAction) {}
+
+  /** Feeds one upstream chunk; returns the buffers to write to the client, in order. */
+  push(chunk: Uint8Array): Buffer[] {
+    let data = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    if (this.pending) {
+      data = Buffer.concat([this.pending, data]);
+      this.pending = null;
+    }
+    const lastNewline = data.lastIndexOf(NEWLINE);
+    if (lastNewline < 0) {
+      this.pending = data;
+      return [];
+    }
+    if (lastNewline + 1 < data.length) this.pending = Buffer.from(data.subarray(lastNewline + 1));
+    const complete = data.subarray(0, lastNewline + 1);
+    const out = this.scan(complete);
+    if (this.retained) for (const b of out) this.retained.push(b);
+    return out;
+  }
+
+  /** Whatever is still held back when the upstream ends (a last line without its newline). */
+  flush(): Buffer[] {
+    if (!this.pending) return [];
+    const rest = this.pending;
+    this.pending = null;
+    const out = this.scan(rest);
+    if (this.retained) for (const b of out) this.retained.push(b);
+    return out;
+  }
+
+  /** The `data:` payloads of everything forwarded so far, while no usage frame has been seen. */
+  forwardedPayloads(): string[] {
+    if (!this.retained) return [];
+    const payloads: string[] = [];
+    for (const line of Buffer.concat(this.retained).toString("utf8").split("\n")) {
+      if (line.startsWith("data:")) payloads.push(line.slice(5).trimStart());
+    }
+    return payloads;
+  }
+
+  private scan(bytes: Buffer): Buffer[] {
+    this.noteDone(bytes);
+    if (!USAGE_MARKERS.some((m) => bytes.includes(m)) && !bytes.includes(ERROR_KEY)) return [bytes];
+    const out: Buffer[] = [];
+    let start = 0;
+    let kept = 0; // start of the run of bytes still to forward unchanged
+    while (start < bytes.length) {
+      let end = bytes.indexOf(NEWLINE, start);
+      end = end < 0 ? bytes.length : end + 1;
+      const line = bytes.subarray(start, end);
+      const action = this.inspectLine(line);
+      if (action.kind !== "forward") {
+        if (start > kept) out.push(bytes.subarray(kept, start));
+        if (action.kind === "replace") out.push(Buffer.from(action.frame));
+        kept = end;
+        // A dropped frame takes its blank separator line with it.
+        if (action.kind === "drop" && bytes[kept] === NEWLINE) kept += 1;
+        else if (action.kind === "drop" && bytes[kept] === 0x0d && bytes[kept + 1] === NEWLINE) kept += 2;
+        start = kept;
+        continue;
+      }
+      start = end;
+    }
+    if (kept < bytes.length) out.push(bytes.subarray(kept));
+    return out;
+  }
+
+  private inspectLine(line: Buffer): UsageFrameAction {
+    if (!line.subarray(0, DATA_PREFIX.length).equals(DATA_PREFIX)) return { kind: "forward" };
+    const hasUsage = USAGE_MARKERS.some((m) => line.includes(m));
+    if (!hasUsage && !line.includes(ERROR_KEY)) return { kind: "forward" };
+    let frame: unknown;
+    try {
+      frame = JSON.parse(line.subarray(DATA_PREFIX.length).toString("utf8"));
+    } catch {
+      return { kind: "forward" };
+    }
+    if (typeof frame !== "object" || frame === null) return { kind: "forward" };
+    const obj = frame as JsonObject;
+    if (typeof obj.error === "object" && obj.error !== null && !("choices" in obj)) {
+      this.upstreamError = obj.error as JsonObject;
+      return { kind: "forward" };
+    }
+    if (!hasUsage || typeof obj.usage !== "object" || obj.usage === null) return { kind: "forward" };
+    this.usageFrame = obj;
+    this.retained = null;
+    return this.onUsage(obj);
+  }
+
+  private noteDone(bytes: Buffer): void {
+    if (this.done) return;
+    if (bytes.lastIndexOf(DONE) >= 0) this.done = true;
+  }
+}
+
+/** True when a usage frame carries nothing but usage (OpenAI's `choices: []` frame). */
+export function isUsageOnlyFrame(frame: JsonObject): boolean {
+  return Array.isArray(frame.choices) && frame.choices.length === 0;
+}

@@ -1,0 +1,73 @@
+import { GatewayError } from "./errors.ts";
+import type { JsonObject } from "./providers/types.ts";
+
+/** Parses a request body as a JSON object, or fails with the contract's 400. */
+export function parseJsonObject(bytes: Uint8Array): JsonObject {
+  let value: unknown;
+  try {
+    value = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("utf8"));
+  } catch {
+    throw new GatewayError("invalid_request_error", "request body is not valid JSON");
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new GatewayError("invalid_request_error", "request body must be a JSON object");
+  }
+  return value as JsonObject;
+}
+
+function invalid(param: string, message: string): GatewayError {
+  return new GatewayError("invalid_request_error", message, { param });
+}
+
+export function requireString(body: JsonObject, field: string): string {
+  const v = body[field];
+  if (v === undefined || v === null) throw invalid(field, `missing required parameter: '${field}'`);
+  if (typeof v !== "string" || v.length === 0) throw invalid(field, `'${field}' must be a non-empty string`);
+  return v;
+}
+
+export function optionalBoolean(body: JsonObject, field: string): boolean | undefined {
+  const v = body[field];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "boolean") throw invalid(field, `'${field}' must be a boolean`);
+  return v;
+}
+
+export function optionalPositiveInt(body: JsonObject, field: string): number | undefined {
+  const v = body[field];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 1) {
+    throw invalid(field, `'${field}' must be a positive integer`);
+  }
+  return v;
+}
+
+export function optionalObject(body: JsonObject, field: string): JsonObject | undefined {
+  const v = body[field];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "object" || Array.isArray(v)) throw invalid(field, `'${field}' must be an object`);
+  return v as JsonObject;
+}
+
+/** `messages`: a non-empty array of objects, each with a string `role`. */
+export function requireMessages(body: JsonObject): JsonObject[] {
+  const v = body.messages;
+  if (v === undefined || v === null) throw invalid("messages", "missing required parameter: 'messages'");
+  if (!Array.isArray(v) || v.length === 0) throw invalid("messages", "'messages' must be a non-empty array");
+  v.forEach((m, i) => {
+    if (typeof m !== "object" || m === null || Array.isArray(m)) {
+      throw invalid(`messages[${i}]`, `'messages[${i}]' must be an object`);
+    }
+    if (typeof (m as JsonObject).role !== "string") {
+      throw invalid(`messages[${i}].role`, `'messages[${i}].role' must be a string`);
+    }
+    const content = (m as JsonObject).content;
+    if (content !== undefined && content !== null && typeof content !== "string" && !Array.isArray(content)) {
+      throw invalid(
+        `messages[${i}].content`,
+        `'messages[${i}].content' must be a string or an array of parts`,
+      );
+    }
+  });
+  return v as JsonObject[];
+}

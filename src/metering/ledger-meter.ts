@@ -1,0 +1,291 @@
+import type { Config } from "../config.ts";
+import type { Database } from "../db/client.ts";
+import { creditRow, getTransaction, insertCredit, orgLedgerBalance } from "../db/ledger.ts";
+import { GatewayError } from "../gateway/errors.ts";
+import type { Logger } from "../gateway/log.ts";
+import type { JsonObject, Usage } from "../gateway/providers/types.ts";
+import type { Clock } from "../gateway/services.ts";
+import type { Catalog } from "../pricing/catalog.ts";
+import { computeCost, estimateReservation } from "../pricing/cost.ts";
+import { type Nanos, parseUsd } from "../pricing/money.ts";
+import { countChatPromptTokens, countTextTokens } from "../pricing/tokens.ts";
+import type { CallEvent, CreditEvent } from "./events.ts";
+import type { Admission, CallEnd, CallStart, CreditResult, Meter, Settlement } from "./meter.ts";
+import type { MeteringStore } from "./store.ts";
+
+/** A hold outlives the longest call we expect; a crashed gateway's holds are reclaimed after it. */
+export const HOLD_TTL_MS = 15 * 60_000;
+const RECLAIM_EVERY_MS = 30_000;
+
+interface MeteredAdmission extends Admission {
+  /** Nothing is debited: BYO orgs pay their provider directly. */
+  readonly byo: boolean;
+  readonly hold: Nanos;
+}
+
+/**
+ * The meter of integrated and BYO calls: a hold in the metering store before the upstream is
+ * called, exactly one settle after, and the ledger event appended to the store's stream in the
+ * same atomic step as the debit, for the flusher to write to Postgres.
+ */
+export function createLedgerMeter(deps: {
+  config: Config;
+  store: MeteringStore;
+  database: Database;
+  catalog: Catalog;
+  clock: Clock;
+  log: Logger;
+}): Meter {
+  const { config, store, database, clock, log } = deps;
+  const markupBps = config.MARKUP_BPS;
+
+  const loadBalance = async (orgId: string) => {
+    const balance = await orgLedgerBalance(database.db, orgId);
+    await store.loadBalance({ orgId, balance });
+  };
+
+  const reclaimer = setInterval(() => {
+    store.reclaimExpired(clock.now()).then(
+      (n) => n > 0 && log.warn("reclaimed expired holds", { holds: n }),
+      (err) => log.error("reclaim failed", { err: String(err) }),
+    );
+  }, RECLAIM_EVERY_MS);
+  reclaimer.unref();
+
+  const billingError = (start: CallStart) => ({
+    billingError: { hasBillingPermission: true, isTrial: start.org.isTrial },
+  });
+
+  return {
+    async admit(start) {
+      const { org } = start;
+      if (start.byoKey !== undefined || org.billingMode === "byo") {
+        if (org.isTrial) {
+          const verdict = await store.countTrialResponse({
+            orgId: org.id,
+            planId: start.tags.planId ?? "",
+            maxPlans: config.TRIAL_MAX_PLANS,
+            maxPerPlan: config.TRIAL_MAX_RESPONSES_PER_PLAN,
+          });
+          if (!verdict.ok) {
+            throw verdict.reason === "trial_plans_exceeded"
+              ? new GatewayError(
+                  "trial_plans_exceeded",
+                  `trial orgs may use ${config.TRIAL_MAX_PLANS} plans`,
+                  {
+                    extras: { trialPlansExceededError: { maxPlans: config.TRIAL_MAX_PLANS } },
+                  },
+                )
+              : new GatewayError(
+                  "trial_messages_exceeded",
+                  `trial orgs may have ${config.TRIAL_MAX_RESPONSES_PER_PLAN} model responses per plan`,
+                  {
+                    extras: {
+                      trialMessagesExceededError: { maxMessages: config.TRIAL_MAX_RESPONSES_PER_PLAN },
+                    },
+                  },
+                );
+          }
+        }
+        return { start, byo: true, hold: 0 } satisfies MeteredAdmission;
+      }
+      if (org.subscriptionStatus === "paused") {
+        throw new GatewayError("cloud_subscription_paused", "the subscription is paused", {
+          extras: billingError(start),
+        });
+      }
+      if (org.subscriptionStatus === "overdue") {
+        throw new GatewayError("cloud_subscription_overdue", "the subscription is overdue", {
+          extras: billingError(start),
+        });
+      }
+      const hold = estimateReservation(start.model, {
+        promptBytes: start.requestBytes,
+        maxTokens: start.maxTokens,
+        defaultMaxTokens: config.DEFAULT_MAX_TOKENS,
+        markupBps,
+      });
+      const reserve = () =>
+        store.reserve({
+          orgId: org.id,
+          requestId: start.requestId,
+          amount: hold,
+          ttlMs: HOLD_TTL_MS,
+          nowMs: clock.now(),
+        });
+      let outcome = await reserve();
+      if (!outcome.ok && outcome.reason === "not_loaded") {
+        await loadBalance(org.id);
+        outcome = await reserve();
+      }
+      if (!outcome.ok) {
+        throw new GatewayError("cloud_insufficient_credits", "not enough credits for this call", {
+          extras: billingError(start),
+        });
+      }
+      return { start, byo: false, hold } satisfies MeteredAdmission;
+    },
+
+    price(admission, usage) {
+      return computeCost(admission.start.model, usage, { markupBps, upstreamCostUsd: usage.upstreamCostUsd })
+        .total;
+    },
+
+    async settle(admission, end): Promise<Settlement> {
+      const { start, byo } = admission as MeteredAdmission;
+      const usage = end.usage ?? countUsage(start, end);
+      const cost = computeCost(start.model, usage, { markupBps, upstreamCostUsd: usage.upstreamCostUsd });
+      const event: CallEvent = {
+        kind: byo || cost.total === 0 ? "usage" : "debit",
+        id: start.requestId,
+        orgId: start.org.id,
+        keyId: start.keyId,
+        amount: byo ? 0 : cost.total,
+        base: cost.base,
+        surcharge: cost.surcharge,
+        cacheDiscount: cost.cacheDiscount,
+        listPrice: cost.total,
+        inputTokens: cost.inputTokens,
+        cachedTokens: cost.cachedTokens,
+        cacheWriteTokens: usage.cacheWriteTokens,
+        outputTokens: cost.outputTokens,
+        reasoningTokens: usage.reasoningTokens,
+        inputPricePerToken: cost.inputPricePerToken,
+        outputPricePerToken: cost.outputPricePerToken,
+        provider: start.model.provider,
+        model: start.model.id,
+        route: start.route,
+        byo,
+        tags: start.tags,
+        startedAt: start.startedAt,
+        firstTokenAt: end.firstTokenAt ?? null,
+        endedAt: end.endedAt,
+        stoppedEarly: end.stoppedEarly,
+        clientCancelled: end.clientCancelled,
+        upstreamError: end.upstreamError,
+        noReportedUsage: end.usage === undefined,
+      };
+      if (byo) {
+        await store.appendEvent({ orgId: start.org.id, event: JSON.stringify(event) });
+        return { cost: 0, balance: undefined };
+      }
+      const settle = () =>
+        store.settle({
+          orgId: start.org.id,
+          requestId: start.requestId,
+          cost: cost.total,
+          event: JSON.stringify(event),
+        });
+      let result = await settle();
+      if (!result.ok) {
+        // Redis lost the balance mid-call (restarted empty): rebuild it, then charge.
+        await loadBalance(start.org.id);
+        result = await settle();
+      }
+      if (!result.ok) throw new Error(`settle of ${start.requestId} found no balance after a reload`);
+      return { cost: cost.total, balance: result.balance };
+    },
+
+    async balance(orgId) {
+      const live = await store.getBalance(orgId);
+      if (live) return live.balance;
+      return orgLedgerBalance(database.db, orgId);
+    },
+
+    async onOrgCreated(org) {
+      if (org.billingMode !== "integrated" || !org.isTrial) return;
+      const amount = parseUsd(config.TRIAL_CREDITS) ?? 0;
+      if (amount > 0)
+        await this.credit({ orgId: org.id, id: `trial_${org.id}`, amount, creditType: "trial" });
+    },
+
+    async credit(input): Promise<CreditResult> {
+      const existing = await getTransaction(database.db, input.id);
+      if (existing) {
+        if (existing.orgId !== input.orgId || existing.amount !== input.amount) {
+          return { ok: false, reason: "amount_mismatch", firstAmount: existing.amount };
+        }
+        return { ok: true, transaction: existing, duplicate: true };
+      }
+      const event: CreditEvent = {
+        kind: "credit",
+        id: input.id,
+        orgId: input.orgId,
+        amount: input.amount,
+        creditType: input.creditType,
+        isAutoRebuy: input.isAutoRebuy ?? false,
+        autoRebuyMinThreshold: input.autoRebuyMinThreshold ?? null,
+        autoRebuyToBalance: input.autoRebuyToBalance ?? null,
+        createdAt: clock.now(),
+      };
+      const apply = () =>
+        store.credit({
+          orgId: input.orgId,
+          creditId: input.id,
+          amount: input.amount,
+          event: JSON.stringify(event),
+        });
+      let result = await apply();
+      if (!result.ok) {
+        await loadBalance(input.orgId);
+        result = await apply();
+      }
+      if (!result.ok) throw new Error(`credit ${input.id} found no balance after a reload`);
+      if (result.duplicate && result.amount !== input.amount) {
+        return { ok: false, reason: "amount_mismatch", firstAmount: result.amount };
+      }
+      // The flusher writes the same row from the stream; writing it now lets the caller see it at once.
+      const transaction = await insertCredit(database.db, creditRow(event, result.balance));
+      return { ok: true, transaction, duplicate: result.duplicate };
+    },
+
+    async close() {
+      clearInterval(reclaimer);
+    },
+  };
+}
+
+/** Counts what the upstream did not report: the prompt as sent and the text actually delivered. */
+export function countUsage(start: CallStart, end: CallEnd): Usage {
+  const encoding = start.model.encoding;
+  const request = start.request;
+  const promptTokens =
+    start.route === "chat"
+      ? countChatPromptTokens(request.messages as JsonObject[], encoding)
+      : countTextTokens(`${String(request.initialCode ?? "")}${String(request.editSnippet ?? "")}`, encoding);
+  const texts: string[] = [];
+  if (end.streamedPayloads) {
+    for (const payload of end.streamedPayloads()) collectText(payload, texts);
+  } else if (end.responseText) {
+    collectText(end.responseText, texts);
+  }
+  const completionTokens = texts.length ? countTextTokens(texts.join(""), encoding) : 0;
+  return { promptTokens, cachedTokens: 0, cacheWriteTokens: 0, completionTokens, reasoningTokens: 0 };
+}
+
+/** The generated text in a chunk or response: content, reasoning, tool-call arguments, merged code. */
+function collectText(payload: string, out: string[]): void {
+  let value: unknown;
+  try {
+    value = JSON.parse(payload);
+  } catch {
+    return;
+  }
+  if (typeof value !== "object" || value === null) return;
+  const obj = value as JsonObject;
+  if (typeof obj.mergedCode === "string") out.push(obj.mergedCode);
+  if (!Array.isArray(obj.choices)) return;
+  for (const choice of obj.choices as JsonObject[]) {
+    const part = (choice?.delta ?? choice?.message) as JsonObject | undefined;
+    if (!part) continue;
+    if (typeof part.content === "string") out.push(part.content);
+    if (typeof part.reasoning === "string") out.push(part.reasoning);
+    if (typeof part.reasoning_content === "string") out.push(part.reasoning_content);
+    if (Array.isArray(part.tool_calls)) {
+      for (const call of part.tool_calls as JsonObject[]) {
+        const fn = call?.function as JsonObject | undefined;
+        if (typeof fn?.arguments === "string") out.push(fn.arguments);
+      }
+    }
+  }
+}

@@ -1,0 +1,38 @@
+--[[
+settle: end a call. Releases its hold, debits its cost and appends its ledger event, in one step,
+so a debit is never applied without its event nor its event without the debit.
+
+KEYS[1] org hash    {bal, held}
+KEYS[2] holds hash  requestId -> amount
+KEYS[3] expiry zset
+KEYS[4] done marker of requestId
+KEYS[5] ledger stream of the shard
+ARGV[1] requestId
+ARGV[2] cost (nanodollars, >= 0)
+ARGV[3] ledger event (JSON)
+ARGV[4] expiry zset member
+ARGV[5] done marker TTL (seconds)
+
+Settle always succeeds once the balance is loaded, even when the cost exceeds the hold: the balance
+may then go below zero, by at most this call's excess over its hold.
+Returns {status, balance}: 0 settled, 1 duplicate (already settled; nothing changed),
+-1 not loaded (Redis lost the balance since the reserve: load it and retry).
+]]
+local bal = redis.call('HGET', KEYS[1], 'bal')
+if redis.call('EXISTS', KEYS[4]) == 1 then return {1, tonumber(bal or '0')} end
+if not bal then return {-1, 0} end
+local hold = redis.call('HGET', KEYS[2], ARGV[1])
+if hold then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  redis.call('HINCRBY', KEYS[1], 'held', -tonumber(hold))
+  redis.call('ZREM', KEYS[3], ARGV[4])
+end
+local cost = tonumber(ARGV[2])
+if cost > 0 then
+  bal = redis.call('HINCRBY', KEYS[1], 'bal', -cost)
+else
+  bal = tonumber(bal)
+end
+redis.call('XADD', KEYS[5], '*', 'e', ARGV[3], 'b', bal)
+redis.call('SET', KEYS[4], ARGV[2], 'EX', ARGV[5])
+return {0, bal}

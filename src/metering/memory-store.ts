@@ -1,0 +1,178 @@
+import type { LedgerEntry, MeteringStore } from "./store.ts";
+
+interface OrgState {
+  bal: number;
+  held: number;
+  holds: Map<string, { amount: number; expires: number }>;
+}
+
+interface StreamEntry {
+  id: string;
+  event: string;
+  balance: number | undefined;
+  at: number;
+}
+
+/**
+ * The metering store of a single embedded instance (no REDIS_URL): the same semantics as the Redis
+ * scripts, each operation atomic because it runs to completion on the event loop. The state lives
+ * in this process only; the ledger is flushed to the database like Redis's.
+ */
+export function createMemoryStore(): MeteringStore {
+  const orgs = new Map<string, OrgState>();
+  const done = new Map<string, number>(); // settled request ids and applied credit ids → amount
+  const trial = new Map<string, Map<string, number>>();
+  const stream: StreamEntry[] = [];
+  const pending = new Map<string, { entry: StreamEntry; consumer: string; since: number }>();
+  let seq = 0;
+  const waiters: Array<() => void> = [];
+
+  const append = (event: string, balance: number | undefined) => {
+    const at = Date.now();
+    stream.push({ id: `${at}-${seq++}`, event, balance, at });
+    for (const w of waiters.splice(0)) w();
+  };
+  const toEntry = (orgEntry: StreamEntry): LedgerEntry => ({
+    shard: 0,
+    id: orgEntry.id,
+    event: orgEntry.event,
+    balance: orgEntry.balance,
+  });
+  const take = (consumer: string, count: number): LedgerEntry[] => {
+    const taken = stream.splice(0, count);
+    const now = Date.now();
+    for (const entry of taken) pending.set(entry.id, { entry, consumer, since: now });
+    return taken.map(toEntry);
+  };
+
+  return {
+    kind: "memory",
+
+    async reserve({ orgId, requestId, amount, ttlMs, nowMs }) {
+      const org = orgs.get(orgId);
+      if (!org) return { ok: false, reason: "not_loaded" };
+      if (done.has(requestId) || org.holds.has(requestId))
+        return { ok: true, balance: org.bal, held: org.held };
+      if (org.bal - org.held < amount) {
+        return { ok: false, reason: "insufficient_credits", balance: org.bal, held: org.held };
+      }
+      org.holds.set(requestId, { amount, expires: nowMs + ttlMs });
+      org.held += amount;
+      return { ok: true, balance: org.bal, held: org.held };
+    },
+
+    async settle({ orgId, requestId, cost, event }) {
+      const org = orgs.get(orgId);
+      if (done.has(requestId)) return { ok: true, balance: org?.bal ?? 0, duplicate: true };
+      if (!org) return { ok: false, reason: "not_loaded" };
+      const hold = org.holds.get(requestId);
+      if (hold) {
+        org.holds.delete(requestId);
+        org.held -= hold.amount;
+      }
+      if (cost > 0) org.bal -= cost;
+      append(event, org.bal);
+      done.set(requestId, cost);
+      return { ok: true, balance: org.bal, duplicate: false };
+    },
+
+    async release({ orgId, requestId }) {
+      const org = orgs.get(orgId);
+      const hold = org?.holds.get(requestId);
+      if (!org || !hold) return;
+      org.holds.delete(requestId);
+      org.held -= hold.amount;
+    },
+
+    async credit({ orgId, creditId, amount, event }) {
+      const org = orgs.get(orgId);
+      const first = done.get(creditId);
+      if (first !== undefined) return { ok: true, balance: org?.bal ?? 0, duplicate: true, amount: first };
+      if (!org) return { ok: false, reason: "not_loaded" };
+      org.bal += amount;
+      append(event, org.bal);
+      done.set(creditId, amount);
+      return { ok: true, balance: org.bal, duplicate: false, amount };
+    },
+
+    async appendEvent({ event }) {
+      append(event, undefined);
+    },
+
+    async loadBalance({ orgId, balance }) {
+      if (orgs.has(orgId)) return false;
+      orgs.set(orgId, { bal: balance, held: 0, holds: new Map() });
+      return true;
+    },
+
+    async getBalance(orgId) {
+      const org = orgs.get(orgId);
+      return org ? { balance: org.bal, held: org.held } : null;
+    },
+
+    async reclaimExpired(nowMs) {
+      let released = 0;
+      for (const org of orgs.values()) {
+        for (const [requestId, hold] of org.holds) {
+          if (hold.expires > nowMs) continue;
+          org.holds.delete(requestId);
+          org.held -= hold.amount;
+          released += 1;
+        }
+      }
+      return released;
+    },
+
+    async countTrialResponse({ orgId, planId, maxPlans, maxPerPlan }) {
+      const plans = trial.get(orgId) ?? new Map<string, number>();
+      trial.set(orgId, plans);
+      if (!plans.has(planId) && plans.size >= maxPlans) return { ok: false, reason: "trial_plans_exceeded" };
+      const used = plans.get(planId) ?? 0;
+      if (used >= maxPerPlan) return { ok: false, reason: "trial_messages_exceeded" };
+      plans.set(planId, used + 1);
+      return { ok: true };
+    },
+
+    async readLedger({ consumer, count, blockMs }) {
+      if (stream.length === 0 && blockMs > 0) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, blockMs);
+          waiters.push(() => {
+            clearTimeout(timer);
+            resolve();
+          });
+        });
+      }
+      return take(consumer, count);
+    },
+
+    async ackLedger(_group, entries) {
+      for (const e of entries) pending.delete(e.id);
+    },
+
+    async claimStaleLedger({ consumer, minIdleMs, count }) {
+      const now = Date.now();
+      const claimed: LedgerEntry[] = [];
+      for (const p of pending.values()) {
+        if (claimed.length >= count) break;
+        if (now - p.since < minIdleMs) continue;
+        p.consumer = consumer;
+        p.since = now;
+        claimed.push(toEntry(p.entry));
+      }
+      return claimed;
+    },
+
+    async ledgerLag() {
+      const all = [...stream, ...[...pending.values()].map((p) => p.entry)];
+      return { length: all.length, oldestMs: all.length ? Math.min(...all.map((e) => e.at)) : null };
+    },
+
+    async purgeOrg(orgId) {
+      orgs.delete(orgId);
+      trial.delete(orgId);
+    },
+
+    async close() {},
+  };
+}

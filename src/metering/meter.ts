@@ -1,0 +1,102 @@
+import type { CreditTransactionRow } from "../db/ledger.ts";
+import type { Usage } from "../gateway/providers/types.ts";
+import type { CatalogModel } from "../pricing/catalog.ts";
+import type { Nanos } from "../pricing/money.ts";
+
+/** The org behind an authenticated api key, as the hot path needs it. */
+export interface CallerOrg {
+  id: string;
+  name: string;
+  billingMode: "integrated" | "byo";
+  isTrial: boolean;
+  subscriptionStatus: "active" | "paused" | "overdue" | "canceled";
+}
+
+/** The optional `x-planto-*` request headers that tag a usage record. */
+export interface CallTags {
+  planId?: string;
+  planName?: string;
+  sessionId?: string;
+  userId?: string;
+  purpose?: string;
+  modelRole?: string;
+  modelPack?: string;
+}
+
+/** Everything known about a call before it goes upstream. */
+export interface CallStart {
+  requestId: string;
+  org: CallerOrg;
+  keyId: string;
+  model: CatalogModel;
+  /** The user's own provider key (BYO): nothing is debited. */
+  byoKey: string | undefined;
+  route: "chat" | "apply";
+  stream: boolean;
+  /** The request as the client sent it, parsed (for a cheap prompt estimate and fallback counting). */
+  request: Record<string, unknown>;
+  requestBytes: number;
+  maxTokens: number | undefined;
+  tags: CallTags;
+  startedAt: number;
+}
+
+/** How a call ended, as far as the money is concerned. */
+export interface CallEnd {
+  /** Usage as the upstream reported it; undefined when it reported none. */
+  usage: Usage | undefined;
+  /** The `data:` payloads streamed to the client, for counting when there is no usage report. */
+  streamedPayloads?: () => string[];
+  /** The text of a non-streamed response, for counting when there is no usage report. */
+  responseText?: string;
+  upstreamStatus: number | undefined;
+  firstTokenAt: number | undefined;
+  endedAt: number;
+  stoppedEarly: boolean;
+  clientCancelled: boolean;
+  upstreamError: boolean;
+}
+
+/** A call admitted by the meter, to be settled exactly once. */
+export interface Admission {
+  readonly start: CallStart;
+}
+
+export interface Settlement {
+  cost: Nanos;
+  /** The org's balance after the debit; undefined for BYO orgs (nothing is debited). */
+  balance: Nanos | undefined;
+}
+
+/**
+ * Meters model calls: admits them before the upstream is called (refusals are GatewayErrors) and
+ * settles each admitted call exactly once, whatever happened to it.
+ */
+export interface Meter {
+  admit(call: CallStart): Promise<Admission>;
+  /** The charge for reported usage, for the `cost` in a usage frame. Pure and cheap. */
+  price(admission: Admission, usage: Usage): Nanos;
+  settle(admission: Admission, end: CallEnd): Promise<Settlement>;
+  /** The org's live balance; undefined when it has no credits ledger (BYO). */
+  balance(orgId: string): Promise<Nanos | undefined>;
+  /** A new org: integrated trial orgs start with their trial credit. */
+  onOrgCreated(org: { id: string; billingMode: "integrated" | "byo"; isTrial: boolean }): Promise<void>;
+  /** Adds credits once per id; a repeat with another amount is refused. */
+  credit(input: CreditInput): Promise<CreditResult>;
+  /** Stops background work (the flusher) after a last flush. */
+  close(): Promise<void>;
+}
+
+export interface CreditInput {
+  orgId: string;
+  id: string;
+  amount: Nanos;
+  creditType: "trial" | "grant" | "admin_grant" | "purchase" | "switch";
+  isAutoRebuy?: boolean;
+  autoRebuyMinThreshold?: Nanos | null;
+  autoRebuyToBalance?: Nanos | null;
+}
+
+export type CreditResult =
+  | { ok: true; transaction: CreditTransactionRow; duplicate: boolean }
+  | { ok: false; reason: "amount_mismatch"; firstAmount: Nanos };

@@ -1,0 +1,279 @@
+import { readFileSync } from "node:fs";
+import { Cluster, Redis } from "ioredis";
+import { DONE_TTL_SECONDS, type LedgerEntry, type MeteringStore, SHARDS, shardOf } from "./store.ts";
+
+const SCRIPTS = {
+  reserve: 4,
+  settle: 5,
+  release: 3,
+  credit: 3,
+  load: 1,
+  reclaim: 1,
+  trial: 2,
+} as const;
+type ScriptName = keyof typeof SCRIPTS;
+
+type Client = Redis | Cluster;
+type Reply = number | string | null | Reply[];
+type ScriptCaller = (...args: (string | number)[]) => Promise<Reply>;
+
+/** Keys of an org, all under its shard's hash tag so every script touches one cluster slot. */
+function keys(orgId: string) {
+  const shard = shardOf(orgId);
+  const prefix = `pg:{pg:${shard}}:`;
+  return {
+    shard,
+    prefix,
+    org: `${prefix}o:${orgId}`,
+    holds: `${prefix}h:${orgId}`,
+    expiry: `${prefix}hx`,
+    ledger: `${prefix}ledger`,
+    done: (id: string) => `${prefix}done:${id}`,
+    trialPlans: `${prefix}tp:${orgId}`,
+    trialCounts: `${prefix}tr:${orgId}`,
+  };
+}
+
+const shardKey = (shard: number, name: string) => `pg:{pg:${shard}}:${name}`;
+
+function num(v: Reply | undefined): number {
+  return typeof v === "number" ? v : Number(v ?? 0);
+}
+
+/** Redis (one server, or a cluster with REDIS_CLUSTER_NODES) behind the MeteringStore interface. */
+export function createRedisStore(opts: {
+  url?: string;
+  clusterNodes?: string;
+}): MeteringStore & { client: Client } {
+  const client: Client = opts.clusterNodes
+    ? new Cluster(
+        opts.clusterNodes.split(",").map((hp) => {
+          const [host = "127.0.0.1", port = "6379"] = hp.trim().split(":");
+          return { host, port: Number(port) };
+        }),
+        { scaleReads: "master" },
+      )
+    : new Redis(opts.url ?? "redis://127.0.0.1:6379", { maxRetriesPerRequest: 3 });
+  for (const [name, numberOfKeys] of Object.entries(SCRIPTS)) {
+    const lua = readFileSync(new URL(`./lua/${name}.lua`, import.meta.url), "utf8");
+    client.defineCommand(name, { lua, numberOfKeys });
+  }
+  const run = (name: ScriptName, ...args: (string | number)[]) =>
+    (client as unknown as Record<ScriptName, ScriptCaller>)[name](...args);
+
+  const groups = new Set<string>();
+  const ensureGroup = async (group: string) => {
+    if (groups.has(group)) return;
+    await Promise.all(
+      Array.from({ length: SHARDS }, (_, shard) =>
+        client.xgroup("CREATE", shardKey(shard, "ledger"), group, "0", "MKSTREAM").catch((err: Error) => {
+          if (!err.message.includes("BUSYGROUP")) throw err;
+        }),
+      ),
+    );
+    groups.add(group);
+  };
+
+  const toEntries = (shard: number, raw: [string, string[]][]): LedgerEntry[] =>
+    raw.map(([id, fields]) => {
+      let event = "";
+      let balance: number | undefined;
+      for (let i = 0; i < fields.length; i += 2) {
+        if (fields[i] === "e") event = fields[i + 1] ?? "";
+        else if (fields[i] === "b" && fields[i + 1] !== "") balance = Number(fields[i + 1]);
+      }
+      return { shard, id, event, balance };
+    });
+
+  const readAll = async (group: string, consumer: string, count: number): Promise<LedgerEntry[]> => {
+    const perShard = Math.max(1, Math.ceil(count / SHARDS));
+    const results = await Promise.all(
+      Array.from({ length: SHARDS }, async (_, shard) => {
+        const reply = (await client.xreadgroup(
+          "GROUP",
+          group,
+          consumer,
+          "COUNT",
+          perShard,
+          "STREAMS",
+          shardKey(shard, "ledger"),
+          ">",
+        )) as [string, [string, string[]][]][] | null;
+        return reply?.[0] ? toEntries(shard, reply[0][1]) : [];
+      }),
+    );
+    return results.flat();
+  };
+
+  return {
+    kind: opts.clusterNodes ? "cluster" : "redis",
+    client,
+
+    async reserve({ orgId, requestId, amount, ttlMs, nowMs }) {
+      const k = keys(orgId);
+      const [status, balance, held] = (await run(
+        "reserve",
+        k.org,
+        k.holds,
+        k.expiry,
+        k.done(requestId),
+        requestId,
+        amount,
+        nowMs + ttlMs,
+        `${orgId}\n${requestId}`,
+      )) as Reply[];
+      if (num(status) === -1) return { ok: false, reason: "not_loaded" };
+      if (num(status) === 0)
+        return { ok: false, reason: "insufficient_credits", balance: num(balance), held: num(held) };
+      return { ok: true, balance: num(balance), held: num(held) };
+    },
+
+    async settle({ orgId, requestId, cost, event }) {
+      const k = keys(orgId);
+      const [status, balance] = (await run(
+        "settle",
+        k.org,
+        k.holds,
+        k.expiry,
+        k.done(requestId),
+        k.ledger,
+        requestId,
+        cost,
+        event,
+        `${orgId}\n${requestId}`,
+        DONE_TTL_SECONDS,
+      )) as Reply[];
+      if (num(status) === -1) return { ok: false, reason: "not_loaded" };
+      return { ok: true, balance: num(balance), duplicate: num(status) === 1 };
+    },
+
+    async release({ orgId, requestId }) {
+      const k = keys(orgId);
+      await run("release", k.org, k.holds, k.expiry, requestId, `${orgId}\n${requestId}`);
+    },
+
+    async credit({ orgId, creditId, amount, event }) {
+      const k = keys(orgId);
+      const [status, balance, first] = (await run(
+        "credit",
+        k.org,
+        k.done(creditId),
+        k.ledger,
+        amount,
+        event,
+        DONE_TTL_SECONDS,
+      )) as Reply[];
+      if (num(status) === -1) return { ok: false, reason: "not_loaded" };
+      return { ok: true, balance: num(balance), duplicate: num(status) === 1, amount: num(first) };
+    },
+
+    async appendEvent({ orgId, event }) {
+      await client.xadd(keys(orgId).ledger, "*", "e", event, "b", "");
+    },
+
+    async loadBalance({ orgId, balance }) {
+      return num((await run("load", keys(orgId).org, balance)) as Reply) === 1;
+    },
+
+    async getBalance(orgId) {
+      const [bal, held] = await client.hmget(keys(orgId).org, "bal", "held");
+      if (bal === null || bal === undefined) return null;
+      return { balance: Number(bal), held: Number(held ?? 0) };
+    },
+
+    async reclaimExpired(nowMs) {
+      const counts = await Promise.all(
+        Array.from({ length: SHARDS }, (_, shard) =>
+          run("reclaim", shardKey(shard, "hx"), nowMs, `pg:{pg:${shard}}:`, 1000),
+        ),
+      );
+      return counts.reduce<number>((n, c) => n + num(c), 0);
+    },
+
+    async countTrialResponse({ orgId, planId, maxPlans, maxPerPlan }) {
+      const k = keys(orgId);
+      const verdict = num(
+        (await run("trial", k.trialPlans, k.trialCounts, planId, maxPlans, maxPerPlan)) as Reply,
+      );
+      if (verdict === 1) return { ok: false, reason: "trial_plans_exceeded" };
+      if (verdict === 2) return { ok: false, reason: "trial_messages_exceeded" };
+      return { ok: true };
+    },
+
+    async readLedger({ group, consumer, count, blockMs }) {
+      await ensureGroup(group);
+      const entries = await readAll(group, consumer, count);
+      if (entries.length > 0 || blockMs <= 0) return entries;
+      // A blocking read cannot span shards on a cluster; wait briefly and look again instead.
+      await new Promise((r) => setTimeout(r, Math.min(blockMs, 50)));
+      return readAll(group, consumer, count);
+    },
+
+    async ackLedger(group, entries) {
+      const byShard = new Map<number, string[]>();
+      for (const e of entries) byShard.set(e.shard, [...(byShard.get(e.shard) ?? []), e.id]);
+      await Promise.all(
+        [...byShard].map(async ([shard, ids]) => {
+          const key = shardKey(shard, "ledger");
+          // Acked entries are in Postgres; deleting them keeps the stream as long as the backlog.
+          await client
+            .multi()
+            .xack(key, group, ...ids)
+            .xdel(key, ...ids)
+            .exec();
+        }),
+      );
+    },
+
+    async claimStaleLedger({ group, consumer, minIdleMs, count }) {
+      await ensureGroup(group);
+      const perShard = Math.max(1, Math.ceil(count / SHARDS));
+      const results = await Promise.all(
+        Array.from({ length: SHARDS }, async (_, shard) => {
+          const reply = (await client.xautoclaim(
+            shardKey(shard, "ledger"),
+            group,
+            consumer,
+            minIdleMs,
+            "0-0",
+            "COUNT",
+            perShard,
+          )) as [string, [string, string[]][]];
+          return toEntries(
+            shard,
+            reply[1].filter((e) => e !== null && e[1] !== null),
+          );
+        }),
+      );
+      return results.flat();
+    },
+
+    async ledgerLag() {
+      const shards = await Promise.all(
+        Array.from({ length: SHARDS }, async (_, shard) => {
+          const key = shardKey(shard, "ledger");
+          const [length, first] = await Promise.all([
+            client.xlen(key),
+            client.xrange(key, "-", "+", "COUNT", 1),
+          ]);
+          const id = first[0]?.[0];
+          return { length, oldestMs: id ? Number(id.split("-")[0]) : null };
+        }),
+      );
+      const oldest = shards.map((s) => s.oldestMs).filter((t): t is number => t !== null);
+      return {
+        length: shards.reduce((n, s) => n + s.length, 0),
+        oldestMs: oldest.length ? Math.min(...oldest) : null,
+      };
+    },
+
+    async purgeOrg(orgId) {
+      const k = keys(orgId);
+      await client.del(k.org, k.holds, k.trialPlans, k.trialCounts);
+    },
+
+    async close() {
+      await client.quit().catch(() => client.disconnect());
+    },
+  };
+}

@@ -1,0 +1,73 @@
+import { hostname } from "node:os";
+import type { Config } from "./config.ts";
+import { openDatabase } from "./db/client.ts";
+import { createLogger } from "./gateway/log.ts";
+import { type Clock, type Services, systemClock } from "./gateway/services.ts";
+import { createNodeUpstream } from "./gateway/upstream-node.ts";
+import { Flusher } from "./metering/flusher.ts";
+import { createMemoryStore } from "./metering/memory-store.ts";
+import { createRedisStore } from "./metering/redis-store.ts";
+import type { MeteringStore } from "./metering/store.ts";
+import { type Catalog, createCatalog, loadPricesFile } from "./pricing/catalog.ts";
+import { buildServices } from "./services.ts";
+
+export type NodeServices = Services & { store: MeteringStore; flusher: Flusher };
+
+/** Loads the catalog with PRICES_FILE applied; a bad file stops the start with its reason. */
+export async function loadCatalog(config: Config): Promise<Catalog> {
+  let overrides: unknown;
+  if (config.PRICES_FILE) {
+    const loaded = await loadPricesFile(config.PRICES_FILE);
+    if ("error" in loaded) throw new Error(loaded.error);
+    overrides = loaded.overrides;
+  }
+  const catalog = createCatalog({ overrides });
+  if ("error" in catalog) throw new Error(catalog.error);
+  return catalog;
+}
+
+/**
+ * The services of a Node instance: Postgres at DATABASE_URL or embedded PGlite, Redis at REDIS_URL
+ * (or a cluster) or the in-process store, undici to the providers, and this instance's flusher.
+ */
+export async function createNodeServices(
+  config: Config,
+  opts: { clock?: Clock } = {},
+): Promise<NodeServices> {
+  const log = createLogger(config.LOG_LEVEL);
+  const catalog = await loadCatalog(config);
+  const database = await openDatabase({ databaseUrl: config.DATABASE_URL, dataDir: config.DATA_DIR });
+  await database.migrate();
+  let store: MeteringStore;
+  if (config.REDIS_URL || config.REDIS_CLUSTER_NODES) {
+    store = createRedisStore({ url: config.REDIS_URL, clusterNodes: config.REDIS_CLUSTER_NODES });
+  } else {
+    store = createMemoryStore();
+    log.warn("no REDIS_URL: metering in process; run one instance only", { database: database.kind });
+  }
+  const upstream = createNodeUpstream({
+    headersTimeoutMs: config.UPSTREAM_HEADERS_TIMEOUT_MS,
+    idleTimeoutMs: config.UPSTREAM_IDLE_TIMEOUT_MS,
+  });
+  const services = buildServices(config, {
+    database,
+    store,
+    upstream,
+    catalog,
+    clock: opts.clock ?? systemClock,
+    log,
+  });
+  const flusher = new Flusher(store, database, log, {
+    consumer: config.FLUSHER_CONSUMER ?? `${hostname()}-${process.pid}`,
+  });
+  flusher.start();
+  return {
+    ...services,
+    flusher,
+    async close() {
+      await flusher.stop();
+      await flusher.drain().catch((err) => log.error("last flush failed", { err: String(err) }));
+      await services.close();
+    },
+  };
+}

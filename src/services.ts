@@ -1,0 +1,72 @@
+import type { Config } from "./config.ts";
+import type { Database } from "./db/client.ts";
+import { findApiKeyByHash, hashApiKey } from "./db/orgs.ts";
+import { cachedKeyResolver } from "./gateway/auth.ts";
+import type { Logger } from "./gateway/log.ts";
+import { type Clock, OpenCalls, type Services } from "./gateway/services.ts";
+import type { UpstreamClient } from "./gateway/upstream.ts";
+import { createLedgerMeter } from "./metering/ledger-meter.ts";
+import type { MeteringStore } from "./metering/store.ts";
+import type { Catalog } from "./pricing/catalog.ts";
+
+export interface ServiceParts {
+  database: Database;
+  store: MeteringStore;
+  upstream: UpstreamClient;
+  catalog: Catalog;
+  clock: Clock;
+  log: Logger;
+}
+
+/** Wires the parts every runtime shares; the entries choose the parts. */
+export function buildServices(config: Config, parts: ServiceParts): Services & { store: MeteringStore } {
+  const { database, store, upstream, catalog, clock, log } = parts;
+  const keys = cachedKeyResolver(
+    async (key) => {
+      const found = await findApiKeyByHash(database.db, hashApiKey(key));
+      if (!found || found.revokedAt || found.org.deletedAt) return null;
+      const { org } = found;
+      return {
+        keyId: found.keyId,
+        org: {
+          id: org.id,
+          name: org.name,
+          billingMode: org.billingMode,
+          isTrial: org.isTrial,
+          subscriptionStatus: org.subscriptionStatus,
+        },
+      };
+    },
+    { ttlMs: config.KEY_CACHE_TTL_MS, clock },
+  );
+  const meter = createLedgerMeter({ config, store, database, catalog, clock, log });
+  const calls = new OpenCalls();
+  return {
+    config,
+    catalog,
+    database,
+    store,
+    keys,
+    meter,
+    upstream,
+    clock,
+    log,
+    calls,
+    async ready() {
+      const [postgres, redis] = await Promise.all([
+        database.ping().catch(() => false),
+        store.getBalance("readyz").then(
+          () => true,
+          () => false,
+        ),
+      ]);
+      return { postgres, redis };
+    },
+    async close() {
+      await upstream.close();
+      await meter.close();
+      await store.close();
+      await database.close();
+    },
+  };
+}
