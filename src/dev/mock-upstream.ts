@@ -148,8 +148,11 @@ export async function startMockUpstream(opts: { port?: number; host?: string } =
     const stream = body.stream === true;
     const chunks = knobs.chunks ?? 20;
     const text = knobs.chunkText ?? " tok";
-    const id = `chatcmpl-mock${Math.random().toString(36).slice(2, 12)}`;
-    const created = Math.floor(Date.now() / 1000);
+    // A tagged request gets a fixed id and time, so tests can compare bytes across two calls.
+    const id = knobs.tag
+      ? `chatcmpl-${knobs.tag}`
+      : `chatcmpl-mock${Math.random().toString(36).slice(2, 12)}`;
+    const created = knobs.tag ? 1_700_000_000 : Math.floor(Date.now() / 1000);
     const numbers = usageOf(body, knobs, chunks);
     const streamOptions = body.stream_options as { include_usage?: boolean } | undefined;
     const usageRequested =

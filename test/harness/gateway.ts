@@ -1,0 +1,122 @@
+import type { Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { serve } from "@hono/node-server";
+import OpenAI from "openai";
+import { inject } from "vitest";
+import { type Config, parseConfig } from "../../src/config.ts";
+import { type MockUpstream, startMockUpstream } from "../../src/dev/mock-upstream.ts";
+import { createApp } from "../../src/gateway/app.ts";
+import type { Clock } from "../../src/gateway/services.ts";
+import { createNodeServices, type NodeServices } from "../../src/node-services.ts";
+import { freshDatabaseUrl } from "./databases.ts";
+
+export const ADMIN_TOKEN = "test-admin-token";
+
+/** The two ways the gateway runs: embedded defaults, and production's Postgres + Redis. */
+export type Backend = "embedded" | "postgres+redis";
+export const backends: Backend[] = ["embedded", "postgres+redis"];
+
+export interface TestGateway {
+  url: string;
+  services: NodeServices;
+  mock: MockUpstream;
+  config: Config;
+  admin<T = Record<string, unknown>>(
+    method: string,
+    path: string,
+    body?: unknown,
+    headers?: Record<string, string>,
+  ): Promise<{ status: number; body: T; headers: Headers }>;
+  /** A new org with a key (and, for integrated orgs, `credits` USD of admin credit). */
+  org(opts?: { billingMode?: "integrated" | "byo"; isTrial?: boolean; credits?: string }): Promise<TestOrg>;
+  close(): Promise<void>;
+}
+
+export interface TestOrg {
+  id: string;
+  key: string;
+  keyId: string;
+  client: OpenAI;
+}
+
+/** Starts a mock upstream and a gateway in this process on free ports. */
+export async function startGateway(
+  opts: { backend?: Backend; env?: Record<string, string>; clock?: Clock; mock?: MockUpstream } = {},
+): Promise<TestGateway> {
+  const mock = opts.mock ?? (await startMockUpstream());
+  const backend = opts.backend ?? "embedded";
+  const env: Record<string, string> = {
+    PORT: "0",
+    DATA_DIR: "memory://",
+    ADMIN_TOKEN,
+    OPENAI_BASE_URL: mock.baseUrls.openai,
+    OPENROUTER_BASE_URL: mock.baseUrls.openrouter,
+    RELACE_BASE_URL: mock.baseUrls.relace,
+    OPENAI_API_KEY: "sk-openai-integrated",
+    OPENROUTER_API_KEY: "sk-or-integrated",
+    RELACE_API_KEY: "rlc-integrated",
+    LOG_LEVEL: "silent",
+    ...(backend === "postgres+redis"
+      ? { DATABASE_URL: await freshDatabaseUrl(), REDIS_URL: inject("redisUrl") }
+      : {}),
+    ...opts.env,
+  };
+  const config = parseConfig(env);
+  const services = await createNodeServices(config, { clock: opts.clock });
+  const app = createApp(services);
+  const server = serve({ fetch: app.fetch, port: 0, hostname: "127.0.0.1" }) as Server;
+  await new Promise<void>((resolve) => server.once("listening", () => resolve()));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+
+  const admin: TestGateway["admin"] = async (method, path, body, headers = {}) => {
+    const res = await fetch(`${url}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json", ...headers },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    return { status: res.status, body: (await res.json()) as never, headers: res.headers };
+  };
+
+  return {
+    url,
+    services,
+    mock,
+    config,
+    admin,
+    async org({ billingMode = "integrated", isTrial = false, credits } = {}) {
+      const org = await admin<{ id: string }>("POST", "/admin/orgs", {
+        name: "test org",
+        billingMode,
+        isTrial,
+      });
+      if (org.status !== 201) throw new Error(`create org: ${org.status} ${JSON.stringify(org.body)}`);
+      const id = org.body.id;
+      if (credits) {
+        const credit = await admin(
+          "POST",
+          `/admin/orgs/${id}/credits`,
+          { amount: credits, creditType: "admin_grant" },
+          {
+            "idempotency-key": `initial-${id}`,
+          },
+        );
+        if (credit.status !== 201) throw new Error(`credit: ${credit.status} ${JSON.stringify(credit.body)}`);
+      }
+      const key = await admin<{ id: string; key: string }>("POST", `/admin/orgs/${id}/api-keys`);
+      return {
+        id,
+        key: key.body.key,
+        keyId: key.body.id,
+        client: new OpenAI({ apiKey: key.body.key, baseURL: `${url}/v1`, maxRetries: 0 }),
+      };
+    },
+    async close() {
+      await new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      });
+      await services.close();
+      if (!opts.mock) await mock.close();
+    },
+  };
+}
