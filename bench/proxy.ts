@@ -4,6 +4,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import autocannon from "autocannon";
+import { startPostgres } from "../test/harness/postgres.ts";
+import { startRedis } from "../test/harness/redis.ts";
 
 /**
  * `npm run bench`: the same load against (a) the mock upstream directly, (b) a bare node:http pipe
@@ -75,6 +77,8 @@ async function load(url: string, headers: Record<string, string>, body: string):
 
 async function main(): Promise<void> {
   const dataDir = mkdtempSync(join(tmpdir(), "planto-bench-"));
+  // Full metering: reserve and settle against a real Redis, the ledger flushed to a real Postgres.
+  const [redis, pg] = await Promise.all([startRedis(), startPostgres()]);
   const mock = await startChild(["src/dev/mock-upstream.ts", "--port", "0", "--json"], {}, "url");
   const mockUrl = String(mock.url);
   const bare = await startChild(["bench/bare-proxy.ts", "--upstream", mockUrl], {}, "port");
@@ -89,8 +93,8 @@ async function main(): Promise<void> {
       OPENAI_BASE_URL: `${mockUrl}/openai/v1`,
       OPENAI_API_KEY: "sk-bench",
       LOG_LEVEL: "info",
-      ...(process.env.BENCH_REDIS_URL ? { REDIS_URL: process.env.BENCH_REDIS_URL } : {}),
-      ...(process.env.BENCH_DATABASE_URL ? { DATABASE_URL: process.env.BENCH_DATABASE_URL } : {}),
+      REDIS_URL: redis.url,
+      DATABASE_URL: pg.url,
     },
     "port",
   );
@@ -162,6 +166,7 @@ async function main(): Promise<void> {
   }
   process.stdout.write(`${lines.join("\n")}\n`);
   for (const child of children) child.kill("SIGTERM");
+  await Promise.all([redis.stop(), pg.destroy()]);
   rmSync(dataDir, { recursive: true, force: true });
 }
 
