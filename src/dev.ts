@@ -29,7 +29,9 @@ const admin = (path: string, body?: unknown, headers: Record<string, string> = {
     headers: { authorization: `Bearer ${adminToken}`, "content-type": "application/json", ...headers },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
-const org = (await (await admin("/admin/orgs", { name: "demo", billingMode: "integrated", isTrial: true })).json()) as {
+const org = (await (
+  await admin("/admin/orgs", { name: "demo", billingMode: "integrated", isTrial: true })
+).json()) as {
   id: string;
 };
 const key = (await (await admin(`/admin/orgs/${org.id}/api-keys`)).json()) as { key: string };

@@ -1,0 +1,66 @@
+import postgres from "postgres";
+import { describe, expect, inject, it } from "vitest";
+import { startMockUpstream } from "../../src/dev/mock-upstream.ts";
+import { freshDatabaseUrl } from "../harness/databases.ts";
+import { ADMIN_TOKEN } from "../harness/gateway.ts";
+import { spawnGateway } from "../harness/process.ts";
+
+describe("SIGTERM", () => {
+  it("stops accepting, lets the open stream finish, settles it, and exits 0", async () => {
+    const mock = await startMockUpstream();
+    const databaseUrl = await freshDatabaseUrl();
+    const gw = await spawnGateway({
+      DATABASE_URL: databaseUrl,
+      REDIS_URL: inject("redisUrl"),
+      ADMIN_TOKEN,
+      OPENAI_BASE_URL: mock.baseUrls.openai,
+      SHUTDOWN_GRACE_MS: "10000",
+    });
+    const admin = { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" };
+    const org = (await (
+      await fetch(`${gw.url}/admin/orgs`, {
+        method: "POST",
+        headers: admin,
+        body: JSON.stringify({ name: "s", billingMode: "integrated", isTrial: true }),
+      })
+    ).json()) as { id: string };
+    const { key } = (await (
+      await fetch(`${gw.url}/admin/orgs/${org.id}/api-keys`, { method: "POST", headers: admin })
+    ).json()) as { key: string };
+
+    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+      body: JSON.stringify({
+        model: "gpt-4.1-mini",
+        messages: [{ role: "user", content: "hi" }],
+        stream: true,
+        mock: { tag: "sigterm", chunks: 30, delayMs: 50 },
+      }),
+    });
+    const reader = res.body!.getReader();
+    await reader.read();
+    gw.child.kill("SIGTERM");
+    await new Promise((r) => setTimeout(r, 200));
+    await expect(fetch(`${gw.url}/healthz`)).rejects.toThrow();
+
+    let text = "";
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      text += new TextDecoder().decode(value);
+    }
+    expect(text).toContain("data: [DONE]");
+    expect(await gw.exited).toBe(0);
+
+    const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+    try {
+      const debits =
+        await sql`select amount from credit_transactions where org_id = ${org.id} and transaction_type = 'debit'`;
+      expect(debits).toHaveLength(1);
+    } finally {
+      await sql.end();
+      await mock.close();
+    }
+  });
+});
