@@ -43,6 +43,12 @@ export const configSchema = z.object({
   PRICES_FILE: optionalString,
   /** Output tokens a reservation assumes when a request sets no max_tokens. */
   DEFAULT_MAX_TOKENS: int(4_096, 1),
+  /** How long a call's hold lives; a crashed gateway's holds are reclaimed after it. */
+  HOLD_TTL_MS: int(15 * 60_000, 1),
+  /** How often each instance looks for expired holds. */
+  RECLAIM_INTERVAL_MS: int(30_000, 1),
+  /** How long a ledger entry may sit unacked with a dead flusher before another takes it. */
+  FLUSH_CLAIM_IDLE_MS: int(30_000, 1),
   /** Name of this instance's ledger consumer (default: host and pid). */
   FLUSHER_CONSUMER: optionalString,
   /** Largest request body accepted, in bytes. */

@@ -59,6 +59,7 @@ export async function createNodeServices(
   });
   const flusher = new Flusher(store, database, log, {
     consumer: config.FLUSHER_CONSUMER ?? `${hostname()}-${process.pid}`,
+    claimIdleMs: config.FLUSH_CLAIM_IDLE_MS,
   });
   flusher.start();
   return {

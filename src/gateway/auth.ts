@@ -18,7 +18,9 @@ export interface KeyResolver {
 /**
  * Caches lookups in process for `ttlMs`, so the hot path does no database round trip. The TTL is
  * the bound on how late a revocation (made on any instance) takes effect here; negative answers are
- * cached too, so a flood of bad keys does not reach the database.
+ * cached too, so a flood of bad keys does not reach the database. When the database cannot be
+ * reached, a known key keeps its last answer (stale-if-error): calls keep flowing through a
+ * Postgres outage, and revocations made during it apply once it is back.
  */
 export function cachedKeyResolver(
   lookup: (key: string) => Promise<AuthedKey | null>,
@@ -37,7 +39,15 @@ export function cachedKeyResolver(
         pending = lookup(key).finally(() => inflight.delete(key));
         inflight.set(key, pending);
       }
-      const value = await pending;
+      let value: AuthedKey | null;
+      try {
+        value = await pending;
+      } catch (err) {
+        if (hit) return hit.value;
+        throw new GatewayError("unavailable", "cannot check the api key right now; try again", {
+          extras: { cause: err instanceof Error ? err.message : String(err) },
+        });
+      }
       if (cache.size >= maxEntries) cache.delete(cache.keys().next().value as string);
       cache.set(key, { value, expires: now + opts.ttlMs });
       return value;

@@ -89,6 +89,7 @@ export async function runCall(c: Context, services: Services, call: PreparedCall
       );
     }
     const bytes = await readAll(res, end);
+    end.firstTokenAt = services.clock.now(); // a plain response's tokens all arrive with its body
     const body = parseObject(bytes);
     end.usage = body ? call.provider.readUsage(body) : undefined;
     if (!end.usage) end.responseText = Buffer.from(bytes).toString("utf8");

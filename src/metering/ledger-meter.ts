@@ -13,10 +13,6 @@ import type { CallEvent, CreditEvent } from "./events.ts";
 import type { Admission, CallEnd, CallStart, CreditResult, Meter, Settlement } from "./meter.ts";
 import type { MeteringStore } from "./store.ts";
 
-/** A hold outlives the longest call we expect; a crashed gateway's holds are reclaimed after it. */
-export const HOLD_TTL_MS = 15 * 60_000;
-const RECLAIM_EVERY_MS = 30_000;
-
 interface MeteredAdmission extends Admission {
   /** Nothing is debited: BYO orgs pay their provider directly. */
   readonly byo: boolean;
@@ -49,7 +45,7 @@ export function createLedgerMeter(deps: {
       (n) => n > 0 && log.warn("reclaimed expired holds", { holds: n }),
       (err) => log.error("reclaim failed", { err: String(err) }),
     );
-  }, RECLAIM_EVERY_MS);
+  }, config.RECLAIM_INTERVAL_MS);
   reclaimer.unref();
 
   const billingError = (start: CallStart) => ({
@@ -110,7 +106,7 @@ export function createLedgerMeter(deps: {
           orgId: org.id,
           requestId: start.requestId,
           amount: hold,
-          ttlMs: HOLD_TTL_MS,
+          ttlMs: config.HOLD_TTL_MS,
           nowMs: clock.now(),
         });
       let outcome = await reserve();
