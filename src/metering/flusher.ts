@@ -38,13 +38,22 @@ export class Flusher {
     await this.loop;
   }
 
-  /** Flushes until the stream has nothing more for this consumer; for shutdown and tests. */
+  /**
+   * Flushes until the stream has nothing more for this consumer, including the batch the loop had
+   * in hand; for shutdown and tests. The loop is paused meanwhile and resumed after.
+   */
   async drain(): Promise<void> {
-    for (;;) {
-      if (this.pending.length === 0) this.pending = await this.read(0);
-      if (this.pending.length === 0) return;
-      await this.write(this.pending);
-      this.pending = [];
+    const wasRunning = this.running;
+    await this.stop();
+    try {
+      for (;;) {
+        if (this.pending.length === 0) this.pending = await this.read(0);
+        if (this.pending.length === 0) return;
+        await this.write(this.pending);
+        this.pending = [];
+      }
+    } finally {
+      if (wasRunning) this.start();
     }
   }
 

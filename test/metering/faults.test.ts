@@ -1,0 +1,287 @@
+import { randomUUID } from "node:crypto";
+import postgres from "postgres";
+import { describe, expect, inject, it } from "vitest";
+import { openDatabase } from "../../src/db/client.ts";
+import { startMockUpstream } from "../../src/dev/mock-upstream.ts";
+import { createLogger } from "../../src/gateway/log.ts";
+import { Flusher } from "../../src/metering/flusher.ts";
+import { reconcile } from "../../src/metering/reconcile.ts";
+import { createRedisStore } from "../../src/metering/redis-store.ts";
+import type { MeteringStore } from "../../src/metering/store.ts";
+import { freshDatabaseUrl } from "../harness/databases.ts";
+import { ADMIN_TOKEN, startGateway } from "../harness/gateway.ts";
+import { sleep, waitUntil } from "../harness/ports.ts";
+import { startPostgres } from "../harness/postgres.ts";
+import { spawnGateway } from "../harness/process.ts";
+import { startRedis } from "../harness/redis.ts";
+
+const messages = [{ role: "user", content: "hi" }];
+const silent = createLogger("silent");
+
+async function count(sql: postgres.Sql, orgId: string): Promise<{ debits: number; spent: number }> {
+  const [row] =
+    await sql`select count(*)::int as n, coalesce(sum(amount), 0)::bigint as s from credit_transactions where org_id = ${orgId} and transaction_type = 'debit'`;
+  return { debits: Number(row?.n), spent: Number(row?.s) };
+}
+
+describe("faults", () => {
+  it("a gateway killed mid-stream: its hold expires and is reclaimed; what was charged stays charged", async () => {
+    const mock = await startMockUpstream();
+    const databaseUrl = await freshDatabaseUrl();
+    const env = {
+      DATABASE_URL: databaseUrl,
+      REDIS_URL: inject("redisUrl"),
+      ADMIN_TOKEN,
+      OPENAI_BASE_URL: mock.baseUrls.openai,
+      HOLD_TTL_MS: "1500",
+      RECLAIM_INTERVAL_MS: "200",
+      FLUSH_CLAIM_IDLE_MS: "500",
+    };
+    const a = await spawnGateway(env);
+    const b = await spawnGateway(env);
+    const store = createRedisStore({ url: inject("redisUrl") });
+    const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+    try {
+      const admin = { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" };
+      const org = (await (
+        await fetch(`${a.url}/admin/orgs`, {
+          method: "POST",
+          headers: admin,
+          body: JSON.stringify({ name: "k", billingMode: "integrated", isTrial: true }),
+        })
+      ).json()) as { id: string };
+      const { key } = (await (
+        await fetch(`${a.url}/admin/orgs/${org.id}/api-keys`, { method: "POST", headers: admin })
+      ).json()) as { key: string };
+      const call = (stream: boolean, mockKnobs: Record<string, unknown> = {}) =>
+        fetch(`${a.url}/v1/chat/completions`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+          body: JSON.stringify({ model: "gpt-4.1", messages, stream, mock: mockKnobs }),
+        });
+      const done = await call(false);
+      expect(done.status).toBe(200);
+      const cost = Number(done.headers.get("x-planto-cost")) * 1e9;
+
+      const open = await call(true, { chunks: 1000, delayMs: 50 });
+      await open.body!.getReader().read();
+      expect((await store.getBalance(org.id))?.held).toBeGreaterThan(0);
+      a.child.kill("SIGKILL");
+      await a.exited;
+
+      await waitUntil(
+        "b to reclaim the dead gateway's hold",
+        async () => (await store.getBalance(org.id))?.held === 0,
+        10_000,
+      );
+      await waitUntil(
+        "the charged call to reach Postgres",
+        async () => (await count(sql, org.id)).debits === 1,
+        10_000,
+      );
+      expect(Math.round((await count(sql, org.id)).spent)).toBeCloseTo(cost, -1);
+      expect((await store.getBalance(org.id))?.balance).toBe(
+        10_000_000_000 - (await count(sql, org.id)).spent,
+      );
+    } finally {
+      a.child.kill("SIGKILL");
+      b.child.kill("SIGTERM");
+      await b.exited;
+      await store.close();
+      await sql.end();
+      await mock.close();
+    }
+  }, 40_000);
+
+  it("a flusher killed between the Postgres commit and the ack: the next one replays and nothing counts twice", async () => {
+    const redis = await startRedis();
+    const databaseUrl = await freshDatabaseUrl();
+    const database = await openDatabase({ databaseUrl, dataDir: "" });
+    await database.migrate();
+    const store = createRedisStore({ url: redis.url });
+    const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+    try {
+      const orgId = `org_${randomUUID()}`;
+      await store.loadBalance({ orgId, balance: 1_000_000 });
+      const event = (id: string, amount: number) =>
+        JSON.stringify({
+          kind: "debit",
+          id,
+          orgId,
+          keyId: "k",
+          amount,
+          base: amount,
+          surcharge: 0,
+          cacheDiscount: 0,
+          listPrice: amount,
+          inputTokens: 1,
+          cachedTokens: 0,
+          cacheWriteTokens: 0,
+          outputTokens: 1,
+          reasoningTokens: 0,
+          inputPricePerToken: "0.000001",
+          outputPricePerToken: "0.000001",
+          provider: "openai",
+          model: "openai/gpt-4.1",
+          route: "chat",
+          byo: false,
+          tags: {},
+          startedAt: Date.now(),
+          firstTokenAt: null,
+          endedAt: Date.now(),
+          stoppedEarly: false,
+          clientCancelled: false,
+          upstreamError: false,
+          noReportedUsage: false,
+        });
+      for (let i = 0; i < 50; i++) {
+        const id = `req_${i}_${randomUUID()}`;
+        await store.settle({ orgId, requestId: id, cost: 100, event: event(id, 100) });
+      }
+      // The first flusher commits its batch and "dies" before the ack.
+      const dying: MeteringStore = {
+        ...store,
+        ackLedger: async () => {
+          throw new Error("killed before ack");
+        },
+      };
+      const first = new Flusher(dying, database, silent, { consumer: "dies", claimIdleMs: 100 });
+      await expect(first.drain()).rejects.toThrow("killed before ack");
+      expect(await count(sql, orgId)).toEqual({ debits: 50, spent: 5000 });
+      await sleep(150);
+      const second = new Flusher(store, database, silent, {
+        consumer: "next",
+        claimIdleMs: 100,
+        blockMs: 10,
+      });
+      second.start();
+      await waitUntil("the claimed entries to be acked", async () => (await store.ledgerLag()).length === 0);
+      await second.stop();
+      expect(second.flushed).toBe(50);
+      expect(await count(sql, orgId)).toEqual({ debits: 50, spent: 5000 });
+    } finally {
+      await store.close();
+      await database.close();
+      await sql.end();
+      await redis.stop();
+    }
+  });
+
+  it("Postgres down for 30 s under load: calls keep flowing, then the ledger catches up and nothing is lost", async () => {
+    const pg = await startPostgres();
+    const gw = await startGateway({
+      env: { DATABASE_URL: pg.url, REDIS_URL: inject("redisUrl"), KEY_CACHE_TTL_MS: "1000" },
+    });
+    const sql = postgres(pg.url, { max: 1, onnotice: () => {} });
+    try {
+      const org = await gw.org({ credits: "10" });
+      await org.client.chat.completions.create({
+        model: "gpt-4.1-nano",
+        messages: [{ role: "user", content: "warm" }],
+      });
+      await pg.stop();
+      const statuses: number[] = [];
+      const until = Date.now() + 30_000;
+      await Promise.all(
+        Array.from({ length: 4 }, async () => {
+          while (Date.now() < until) {
+            const res = await fetch(`${gw.url}/v1/chat/completions`, {
+              method: "POST",
+              headers: { authorization: `Bearer ${org.key}`, "content-type": "application/json" },
+              body: JSON.stringify({ model: "gpt-4.1-nano", messages }),
+            });
+            statuses.push(res.status);
+            await res.arrayBuffer();
+            await sleep(20);
+          }
+        }),
+      );
+      expect(statuses.length).toBeGreaterThan(100);
+      expect(statuses.filter((s) => s !== 200)).toEqual([]);
+      await pg.start();
+      await waitUntil(
+        "the ledger to catch up",
+        async () => (await count(sql, org.id)).debits === statuses.length + 1,
+        30_000,
+      );
+      const { differences } = await reconcile(gw.services.store, gw.services.database);
+      expect(differences.filter((d) => d.orgId === org.id)).toEqual([]);
+    } finally {
+      await sql.end();
+      await gw.close();
+      await pg.destroy();
+    }
+  }, 90_000);
+
+  it("Redis restarted empty: balances are rebuilt from Postgres before any call is admitted", async () => {
+    const redis = await startRedis();
+    const gw = await startGateway({ backend: "postgres+redis", env: { REDIS_URL: redis.url } });
+    try {
+      const rich = await gw.org({ credits: "1" });
+      const poor = await gw.org({ credits: "0.00001" });
+      const { response } = await rich.client.chat.completions
+        .create({ model: "gpt-4.1", messages: [{ role: "user", content: "x" }] })
+        .withResponse();
+      const before = Number(response.headers.get("x-planto-balance"));
+      await gw.services.flusher.drain();
+      await redis.restart();
+      expect(await gw.services.store.getBalance(rich.id)).toBeNull();
+
+      const after = await rich.client.chat.completions
+        .create({ model: "gpt-4.1", messages: [{ role: "user", content: "x" }] })
+        .withResponse();
+      const cost = Number(after.response.headers.get("x-planto-cost"));
+      expect(Number(after.response.headers.get("x-planto-balance"))).toBeCloseTo(before - cost, 9);
+      const refused = await fetch(`${gw.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${poor.key}`, "content-type": "application/json" },
+        body: JSON.stringify({ model: "gpt-4.1", messages }),
+      });
+      expect(refused.status).toBe(402);
+      await waitUntil("the flusher to recover its consumer group", async () => {
+        await gw.services.flusher.drain();
+        return (await gw.services.store.ledgerLag()).length === 0;
+      });
+      const { differences } = await reconcile(gw.services.store, gw.services.database);
+      expect(differences).toEqual([]);
+    } finally {
+      await gw.close();
+      await redis.stop();
+    }
+  }, 30_000);
+});
+
+describe("the gateway on a 3-master Redis Cluster", () => {
+  it("meters calls and flushes them like on one Redis", async () => {
+    const { startRedisCluster } = await import("../harness/redis.ts");
+    const cluster = await startRedisCluster();
+    const gw = await startGateway({
+      backend: "postgres+redis",
+      env: { REDIS_URL: "", REDIS_CLUSTER_NODES: cluster.nodes },
+    });
+    try {
+      expect(gw.services.store.kind).toBe("cluster");
+      const orgs = await Promise.all(Array.from({ length: 4 }, () => gw.org({ credits: "1" })));
+      await Promise.all(
+        orgs.flatMap((o) =>
+          Array.from({ length: 5 }, () =>
+            o.client.chat.completions.create({
+              model: "gpt-4.1-mini",
+              messages: [{ role: "user", content: "x" }],
+            }),
+          ),
+        ),
+      );
+      await waitUntil("the ledger to be flushed", async () => (await gw.services.store.ledgerLag()).length === 0);
+      await waitUntil("Postgres to match Redis", async () => (await reconcile(gw.services.store, gw.services.database)).differences.length === 0);
+      const { differences, checked } = await reconcile(gw.services.store, gw.services.database);
+      expect(checked).toBe(4);
+      expect(differences).toEqual([]);
+      for (const o of orgs)
+        expect((await gw.services.store.getBalance(o.id))?.balance).toBeLessThan(1_000_000_000);
+    } finally {
+      await gw.close();
+      await cluster.stop();
+    }
+  }, 30_000);
+});
