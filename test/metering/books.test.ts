@@ -107,7 +107,7 @@ describe("what each call is charged, end to end (Postgres + Redis)", () => {
     expect(Number(row?.debit_cache_discount)).toBe(expected.cacheDiscount);
     expect(Number(row?.start_balance) - Number(row?.end_balance)).toBe(expected.total);
     expect(Number(header) * 1e9).toBeCloseTo(expected.total, 0);
-    expect(response.usage.cost * 1e9).toBeCloseTo(expected.total, 0);
+    expect(Number(response.usage.cost) * 1e9).toBeCloseTo(expected.total, 0);
   });
 
   it("Relace apply", async () => {
