@@ -272,8 +272,14 @@ describe("the gateway on a 3-master Redis Cluster", () => {
           ),
         ),
       );
-      await waitUntil("the ledger to be flushed", async () => (await gw.services.store.ledgerLag()).length === 0);
-      await waitUntil("Postgres to match Redis", async () => (await reconcile(gw.services.store, gw.services.database)).differences.length === 0);
+      await waitUntil(
+        "the ledger to be flushed",
+        async () => (await gw.services.store.ledgerLag()).length === 0,
+      );
+      await waitUntil(
+        "Postgres to match Redis",
+        async () => (await reconcile(gw.services.store, gw.services.database)).differences.length === 0,
+      );
       const { differences, checked } = await reconcile(gw.services.store, gw.services.database);
       expect(checked).toBe(4);
       expect(differences).toEqual([]);
