@@ -11,77 +11,93 @@ export const FLUSH_GROUP = "flusher";
  * the transaction that wrote them committed, so a crash between the two replays them, and the
  * unique ids make the replay a no-op. A batch that fails to commit (Postgres down) is kept and
  * retried until it goes through: nothing is dropped. Entries left pending by a dead consumer are
- * claimed after `claimIdleMs`.
+ * claimed after `claimIdleMs`. Two lanes write at once, so reading the next batch from Redis
+ * overlaps the Postgres commit of the last one.
  */
 export class Flusher {
   private running = false;
-  private loop: Promise<void> | undefined;
-  private pending: LedgerEntry[] = [];
+  private loops: Promise<void>[] = [];
+  private readonly pending: LedgerEntry[][];
   flushed = 0;
 
   constructor(
     private readonly store: MeteringStore,
     private readonly database: Database,
     private readonly log: Logger,
-    private readonly opts: { consumer: string; batchSize?: number; blockMs?: number; claimIdleMs?: number },
-  ) {}
+    private readonly opts: {
+      consumer: string;
+      batchSize?: number;
+      blockMs?: number;
+      claimIdleMs?: number;
+      lanes?: number;
+    },
+  ) {
+    this.pending = Array.from({ length: opts.lanes ?? 2 }, () => []);
+  }
 
   start(): void {
     if (this.running) return;
     this.running = true;
-    this.loop = this.run();
+    this.loops = this.pending.map((_, lane) => this.run(lane));
   }
 
-  /** Stops after the batch in hand is written (or its retry window ends). */
+  /** Stops after the batches in hand are written (or their retry window ends). */
   async stop(): Promise<void> {
     this.running = false;
-    await this.loop;
+    await Promise.all(this.loops);
   }
 
   /**
-   * Flushes until the stream has nothing more for this consumer, including the batch the loop had
-   * in hand; for shutdown and tests. The loop is paused meanwhile and resumed after.
+   * Flushes until the stream has nothing more for this consumer, including the batches the loops
+   * had in hand; for shutdown and tests. The loops are paused meanwhile and resumed after.
    */
   async drain(): Promise<void> {
     const wasRunning = this.running;
     await this.stop();
     try {
-      for (;;) {
-        if (this.pending.length === 0) this.pending = await this.read(0);
-        if (this.pending.length === 0) return;
-        await this.write(this.pending);
-        this.pending = [];
-      }
+      await Promise.all(
+        this.pending.map(async (_, lane) => {
+          for (;;) {
+            if (this.pending[lane]?.length === 0) this.pending[lane] = await this.read(0);
+            const batch = this.pending[lane] ?? [];
+            if (batch.length === 0) return;
+            await this.write(batch);
+            this.pending[lane] = [];
+          }
+        }),
+      );
     } finally {
       if (wasRunning) this.start();
     }
   }
 
-  private async run(): Promise<void> {
+  private async run(lane: number): Promise<void> {
     let lastClaim = 0;
     let backoff = 100;
+    const claimIdleMs = this.opts.claimIdleMs ?? 30_000;
     while (this.running) {
       try {
-        if (this.pending.length === 0) {
-          const claimIdleMs = this.opts.claimIdleMs ?? 30_000;
-          if (Date.now() - lastClaim > claimIdleMs / 2) {
+        let batch = this.pending[lane] ?? [];
+        if (batch.length === 0) {
+          if (lane === 0 && Date.now() - lastClaim > claimIdleMs / 2) {
             lastClaim = Date.now();
-            this.pending = await this.store.claimStaleLedger({
+            batch = await this.store.claimStaleLedger({
               group: FLUSH_GROUP,
               consumer: this.opts.consumer,
               minIdleMs: claimIdleMs,
               count: this.opts.batchSize ?? 2000,
             });
           }
-          if (this.pending.length === 0) this.pending = await this.read(this.opts.blockMs ?? 200);
+          if (batch.length === 0) batch = await this.read(this.opts.blockMs ?? 200);
+          this.pending[lane] = batch;
         }
-        if (this.pending.length > 0) {
-          await this.write(this.pending);
-          this.pending = [];
+        if (batch.length > 0) {
+          await this.write(batch);
+          this.pending[lane] = [];
         }
         backoff = 100;
       } catch (err) {
-        this.log.error("flush failed; will retry", { err: String(err), pending: this.pending.length });
+        this.log.error("flush failed; will retry", { err: String(err), pending: this.pending[lane]?.length ?? 0 });
         await new Promise((r) => setTimeout(r, backoff));
         backoff = Math.min(backoff * 2, 5_000);
       }

@@ -59,6 +59,9 @@ export function createRedisStore(opts: {
         maxRetriesPerRequest: 3,
         enableAutoPipelining: true,
       });
+  // Connection errors reach the callers as failed commands (ioredis reconnects by itself); without a
+  // listener they would also be printed as unhandled.
+  client.on("error", () => {});
   for (const [name, numberOfKeys] of Object.entries(SCRIPTS)) {
     const lua = readFileSync(new URL(`./lua/${name}.lua`, import.meta.url), "utf8");
     client.defineCommand(name, { lua, numberOfKeys });

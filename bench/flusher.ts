@@ -1,0 +1,50 @@
+import { randomUUID } from "node:crypto";
+import { performance } from "node:perf_hooks";
+import { openDatabase } from "../src/db/client.ts";
+import { createLogger } from "../src/gateway/log.ts";
+import { Flusher } from "../src/metering/flusher.ts";
+import { createRedisStore } from "../src/metering/redis-store.ts";
+import { startPostgres } from "../test/harness/postgres.ts";
+import { startRedis } from "../test/harness/redis.ts";
+
+/**
+ * `npm run bench:flusher`: how many ledger events per second one flusher moves from the Redis
+ * streams into Postgres. Settles BENCH_EVENTS debits (default 100,000) over 200 orgs, then times
+ * the drain.
+ */
+const total = Number(process.env.BENCH_EVENTS ?? 100_000);
+const [redis, pg] = await Promise.all([startRedis(), startPostgres()]);
+const store = createRedisStore({ url: redis.url });
+const database = await openDatabase({ databaseUrl: pg.url, dataDir: "", poolSize: 4 });
+await database.migrate();
+
+const orgs = Array.from({ length: 200 }, () => `org_${randomUUID()}`);
+for (const orgId of orgs) await store.loadBalance({ orgId, balance: 1_000_000_000_000 });
+const now = Date.now();
+const event = (id: string, orgId: string) =>
+  JSON.stringify({ kind: "debit", id, orgId, keyId: "key_bench", amount: 1234, base: 1175, surcharge: 59, cacheDiscount: 0, listPrice: 1234, inputTokens: 812, cachedTokens: 0, cacheWriteTokens: 0, outputTokens: 20, reasoningTokens: 0, inputPricePerToken: "0.0000004", outputPricePerToken: "0.0000016", provider: "openai", model: "openai/gpt-4.1-mini", route: "chat", byo: false, tags: { planId: "plan-1", purpose: "chat" }, startedAt: now, firstTokenAt: now + 100, endedAt: now + 900, stoppedEarly: false, clientCancelled: false, upstreamError: false, noReportedUsage: false });
+
+let t = performance.now();
+for (let i = 0; i < total; i += 1000) {
+  await Promise.all(
+    Array.from({ length: Math.min(1000, total - i) }, (_, j) => {
+      const orgId = orgs[(i + j) % orgs.length] as string;
+      const id = `req_${i + j}_${randomUUID()}`;
+      return store.settle({ orgId, requestId: id, cost: 1234, event: event(id, orgId) });
+    }),
+  );
+}
+const settleS = (performance.now() - t) / 1000;
+
+const flusher = new Flusher(store, database, createLogger("warn"), { consumer: "bench", batchSize: 8000 });
+t = performance.now();
+await flusher.drain();
+const flushS = (performance.now() - t) / 1000;
+process.stdout.write(
+  `settled ${total} debits in ${settleS.toFixed(1)} s (${(total / settleS).toFixed(0)}/s through the settle script)\n` +
+    `flushed ${flusher.flushed} events into Postgres in ${flushS.toFixed(1)} s: ${(flusher.flushed / flushS).toFixed(0)} events/s (target ≥ 20,000)\n`,
+);
+await store.close();
+await database.close();
+await Promise.all([redis.stop(), pg.destroy()]);
+process.exit(0);
