@@ -1,0 +1,48 @@
+import { Redis } from "ioredis";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startGateway, type TestGateway } from "../harness/gateway.ts";
+import { type RedisServer, startRedis } from "../harness/redis.ts";
+
+
+describe("the hot path", () => {
+  let redis: RedisServer;
+  let gw: TestGateway;
+  let probe: Redis;
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    gw = await startGateway({ backend: "postgres+redis", env: { REDIS_URL: redis.url } });
+    probe = new Redis(redis.url);
+  });
+  afterAll(async () => {
+    probe?.disconnect();
+    await gw?.close();
+    await redis?.stop();
+  });
+
+  it("makes at most 2 Redis round trips per integrated call (keys and prices are cached in process)", async () => {
+    const org = await gw.org({ credits: "1" });
+    await org.client.chat.completions.create({ model: "gpt-4.1-mini", messages: [{ role: "user", content: "warm" }] });
+    await gw.services.flusher.stop(); // its reads are background work, not the calls'
+    // MONITOR shows every command a client sends; commands run inside a script show as "lua".
+    const monitor = await probe.monitor();
+    let commands = 0;
+    monitor.on("monitor", (_time: string, _args: string[], source: string) => {
+      if (source !== "lua") commands += 1;
+    });
+    const calls = 50;
+    for (let i = 0; i < calls; i++) {
+      const stream = await org.client.chat.completions.create({
+        model: "gpt-4.1-mini",
+        messages: [{ role: "user", content: "hi" }],
+        stream: i % 2 === 0,
+      });
+      if (Symbol.asyncIterator in stream) for await (const _ of stream) void _;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+    monitor.disconnect();
+    expect(commands / calls).toBeLessThanOrEqual(2);
+    expect(commands / calls).toBeGreaterThanOrEqual(2); // reserve and settle: the count is real
+    gw.services.flusher.start();
+  });
+});
