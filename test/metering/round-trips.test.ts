@@ -3,7 +3,6 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startGateway, type TestGateway } from "../harness/gateway.ts";
 import { type RedisServer, startRedis } from "../harness/redis.ts";
 
-
 describe("the hot path", () => {
   let redis: RedisServer;
   let gw: TestGateway;
@@ -22,7 +21,10 @@ describe("the hot path", () => {
 
   it("makes at most 2 Redis round trips per integrated call (keys and prices are cached in process)", async () => {
     const org = await gw.org({ credits: "1" });
-    await org.client.chat.completions.create({ model: "gpt-4.1-mini", messages: [{ role: "user", content: "warm" }] });
+    await org.client.chat.completions.create({
+      model: "gpt-4.1-mini",
+      messages: [{ role: "user", content: "warm" }],
+    });
     await gw.services.flusher.stop(); // its reads are background work, not the calls'
     // MONITOR shows every command a client sends; commands run inside a script show as "lua".
     const monitor = await probe.monitor();

@@ -1,0 +1,120 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { backends, startGateway, type TestGateway } from "../harness/gateway.ts";
+
+describe.each(backends)("credits in, ledger out (%s)", (backend) => {
+  let gw: TestGateway;
+  beforeAll(async () => {
+    gw = await startGateway({ backend });
+  });
+  afterAll(() => gw?.close());
+
+  const billing = (key: string, path: string, body?: unknown) =>
+    fetch(`${gw.url}/billing${path}`, {
+      method: body === undefined ? "GET" : "POST",
+      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+
+  it("an integrated trial org starts with its trial credit", async () => {
+    const org = await gw.org({ isTrial: true });
+    expect(await (await billing(org.key, "/balance")).json()).toEqual({ balance: "10" });
+    const log = (await (await billing(org.key, "/credits_transactions", {})).json()) as {
+      transactions: Record<string, unknown>[];
+    };
+    expect(log.transactions).toHaveLength(1);
+    expect(log.transactions[0]).toMatchObject({
+      transactionType: "credit",
+      creditType: "trial",
+      amount: "10",
+      startBalance: "0",
+      endBalance: "10",
+    });
+  });
+
+  it("admin credits are idempotent by Idempotency-Key; the same key with another amount is refused", async () => {
+    const org = await gw.org();
+    const grant = (amount: string, key = "grant-1") =>
+      gw.admin(
+        "POST",
+        `/admin/orgs/${org.id}/credits`,
+        { amount, creditType: "admin_grant" },
+        { "idempotency-key": key },
+      );
+    const first = await grant("2.5");
+    expect(first.status).toBe(201);
+    const again = await grant("2.5");
+    expect(again.status).toBe(200);
+    expect(again.body).toEqual(first.body);
+    const conflict = await grant("3");
+    expect(conflict.status).toBe(409);
+    expect(conflict.headers.get("content-type")).toBe("application/json");
+    expect((await grant("1", "grant-2")).status).toBe(201);
+    expect(await (await billing(org.key, "/balance")).json()).toEqual({ balance: "3.5" });
+    expect((await gw.admin("POST", `/admin/orgs/${org.id}/credits`, { amount: "1" })).status).toBe(400);
+    expect(
+      (
+        await gw.admin(
+          "POST",
+          `/admin/orgs/${org.id}/credits`,
+          { amount: "-1" },
+          { "idempotency-key": "neg" },
+        )
+      ).status,
+    ).toBe(400);
+    expect((await gw.admin("GET", `/admin/orgs/${org.id}`)).body).toMatchObject({
+      id: org.id,
+      balance: "3.5",
+    });
+  });
+
+  it("pages debits and credits, newest first, in the CLI's shapes", async () => {
+    const org = await gw.org({ credits: "1" });
+    for (let i = 0; i < 5; i++) {
+      await org.client.chat.completions.create({
+        model: "gpt-4.1-nano",
+        messages: [{ role: "user", content: `n${i}` }],
+      });
+    }
+    await gw.services.flusher.drain();
+    const page = async (n: number, body: Record<string, unknown> = {}) =>
+      (await (await billing(org.key, `/credits_transactions?size=2&page=${n}`, body)).json()) as {
+        transactions: Record<string, unknown>[];
+        numPages: number;
+        numPagesMax: number;
+        monthStart: string;
+      };
+    const p1 = await page(1);
+    expect(p1.numPages).toBe(3);
+    expect(p1.transactions).toHaveLength(2);
+    expect(new Date(p1.monthStart).toISOString()).toBe(p1.monthStart);
+    const all = [...p1.transactions, ...(await page(2)).transactions, ...(await page(3)).transactions];
+    expect(all.map((t) => t.transactionType)).toEqual([
+      "debit",
+      "debit",
+      "debit",
+      "debit",
+      "debit",
+      "credit",
+    ]);
+    for (const d of all.slice(0, 5)) {
+      for (const field of [
+        "debitPurpose",
+        "debitInputTokens",
+        "debitOutputTokens",
+        "debitModelInputPricePerToken",
+        "debitModelOutputPricePerToken",
+        "debitBaseAmount",
+        "debitSurcharge",
+      ]) {
+        expect(d[field], field).not.toBeNull();
+        expect(d[field], field).not.toBeUndefined();
+      }
+      expect(Number(d.debitBaseAmount)).toBeGreaterThan(0);
+      expect(d.amount).toMatch(/^\d+(\.\d+)?$/);
+    }
+    expect((await page(1, { transactionType: "credit" })).transactions).toHaveLength(1);
+    expect((await page(1, { transactionType: "debit" })).numPages).toBe(3);
+    const bad = await billing(org.key, "/credits_transactions?size=0", {});
+    expect(bad.status).toBe(400);
+  });
+});
