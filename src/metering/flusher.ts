@@ -97,7 +97,10 @@ export class Flusher {
         }
         backoff = 100;
       } catch (err) {
-        this.log.error("flush failed; will retry", { err: String(err), pending: this.pending[lane]?.length ?? 0 });
+        this.log.error("flush failed; will retry", {
+          err: String(err),
+          pending: this.pending[lane]?.length ?? 0,
+        });
         await new Promise((r) => setTimeout(r, backoff));
         backoff = Math.min(backoff * 2, 5_000);
       }

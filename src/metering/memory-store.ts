@@ -1,4 +1,4 @@
-import type { LedgerEntry, MeteringStore } from "./store.ts";
+import { assertNanos, DONE_TTL_SECONDS, type LedgerEntry, type MeteringStore } from "./store.ts";
 
 interface OrgState {
   bal: number;
@@ -20,7 +20,17 @@ interface StreamEntry {
  */
 export function createMemoryStore(): MeteringStore {
   const orgs = new Map<string, OrgState>();
-  const done = new Map<string, number>(); // settled request ids and applied credit ids → amount
+  // Settled request ids and applied credit ids → amount, in the order they were done, forgotten
+  // after DONE_TTL_SECONDS as Redis's markers are, so a long-lived process does not grow forever.
+  const done = new Map<string, { amount: number; at: number }>();
+  const markDone = (id: string, amount: number) => {
+    const now = Date.now();
+    for (const [old, mark] of done) {
+      if (now - mark.at < DONE_TTL_SECONDS * 1000) break;
+      done.delete(old);
+    }
+    done.set(id, { amount, at: now });
+  };
   const trial = new Map<string, Map<string, number>>();
   const stream: StreamEntry[] = [];
   const pending = new Map<string, { entry: StreamEntry; consumer: string; since: number }>();
@@ -49,6 +59,7 @@ export function createMemoryStore(): MeteringStore {
     kind: "memory",
 
     async reserve({ orgId, requestId, amount, ttlMs, nowMs }) {
+      assertNanos("reserve amount", amount, 0);
       const org = orgs.get(orgId);
       if (!org) return { ok: false, reason: "not_loaded" };
       if (done.has(requestId) || org.holds.has(requestId))
@@ -62,6 +73,7 @@ export function createMemoryStore(): MeteringStore {
     },
 
     async settle({ orgId, requestId, cost, event }) {
+      assertNanos("settle cost", cost, 0);
       const org = orgs.get(orgId);
       if (done.has(requestId)) return { ok: true, balance: org?.bal ?? 0, duplicate: true };
       if (!org) return { ok: false, reason: "not_loaded" };
@@ -72,7 +84,7 @@ export function createMemoryStore(): MeteringStore {
       }
       if (cost > 0) org.bal -= cost;
       append(event, org.bal);
-      done.set(requestId, cost);
+      markDone(requestId, cost);
       return { ok: true, balance: org.bal, duplicate: false };
     },
 
@@ -85,13 +97,16 @@ export function createMemoryStore(): MeteringStore {
     },
 
     async credit({ orgId, creditId, amount, event }) {
+      assertNanos("credit amount", amount);
       const org = orgs.get(orgId);
       const first = done.get(creditId);
-      if (first !== undefined) return { ok: true, balance: org?.bal ?? 0, duplicate: true, amount: first };
+      if (first !== undefined) {
+        return { ok: true, balance: org?.bal ?? 0, duplicate: true, amount: first.amount };
+      }
       if (!org) return { ok: false, reason: "not_loaded" };
       org.bal += amount;
       append(event, org.bal);
-      done.set(creditId, amount);
+      markDone(creditId, amount);
       return { ok: true, balance: org.bal, duplicate: false, amount };
     },
 
@@ -100,6 +115,7 @@ export function createMemoryStore(): MeteringStore {
     },
 
     async loadBalance({ orgId, balance }) {
+      assertNanos("balance", balance);
       if (orgs.has(orgId)) return false;
       orgs.set(orgId, { bal: balance, held: 0, holds: new Map() });
       return true;
@@ -136,11 +152,17 @@ export function createMemoryStore(): MeteringStore {
     async readLedger({ consumer, count, blockMs }) {
       if (stream.length === 0 && blockMs > 0) {
         await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, blockMs);
-          waiters.push(() => {
+          const wake = () => {
             clearTimeout(timer);
             resolve();
-          });
+          };
+          // An idle flusher waits again and again: a waiter whose time ran out must not stay behind.
+          const timer = setTimeout(() => {
+            const i = waiters.indexOf(wake);
+            if (i >= 0) waiters.splice(i, 1);
+            resolve();
+          }, blockMs);
+          waiters.push(wake);
         });
       }
       return take(consumer, count);
@@ -164,8 +186,10 @@ export function createMemoryStore(): MeteringStore {
     },
 
     async ledgerLag() {
-      const all = [...stream, ...[...pending.values()].map((p) => p.entry)];
-      return { length: all.length, oldestMs: all.length ? Math.min(...all.map((e) => e.at)) : null };
+      // A loop, not Math.min(...): a backlog can outgrow the argument limit while Postgres is down.
+      let oldestMs: number | null = stream[0]?.at ?? null;
+      for (const p of pending.values()) if (oldestMs === null || p.entry.at < oldestMs) oldestMs = p.entry.at;
+      return { length: stream.length + pending.size, oldestMs };
     },
 
     async purgeOrg(orgId) {

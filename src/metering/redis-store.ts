@@ -1,6 +1,13 @@
 import { readFileSync } from "node:fs";
 import { Cluster, Redis } from "ioredis";
-import { DONE_TTL_SECONDS, type LedgerEntry, type MeteringStore, SHARDS, shardOf } from "./store.ts";
+import {
+  assertNanos,
+  DONE_TTL_SECONDS,
+  type LedgerEntry,
+  type MeteringStore,
+  SHARDS,
+  shardOf,
+} from "./store.ts";
 
 const SCRIPTS = {
   reserve: 4,
@@ -105,24 +112,37 @@ export function createRedisStore(opts: {
       return { shard, id, event, balance };
     });
 
+  const readShard = async (group: string, consumer: string, shard: number, count: number) => {
+    const reply = (await client.xreadgroup(
+      "GROUP",
+      group,
+      consumer,
+      "COUNT",
+      count,
+      "STREAMS",
+      shardKey(shard, "ledger"),
+      ">",
+    )) as [string, [string, string[]][]][] | null;
+    return reply?.[0] ? toEntries(shard, reply[0][1]) : [];
+  };
+
+  /**
+   * Splits `count` over the shards, then gives what quiet shards left unused to the shards that
+   * filled their share: one busy org (one shard) still drains in full batches, at one more round
+   * trip. Entries once read are pending for this consumer, so no round may overshoot by much.
+   */
   const readAll = async (group: string, consumer: string, count: number): Promise<LedgerEntry[]> => {
-    const perShard = Math.max(1, Math.ceil(count / SHARDS));
-    const results = await Promise.all(
-      Array.from({ length: SHARDS }, async (_, shard) => {
-        const reply = (await client.xreadgroup(
-          "GROUP",
-          group,
-          consumer,
-          "COUNT",
-          perShard,
-          "STREAMS",
-          shardKey(shard, "ledger"),
-          ">",
-        )) as [string, [string, string[]][]][] | null;
-        return reply?.[0] ? toEntries(shard, reply[0][1]) : [];
-      }),
-    );
-    return results.flat();
+    const out: LedgerEntry[] = [];
+    let shards = Array.from({ length: SHARDS }, (_, shard) => shard);
+    for (let round = 0; round < 3 && out.length < count && shards.length > 0; round++) {
+      const share = Math.max(1, Math.ceil((count - out.length) / shards.length));
+      const results = await Promise.all(
+        shards.map(async (shard) => ({ shard, entries: await readShard(group, consumer, shard, share) })),
+      );
+      for (const r of results) out.push(...r.entries);
+      shards = results.filter((r) => r.entries.length === share).map((r) => r.shard);
+    }
+    return out;
   };
 
   return {
@@ -130,6 +150,7 @@ export function createRedisStore(opts: {
     client,
 
     async reserve({ orgId, requestId, amount, ttlMs, nowMs }) {
+      assertNanos("reserve amount", amount, 0);
       const k = keys(orgId);
       const [status, balance, held] = (await run(
         "reserve",
@@ -149,6 +170,7 @@ export function createRedisStore(opts: {
     },
 
     async settle({ orgId, requestId, cost, event }) {
+      assertNanos("settle cost", cost, 0);
       const k = keys(orgId);
       const [status, balance] = (await run(
         "settle",
@@ -173,6 +195,7 @@ export function createRedisStore(opts: {
     },
 
     async credit({ orgId, creditId, amount, event }) {
+      assertNanos("credit amount", amount);
       const k = keys(orgId);
       const [status, balance, first] = (await run(
         "credit",
@@ -192,6 +215,7 @@ export function createRedisStore(opts: {
     },
 
     async loadBalance({ orgId, balance }) {
+      assertNanos("balance", balance);
       return num((await run("load", keys(orgId).org, balance)) as Reply) === 1;
     },
 
@@ -202,12 +226,26 @@ export function createRedisStore(opts: {
     },
 
     async reclaimExpired(nowMs) {
+      // A batch per script call keeps each one short (a script blocks its whole Redis node); a shard
+      // that filled its batch has more, so it goes again.
+      const batch = 1000;
       const counts = await Promise.all(
-        Array.from({ length: SHARDS }, (_, shard) =>
-          run("reclaim", shardKey(shard, "hx"), nowMs, `pg:{pg:${shard}}:`, 1000),
-        ),
+        Array.from({ length: SHARDS }, async (_, shard) => {
+          let released = 0;
+          for (;;) {
+            const [processed, freed] = (await run(
+              "reclaim",
+              shardKey(shard, "hx"),
+              nowMs,
+              `pg:{pg:${shard}}:`,
+              batch,
+            )) as Reply[];
+            released += num(freed);
+            if (num(processed) < batch) return released;
+          }
+        }),
       );
-      return counts.reduce<number>((n, c) => n + num(c), 0);
+      return counts.reduce((n, c) => n + c, 0);
     },
 
     async countTrialResponse({ orgId, planId, maxPlans, maxPerPlan }) {

@@ -3,17 +3,32 @@ import type { Nanos } from "../pricing/money.ts";
 /**
  * The metering store: balances, holds and the ledger stream. Redis in production (src/metering/
  * redis-store.ts, Lua scripts in ./lua), in process for a single embedded instance (memory-store.ts);
- * both pass the same contract tests.
+ * both pass the same contract tests (test/metering/store.test.ts). Pick one with createMeteringStore
+ * (./index.ts).
+ *
+ * Money is integer nanodollars in safe integers; a fraction or an unsafe integer is a bug in the
+ * caller and throws (assertNanos) before anything is written.
  *
  * Overspend bound: reserve admits a call only while balance − held ≥ its hold, and settle always
  * succeeds, so a balance goes below zero only by what calls cost beyond their holds: at most the
  * sum, over the calls in flight, of (actual cost − hold) for those that overran; for one call, its
  * own excess. Holds are estimated high (see estimateReservation), so an overrun needs a prompt
- * denser than 2.5 bytes per token or an upstream that ignores max_tokens.
+ * denser than 2.5 bytes per token or an upstream that ignores max_tokens. The bound assumes a hold
+ * outlives its call: a hold reclaimed by reclaimExpired while its call is still running (a call
+ * longer than HOLD_TTL_MS) no longer counts, and that call's whole cost, not just its excess, can
+ * then land below zero.
+ *
+ * Idempotency: settled request ids and applied credit ids are remembered for DONE_TTL_SECONDS, so a
+ * late repeat (a retry after a timeout, a settle after its hold was reclaimed) changes nothing.
+ * Request ids and credit ids must be unique across orgs (they are UUIDs and transaction ids).
  */
 export interface MeteringStore {
   readonly kind: "redis" | "cluster" | "memory";
-  /** Holds `amount` for `requestId` iff balance − held ≥ amount. Idempotent by requestId. */
+  /**
+   * Holds `amount` for `requestId` iff balance − held ≥ amount. Idempotent by requestId: a repeat
+   * of a held or settled request is admitted again without holding more. not_loaded: the store has
+   * no balance for the org; load it from Postgres (loadBalance) and retry, never admit against it.
+   */
   reserve(r: {
     orgId: string;
     requestId: string;
@@ -23,10 +38,12 @@ export interface MeteringStore {
   }): Promise<ReserveOutcome>;
   /**
    * Releases the hold (if any), debits `cost` (settle always succeeds, even below zero) and appends
-   * `event` to the ledger, atomically. Idempotent by requestId.
+   * `event` to the ledger, atomically. Idempotent by requestId: a repeat changes nothing and says
+   * duplicate. A cost of 0 debits nothing but still appends the event: it is the call's usage record.
+   * not_loaded only when the store lost the org's balance since the reserve (Redis restarted empty).
    */
   settle(s: { orgId: string; requestId: string; cost: Nanos; event: string }): Promise<SettleOutcome>;
-  /** Voids a hold whose call never started. */
+  /** Voids a hold whose call never started: no debit, no ledger event. Idempotent. */
   release(r: { orgId: string; requestId: string }): Promise<void>;
   /** Adds credits and appends `event`; idempotent by creditId (a repeat reports the first amount). */
   credit(c: { orgId: string; creditId: string; amount: Nanos; event: string }): Promise<CreditOutcome>;
@@ -44,7 +61,10 @@ export interface MeteringStore {
     maxPlans: number;
     maxPerPlan: number;
   }): Promise<TrialVerdict>;
-  /** New ledger entries for this consumer (blockMs 0: don't wait). */
+  /**
+   * New ledger entries for this consumer across all shards, about `count` of them (a little more
+   * when the budget splits unevenly over shards); waits up to about blockMs when there are none.
+   */
   readLedger(r: { group: string; consumer: string; count: number; blockMs: number }): Promise<LedgerEntry[]>;
   /** Acknowledges and deletes entries written to Postgres. */
   ackLedger(group: string, entries: LedgerEntry[]): Promise<void>;
@@ -55,7 +75,7 @@ export interface MeteringStore {
     minIdleMs: number;
     count: number;
   }): Promise<LedgerEntry[]>;
-  /** Unflushed entries and the age of the oldest. */
+  /** Unflushed (not yet acked) entries and the time (ms since epoch) the oldest was appended. */
   ledgerLag(): Promise<{ length: number; oldestMs: number | null }>;
   /** Removes every key of an org (account deletion). */
   purgeOrg(orgId: string): Promise<void>;
@@ -101,3 +121,14 @@ export function shardOf(orgId: string): number {
 
 /** How long settled request ids and credit ids are remembered, so late repeats change nothing. */
 export const DONE_TTL_SECONDS = 7 * 24 * 3600;
+
+/**
+ * Rejects an amount that is not a safe integer of nanodollars (or is below `min`). In Redis a
+ * fraction would make HINCRBY fail halfway through a script, after some of its writes, and Redis
+ * does not roll a script back: so amounts are checked before they are sent.
+ */
+export function assertNanos(what: string, n: number, min = Number.MIN_SAFE_INTEGER): void {
+  if (!Number.isSafeInteger(n) || n < min) {
+    throw new RangeError(`${what} must be a safe integer of nanodollars ≥ ${min}, got ${n}`);
+  }
+}

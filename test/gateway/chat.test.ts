@@ -6,25 +6,6 @@ import { backends, startGateway, type TestGateway, type TestOrg } from "../harne
 const tag = () => `t${randomUUID().slice(0, 8)}`;
 const messages = [{ role: "user" as const, content: "Say hello in twenty tokens." }];
 
-/** Raw POST to the gateway, for the bytes (the SDK parses them away). */
-async function post(
-  gw: TestGateway,
-  path: string,
-  key: string | undefined,
-  body: unknown,
-  headers: Record<string, string> = {},
-) {
-  return fetch(`${gw.url}${path}`, {
-    method: "POST",
-    headers: {
-      "content-type": "application/json",
-      ...(key ? { authorization: `Bearer ${key}` } : {}),
-      ...headers,
-    },
-    body: typeof body === "string" ? body : JSON.stringify(body),
-  });
-}
-
 describe.each(backends)("chat completions through the gateway (%s)", (backend) => {
   let gw: TestGateway;
   let org: TestOrg;
@@ -38,7 +19,7 @@ describe.each(backends)("chat completions through the gateway (%s)", (backend) =
   it("streams the upstream's frames unchanged, without the usage frame it was not asked for", async () => {
     const t = tag();
     const body = { model: "gpt-4.1-mini", messages, stream: true, mock: { tag: t, chunks: 5 } };
-    const viaGateway = await (await post(gw, "/v1/chat/completions", org.key, body)).text();
+    const viaGateway = await (await gw.post("/v1/chat/completions", org.key, body)).text();
     // The same call straight to the provider, as the gateway made it (with the usage frame asked for).
     const direct = await fetch(`${gw.mock.baseUrls.openai}/chat/completions`, {
       method: "POST",
@@ -95,7 +76,7 @@ describe.each(backends)("chat completions through the gateway (%s)", (backend) =
 
   it("passes fields it does not know to the provider untouched", async () => {
     const t = tag();
-    await post(gw, "/v1/chat/completions", org.key, {
+    await gw.post("/v1/chat/completions", org.key, {
       model: "gpt-4.1-mini",
       messages,
       temperature: 0.3,
@@ -117,7 +98,7 @@ describe.each(backends)("chat completions through the gateway (%s)", (backend) =
     ] as const;
     for (const [model, flavour, upstreamModel] of cases) {
       const t = tag();
-      const res = await post(gw, "/v1/chat/completions", org.key, { model, messages, mock: { tag: t } });
+      const res = await gw.post("/v1/chat/completions", org.key, { model, messages, mock: { tag: t } });
       expect(res.status).toBe(200);
       const seen = await gw.mock.waitForRequest(t);
       expect(seen.flavour).toBe(flavour);
@@ -127,7 +108,7 @@ describe.each(backends)("chat completions through the gateway (%s)", (backend) =
 
   it("aborts the upstream at once when the client goes away", async () => {
     const t = tag();
-    const res = await post(gw, "/v1/chat/completions", org.key, {
+    const res = await gw.post("/v1/chat/completions", org.key, {
       model: "gpt-4.1-mini",
       messages,
       stream: true,
@@ -164,13 +145,13 @@ describe.each(backends)("chat completions through the gateway (%s)", (backend) =
   });
 
   it("relays Relace instant apply, plain and streamed", async () => {
-    const plain = await post(gw, "/v1/code/apply", org.key, { initialCode: "a\n", editSnippet: "b\n" });
+    const plain = await gw.post("/v1/code/apply", org.key, { initialCode: "a\n", editSnippet: "b\n" });
     expect(plain.status).toBe(200);
     const body = (await plain.json()) as { mergedCode: string; usage: { cost: number } };
     expect(body.mergedCode).toBe("a\n\nb\n");
     expect(body.usage.cost).toBeGreaterThan(0);
     const streamed = await (
-      await post(gw, "/v1/code/apply", org.key, {
+      await gw.post("/v1/code/apply", org.key, {
         initialCode: "x",
         editSnippet: "y",
         stream: true,

@@ -32,15 +32,7 @@ describe("errors in the contract's shape", () => {
   let gw: TestGateway;
   let org: TestOrg;
   const call = (body: unknown, key: string | null = org.key, headers: Record<string, string> = {}) =>
-    fetch(`${gw.url}/v1/chat/completions`, {
-      method: "POST",
-      headers: {
-        "content-type": "application/json",
-        ...(key ? { authorization: `Bearer ${key}` } : {}),
-        ...headers,
-      },
-      body: typeof body === "string" ? body : JSON.stringify(body),
-    });
+    gw.post("/v1/chat/completions", key, body, headers);
 
   beforeAll(async () => {
     gw = await startGateway({

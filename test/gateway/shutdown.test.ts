@@ -3,7 +3,7 @@ import { describe, expect, inject, it } from "vitest";
 import { startMockUpstream } from "../../src/dev/mock-upstream.ts";
 import { freshDatabaseUrl } from "../harness/databases.ts";
 import { ADMIN_TOKEN } from "../harness/gateway.ts";
-import { spawnGateway } from "../harness/process.ts";
+import { createOrgOn, spawnGateway } from "../harness/process.ts";
 
 describe("SIGTERM", () => {
   it("stops accepting, lets the open stream finish, settles it, and exits 0", async () => {
@@ -16,17 +16,7 @@ describe("SIGTERM", () => {
       OPENAI_BASE_URL: mock.baseUrls.openai,
       SHUTDOWN_GRACE_MS: "10000",
     });
-    const admin = { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" };
-    const org = (await (
-      await fetch(`${gw.url}/admin/orgs`, {
-        method: "POST",
-        headers: admin,
-        body: JSON.stringify({ name: "s", billingMode: "integrated", isTrial: true }),
-      })
-    ).json()) as { id: string };
-    const { key } = (await (
-      await fetch(`${gw.url}/admin/orgs/${org.id}/api-keys`, { method: "POST", headers: admin })
-    ).json()) as { key: string };
+    const { id: orgId, key } = await createOrgOn(gw.url, { isTrial: true });
 
     const res = await fetch(`${gw.url}/v1/chat/completions`, {
       method: "POST",
@@ -56,7 +46,7 @@ describe("SIGTERM", () => {
     const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
     try {
       const debits =
-        await sql`select amount from credit_transactions where org_id = ${org.id} and transaction_type = 'debit'`;
+        await sql`select amount from credit_transactions where org_id = ${orgId} and transaction_type = 'debit'`;
       expect(debits).toHaveLength(1);
     } finally {
       await sql.end();

@@ -27,6 +27,8 @@ export interface TestGateway {
     body?: unknown,
     headers?: Record<string, string>,
   ): Promise<{ status: number; body: T; headers: Headers }>;
+  /** A raw POST with an org key (null: none), for the bytes and headers the SDK hides. */
+  post(path: string, key: string | null, body: unknown, headers?: Record<string, string>): Promise<Response>;
   /** A new org with a key (and, for integrated orgs, `credits` USD of admin credit). */
   org(opts?: { billingMode?: "integrated" | "byo"; isTrial?: boolean; credits?: string }): Promise<TestOrg>;
   close(): Promise<void>;
@@ -83,6 +85,16 @@ export async function startGateway(
     mock,
     config,
     admin,
+    post: (path, key, body, headers = {}) =>
+      fetch(`${url}${path}`, {
+        method: "POST",
+        headers: {
+          "content-type": "application/json",
+          ...(key ? { authorization: `Bearer ${key}` } : {}),
+          ...headers,
+        },
+        body: typeof body === "string" ? body : JSON.stringify(body),
+      }),
     async org({ billingMode = "integrated", isTrial = false, credits } = {}) {
       const org = await admin<{ id: string }>("POST", "/admin/orgs", {
         name: "test org",

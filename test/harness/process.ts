@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
+import { ADMIN_TOKEN } from "./gateway.ts";
 import { freePort } from "./ports.ts";
 
 export interface GatewayProcess {
@@ -32,4 +33,34 @@ export async function spawnGateway(env: Record<string, string>): Promise<Gateway
     });
   });
   return { url: `http://127.0.0.1:${port}`, child, logs, exited };
+}
+
+/** Calls a gateway's admin API (ADMIN_TOKEN of the test harness). */
+export async function adminCall<T>(
+  url: string,
+  method: string,
+  path: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; body: T }> {
+  const res = await fetch(`${url}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json", ...headers },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: res.status, body: (await res.json()) as T };
+}
+
+/** A new org on a running gateway, optionally with an api key. */
+export async function createOrgOn(
+  url: string,
+  opts: { isTrial: boolean },
+): Promise<{ id: string; key: string }> {
+  const org = await adminCall<{ id: string }>(url, "POST", "/admin/orgs", {
+    name: "test org",
+    billingMode: "integrated",
+    isTrial: opts.isTrial,
+  });
+  const key = await adminCall<{ key: string }>(url, "POST", `/admin/orgs/${org.body.id}/api-keys`);
+  return { id: org.body.id, key: key.body.key };
 }

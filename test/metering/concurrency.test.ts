@@ -10,7 +10,7 @@ import { formatUsd } from "../../src/pricing/money.ts";
 import { freshDatabaseUrl } from "../harness/databases.ts";
 import { ADMIN_TOKEN } from "../harness/gateway.ts";
 import { waitUntil } from "../harness/ports.ts";
-import { type GatewayProcess, spawnGateway } from "../harness/process.ts";
+import { adminCall, createOrgOn, type GatewayProcess, spawnGateway } from "../harness/process.ts";
 
 describe("500 concurrent calls across 3 gateway processes, for an org that can pay for about 100", () => {
   let mock: MockUpstream;
@@ -38,15 +38,9 @@ describe("500 concurrent calls across 3 gateway processes, for an org that can p
   });
 
   it("admits no more than the balance covers, debits every answered call once, and the books balance", async () => {
-    const admin = { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" };
     const [a] = gateways as [GatewayProcess];
-    const org = (await (
-      await fetch(`${a.url}/admin/orgs`, {
-        method: "POST",
-        headers: admin,
-        body: JSON.stringify({ name: "c", billingMode: "integrated", isTrial: false }),
-      })
-    ).json()) as { id: string };
+    const org = await createOrgOn(a.url, { isTrial: false });
+    const { key } = org;
     const body = JSON.stringify({
       model: "gpt-4.1-mini",
       messages: [{ role: "user", content: "count to twenty" }],
@@ -60,15 +54,16 @@ describe("500 concurrent calls across 3 gateway processes, for an org that can p
       markupBps: 500,
     });
     const credit = 100 * hold;
-    const credited = await fetch(`${a.url}/admin/orgs/${org.id}/credits`, {
-      method: "POST",
-      headers: { ...admin, "idempotency-key": "c1" },
-      body: JSON.stringify({ amount: formatUsd(credit) }),
-    });
+    const credited = await adminCall(
+      a.url,
+      "POST",
+      `/admin/orgs/${org.id}/credits`,
+      { amount: formatUsd(credit) },
+      {
+        "idempotency-key": "c1",
+      },
+    );
     expect(credited.status).toBe(201);
-    const { key } = (await (
-      await fetch(`${a.url}/admin/orgs/${org.id}/api-keys`, { method: "POST", headers: admin })
-    ).json()) as { key: string };
 
     const results = await Promise.all(
       Array.from({ length: 500 }, async (_, i) => {

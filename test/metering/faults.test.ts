@@ -12,7 +12,7 @@ import { freshDatabaseUrl } from "../harness/databases.ts";
 import { ADMIN_TOKEN, startGateway } from "../harness/gateway.ts";
 import { sleep, waitUntil } from "../harness/ports.ts";
 import { startPostgres } from "../harness/postgres.ts";
-import { spawnGateway } from "../harness/process.ts";
+import { createOrgOn, spawnGateway } from "../harness/process.ts";
 import { startRedis } from "../harness/redis.ts";
 
 const messages = [{ role: "user", content: "hi" }];
@@ -42,17 +42,8 @@ describe("faults", () => {
     const store = createRedisStore({ url: inject("redisUrl") });
     const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
     try {
-      const admin = { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" };
-      const org = (await (
-        await fetch(`${a.url}/admin/orgs`, {
-          method: "POST",
-          headers: admin,
-          body: JSON.stringify({ name: "k", billingMode: "integrated", isTrial: true }),
-        })
-      ).json()) as { id: string };
-      const { key } = (await (
-        await fetch(`${a.url}/admin/orgs/${org.id}/api-keys`, { method: "POST", headers: admin })
-      ).json()) as { key: string };
+      const org = await createOrgOn(a.url, { isTrial: true });
+      const { key } = org;
       const call = (stream: boolean, mockKnobs: Record<string, unknown> = {}) =>
         fetch(`${a.url}/v1/chat/completions`, {
           method: "POST",

@@ -1,11 +1,14 @@
 import type { Context } from "hono";
 import { Hono } from "hono";
-import type { CallTags } from "../../metering/meter.ts";
+import type { Config } from "../../config.ts";
+import type { CallStart, CallTags } from "../../metering/meter.ts";
+import type { CatalogModel } from "../../pricing/catalog.ts";
 import type { AuthVariables } from "../auth.ts";
 import { type PreparedCall, runCall } from "../call.ts";
 import { readBody } from "../client-io.ts";
 import { GatewayError } from "../errors.ts";
 import { providers } from "../providers/index.ts";
+import type { JsonObject } from "../providers/types.ts";
 import type { Services } from "../services.ts";
 import {
   optionalBoolean,
@@ -83,31 +86,20 @@ export function inferenceRoutes(services: Services): Hono<Env> {
         param: "model",
       });
     }
-    const clientWantsUsage = stream && streamOptions?.include_usage === true;
     const changed = provider.prepareChat(body, model.upstreamModel, stream);
-    const keys = providerKey(c, provider.integratedKey(config));
-    const call: PreparedCall = {
-      start: {
-        requestId: newRequestId(),
-        org: c.get("auth").org,
-        keyId: c.get("auth").keyId,
-        model,
-        byoKey: keys.byoKey,
-        route: "chat",
-        stream,
-        // prepareChat touched only model and usage options; messages are as the client sent them.
-        request: body,
-        requestBytes: raw.byteLength,
-        maxTokens,
-        tags: readTags(c),
-        startedAt,
-      },
-      provider,
+    const call = prepareCall(c, config, {
+      route: "chat",
       path: "/chat/completions",
-      payload: changed ? JSON.stringify(body) : raw,
-      apiKey: keys.apiKey,
-      clientWantsUsage,
-    };
+      model,
+      // prepareChat touched only model and usage options; messages are as the client sent them.
+      body,
+      raw,
+      changed,
+      stream,
+      maxTokens,
+      startedAt,
+      clientWantsUsage: stream && streamOptions?.include_usage === true,
+    });
     return runCall(c, services, call);
   });
 
@@ -125,35 +117,68 @@ export function inferenceRoutes(services: Services): Hono<Env> {
         param: "model",
       });
     }
-    const provider = providers.relace;
-    const keys = providerKey(c, provider.integratedKey(config));
     const changed = body.model !== undefined && body.model !== model.upstreamModel;
     if (changed) body.model = model.upstreamModel;
-    return runCall(c, services, {
-      start: {
-        requestId: newRequestId(),
-        org: c.get("auth").org,
-        keyId: c.get("auth").keyId,
-        model,
-        byoKey: keys.byoKey,
-        route: "apply",
-        stream,
-        request: body,
-        requestBytes: raw.byteLength,
-        maxTokens: undefined,
-        tags: readTags(c),
-        startedAt,
-      },
-      provider,
+    const call = prepareCall(c, config, {
+      route: "apply",
       path: "/code/apply",
-      payload: changed ? JSON.stringify(body) : raw,
-      apiKey: keys.apiKey,
+      model,
+      body,
+      raw,
+      changed,
+      stream,
+      maxTokens: undefined,
+      startedAt,
       // Relace's own stream carries its usage frame; it reaches the client with `cost` added.
       clientWantsUsage: true,
     });
+    return runCall(c, services, call);
   });
 
   return app;
+}
+
+/** A validated request, shaped for its provider, with everything the meter needs to know. */
+function prepareCall(
+  c: Context<Env>,
+  config: Config,
+  p: {
+    route: CallStart["route"];
+    path: string;
+    model: CatalogModel;
+    body: JsonObject;
+    raw: Uint8Array;
+    changed: boolean;
+    stream: boolean;
+    maxTokens: number | undefined;
+    startedAt: number;
+    clientWantsUsage: boolean;
+  },
+): PreparedCall {
+  const provider = providers[p.model.provider];
+  const keys = providerKey(c, provider.integratedKey(config));
+  const { org, keyId } = c.get("auth");
+  return {
+    start: {
+      requestId: newRequestId(),
+      org,
+      keyId,
+      model: p.model,
+      byoKey: keys.byoKey,
+      route: p.route,
+      stream: p.stream,
+      request: p.body,
+      requestBytes: p.raw.byteLength,
+      maxTokens: p.maxTokens,
+      tags: readTags(c),
+      startedAt: p.startedAt,
+    },
+    provider,
+    path: p.path,
+    payload: p.changed ? JSON.stringify(p.body) : p.raw,
+    apiKey: keys.apiKey,
+    clientWantsUsage: p.clientWantsUsage,
+  };
 }
 
 function newRequestId(): string {

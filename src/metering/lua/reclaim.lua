@@ -1,25 +1,31 @@
 --[[
 reclaim: release the holds of one shard whose expiry passed (their gateway died mid-call).
 
-KEYS[1] expiry zset of the shard
+KEYS[1] expiry zset of the shard  "orgId\nrequestId" scored by expiry (ms since epoch)
 ARGV[1] now (ms since epoch)
 ARGV[2] key prefix of the shard, e.g. "pg:{pg:3}:" (org and holds keys are derived from it; they
-        share the shard's hash tag, so they live in the same cluster slot)
-ARGV[3] most holds to release in one call
+        share the shard's hash tag, so they live in the same cluster slot as KEYS[1])
+ARGV[3] most expiry entries to process in one call (a script blocks its Redis node while it runs)
 
-Returns how many holds were released.
+Returns {processed, released}: expiry entries removed (when it equals ARGV[3] there may be more),
+and holds released (an entry whose hold is gone, as after purgeOrg, releases nothing).
+A later settle of a reclaimed request still debits once: its done marker is set by settle only.
 ]]
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local released = 0
 for _, member in ipairs(expired) do
   local sep = string.find(member, '\n', 1, true)
-  local org = string.sub(member, 1, sep - 1)
-  local rid = string.sub(member, sep + 1)
-  local holds = ARGV[2] .. 'h:' .. org
-  local hold = redis.call('HGET', holds, rid)
-  if hold then
-    redis.call('HDEL', holds, rid)
-    redis.call('HINCRBY', ARGV[2] .. 'o:' .. org, 'held', -tonumber(hold))
+  if sep then
+    local org = string.sub(member, 1, sep - 1)
+    local rid = string.sub(member, sep + 1)
+    local holds = ARGV[2] .. 'h:' .. org
+    local hold = redis.call('HGET', holds, rid)
+    if hold then
+      redis.call('HDEL', holds, rid)
+      redis.call('HINCRBY', ARGV[2] .. 'o:' .. org, 'held', -tonumber(hold))
+      released = released + 1
+    end
   end
   redis.call('ZREM', KEYS[1], member)
 end
-return #expired
+return {#expired, released}
