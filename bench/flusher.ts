@@ -22,7 +22,36 @@ const orgs = Array.from({ length: 200 }, () => `org_${randomUUID()}`);
 for (const orgId of orgs) await store.loadBalance({ orgId, balance: 1_000_000_000_000 });
 const now = Date.now();
 const event = (id: string, orgId: string) =>
-  JSON.stringify({ kind: "debit", id, orgId, keyId: "key_bench", amount: 1234, base: 1175, surcharge: 59, cacheDiscount: 0, listPrice: 1234, inputTokens: 812, cachedTokens: 0, cacheWriteTokens: 0, outputTokens: 20, reasoningTokens: 0, inputPricePerToken: "0.0000004", outputPricePerToken: "0.0000016", provider: "openai", model: "openai/gpt-4.1-mini", route: "chat", byo: false, tags: { planId: "plan-1", purpose: "chat" }, startedAt: now, firstTokenAt: now + 100, endedAt: now + 900, stoppedEarly: false, clientCancelled: false, upstreamError: false, noReportedUsage: false });
+  JSON.stringify({
+    kind: "debit",
+    id,
+    orgId,
+    keyId: "key_bench",
+    amount: 1234,
+    base: 1175,
+    surcharge: 59,
+    cacheDiscount: 0,
+    listPrice: 1234,
+    inputTokens: 812,
+    cachedTokens: 0,
+    cacheWriteTokens: 0,
+    outputTokens: 20,
+    reasoningTokens: 0,
+    inputPricePerToken: "0.0000004",
+    outputPricePerToken: "0.0000016",
+    provider: "openai",
+    model: "openai/gpt-4.1-mini",
+    route: "chat",
+    byo: false,
+    tags: { planId: "plan-1", purpose: "chat" },
+    startedAt: now,
+    firstTokenAt: now + 100,
+    endedAt: now + 900,
+    stoppedEarly: false,
+    clientCancelled: false,
+    upstreamError: false,
+    noReportedUsage: false,
+  });
 
 let t = performance.now();
 for (let i = 0; i < total; i += 1000) {

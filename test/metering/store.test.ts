@@ -1,30 +1,46 @@
 import { randomUUID } from "node:crypto";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createMeteringStore } from "../../src/metering/index.ts";
 import { createMemoryStore } from "../../src/metering/memory-store.ts";
 import { createRedisStore } from "../../src/metering/redis-store.ts";
-import type { MeteringStore } from "../../src/metering/store.ts";
-import { type RedisCluster, startRedisCluster } from "../harness/redis.ts";
+import { type LedgerEntry, type MeteringStore, SHARDS, shardOf } from "../../src/metering/store.ts";
+import { sleep } from "../harness/ports.ts";
+import { type RedisCluster, type RedisServer, startRedis, startRedisCluster } from "../harness/redis.ts";
 
 const kinds = ["memory", "redis", "cluster"] as const;
 const org = () => `org_${randomUUID()}`;
 const rid = () => `req_${randomUUID()}`;
 const NOW = 1_800_000_000_000;
 const TTL = 60_000;
+const GROUP = "contract";
+
+interface TestEvent {
+  id: string;
+  orgId: string;
+  cost: number;
+}
 
 describe.each(kinds)("metering store contract (%s)", (kind) => {
   let store: MeteringStore;
+  // A Redis of this file's own, not the run's shared one: acking deletes stream entries, which
+  // would take them from under the flushers of gateway tests running at the same time.
+  let redis: RedisServer | undefined;
   let cluster: RedisCluster | undefined;
 
   beforeAll(async () => {
     if (kind === "memory") store = createMemoryStore();
-    else if (kind === "redis") store = createRedisStore({ url: inject("redisUrl") });
-    else {
+    else if (kind === "redis") {
+      redis = await startRedis();
+      store = createRedisStore({ url: redis.url });
+    } else {
       cluster = await startRedisCluster();
       store = createRedisStore({ clusterNodes: cluster.nodes });
     }
+    expect(store.kind).toBe(kind);
   });
   afterAll(async () => {
     await store?.close();
+    await redis?.stop();
     await cluster?.stop();
   });
 
@@ -36,99 +52,165 @@ describe.each(kinds)("metering store contract (%s)", (kind) => {
   const reserve = (orgId: string, requestId: string, amount: number, nowMs = NOW) =>
     store.reserve({ orgId, requestId, amount, ttlMs: TTL, nowMs });
   const settle = (orgId: string, requestId: string, cost: number) =>
-    store.settle({ orgId, requestId, cost, event: JSON.stringify({ id: requestId, orgId }) });
+    store.settle({ orgId, requestId, cost, event: JSON.stringify({ id: requestId, orgId, cost }) });
+  /** Reads and acks everything unread in the ledger; returns the entries (of one org, if given). */
+  const drain = async (orgId?: string): Promise<LedgerEntry[]> => {
+    const all: LedgerEntry[] = [];
+    for (;;) {
+      const batch = await store.readLedger({ group: GROUP, consumer: "reader", count: 1000, blockMs: 0 });
+      if (batch.length === 0) break;
+      await store.ackLedger(GROUP, batch);
+      all.push(...batch);
+    }
+    return orgId ? all.filter((e) => (JSON.parse(e.event) as TestEvent).orgId === orgId) : all;
+  };
+  const ids = (entries: LedgerEntry[]) => entries.map((e) => (JSON.parse(e.event) as TestEvent).id);
 
-  it("never admits against a balance it does not have (not_loaded), and load does not overwrite", async () => {
+  it("never admits against a balance it does not have (not_loaded); load then works and does not overwrite", async () => {
     const id = org();
-    expect(await reserve(id, rid(), 1)).toEqual({ ok: false, reason: "not_loaded" });
+    const r = rid();
+    expect(await reserve(id, r, 1)).toEqual({ ok: false, reason: "not_loaded" });
     expect(await store.getBalance(id)).toBeNull();
     expect(await store.loadBalance({ orgId: id, balance: 100 })).toBe(true);
     expect(await store.loadBalance({ orgId: id, balance: 5 })).toBe(false);
     expect(await store.getBalance(id)).toEqual({ balance: 100, held: 0 });
+    expect(await reserve(id, r, 1)).toEqual({ ok: true, balance: 100, held: 1 });
   });
 
-  it("admits iff balance − held covers the hold, and holds add up", async () => {
+  it("admits iff balance − held covers the hold (equal is enough), and holds add up", async () => {
     const id = await loaded(100);
-    expect(await reserve(id, rid(), 60)).toMatchObject({ ok: true, held: 60 });
-    expect(await reserve(id, rid(), 50)).toMatchObject({
+    expect(await reserve(id, rid(), 60)).toEqual({ ok: true, balance: 100, held: 60 });
+    expect(await reserve(id, rid(), 41)).toEqual({
       ok: false,
       reason: "insufficient_credits",
       balance: 100,
       held: 60,
     });
-    expect(await reserve(id, rid(), 40)).toMatchObject({ ok: true, held: 100 });
+    expect(await reserve(id, rid(), 40)).toEqual({ ok: true, balance: 100, held: 100 });
+    expect(await reserve(id, rid(), 1)).toMatchObject({ ok: false, reason: "insufficient_credits" });
+    expect(await reserve(id, rid(), 0)).toMatchObject({ ok: true, held: 100 });
+    expect(await store.getBalance(id)).toEqual({ balance: 100, held: 100 });
   });
 
-  it("reserve is idempotent by request id", async () => {
+  it("reserve is idempotent by request id: a repeat holds nothing more", async () => {
     const id = await loaded(100);
     const r = rid();
     await reserve(id, r, 70);
-    expect(await reserve(id, r, 70)).toMatchObject({ ok: true, held: 70 });
+    expect(await reserve(id, r, 70)).toEqual({ ok: true, balance: 100, held: 70 });
     expect(await store.getBalance(id)).toEqual({ balance: 100, held: 70 });
   });
 
-  it("settle releases the hold, debits, appends one ledger event, and is idempotent", async () => {
+  it("settle releases the hold, debits, appends exactly one ledger event, and is idempotent", async () => {
+    await drain();
     const id = await loaded(1000);
     const r = rid();
     await reserve(id, r, 300);
     expect(await settle(id, r, 120)).toEqual({ ok: true, balance: 880, duplicate: false });
     expect(await settle(id, r, 120)).toEqual({ ok: true, balance: 880, duplicate: true });
+    expect(await settle(id, r, 999)).toEqual({ ok: true, balance: 880, duplicate: true });
     expect(await store.getBalance(id)).toEqual({ balance: 880, held: 0 });
-    expect(await reserve(id, r, 300)).toMatchObject({ ok: true, held: 0 }); // settled: nothing held again
+    const events = await drain(id);
+    expect(ids(events)).toEqual([r]);
+    expect(events[0]?.balance).toBe(880);
+    // A settled request is not held again by a late repeat of its reserve.
+    expect(await reserve(id, r, 300)).toEqual({ ok: true, balance: 880, held: 0 });
+  });
+
+  it("a settle of cost 0 debits nothing but still records the call (its usage event), once", async () => {
+    const id = await loaded(50);
+    const r = rid();
+    await reserve(id, r, 10);
+    expect(await settle(id, r, 0)).toEqual({ ok: true, balance: 50, duplicate: false });
+    expect(await settle(id, r, 0)).toEqual({ ok: true, balance: 50, duplicate: true });
+    expect(await store.getBalance(id)).toEqual({ balance: 50, held: 0 });
+    expect(ids(await drain(id))).toEqual([r]);
   });
 
   it("settle always succeeds: above the hold it goes below zero by that call's excess only", async () => {
     const id = await loaded(100);
     const r = rid();
     expect(await reserve(id, r, 100)).toMatchObject({ ok: true });
-    expect(await settle(id, r, 130)).toMatchObject({ ok: true, balance: -30 });
+    expect(await settle(id, r, 130)).toEqual({ ok: true, balance: -30, duplicate: false });
     expect(await reserve(id, rid(), 1)).toMatchObject({ ok: false, reason: "insufficient_credits" });
+    expect(await store.getBalance(id)).toEqual({ balance: -30, held: 0 });
+    await drain();
   });
 
-  it("release voids a hold with no debit", async () => {
+  it("release voids a hold with no debit and no ledger event; idempotent", async () => {
+    await drain();
     const id = await loaded(100);
     const r = rid();
     await reserve(id, r, 80);
     await store.release({ orgId: id, requestId: r });
     await store.release({ orgId: id, requestId: r });
+    await store.release({ orgId: id, requestId: rid() });
     expect(await store.getBalance(id)).toEqual({ balance: 100, held: 0 });
+    expect(await drain(id)).toEqual([]);
   });
 
-  it("credit is idempotent by credit id and reports the first amount on a repeat", async () => {
+  it("credit adds once per credit id, reports the first amount on a repeat, and appends one event", async () => {
     const id = await loaded(0);
     const c = `cr_${randomUUID()}`;
-    expect(await store.credit({ orgId: id, creditId: c, amount: 500, event: "{}" })).toMatchObject({
+    const event = JSON.stringify({ id: c, orgId: id, cost: 0 });
+    expect(await store.credit({ orgId: id, creditId: c, amount: 500, event })).toEqual({
       ok: true,
       balance: 500,
       duplicate: false,
+      amount: 500,
     });
-    expect(await store.credit({ orgId: id, creditId: c, amount: 700, event: "{}" })).toMatchObject({
+    expect(await store.credit({ orgId: id, creditId: c, amount: 700, event })).toEqual({
       ok: true,
       balance: 500,
       duplicate: true,
       amount: 500,
     });
+    const events = await drain(id);
+    expect(ids(events)).toEqual([c]);
+    expect(events[0]?.balance).toBe(500);
     expect(
       await store.credit({ orgId: org(), creditId: `cr_${randomUUID()}`, amount: 1, event: "{}" }),
-    ).toEqual({
-      ok: false,
-      reason: "not_loaded",
-    });
+    ).toEqual({ ok: false, reason: "not_loaded" });
   });
 
-  it("reclaims expired holds only, and a late settle still debits once", async () => {
+  it("reclaims expired holds only, and a settle after its hold was reclaimed still debits once", async () => {
     const id = await loaded(100);
     const old = rid();
     const fresh = rid();
     await reserve(id, old, 30, NOW - 2 * TTL);
     await reserve(id, fresh, 20, NOW);
-    expect(await store.reclaimExpired(NOW)).toBeGreaterThanOrEqual(1);
+    expect(await store.reclaimExpired(NOW)).toBe(1);
+    expect(await store.reclaimExpired(NOW)).toBe(0);
     expect(await store.getBalance(id)).toEqual({ balance: 100, held: 20 });
-    expect(await settle(id, old, 10)).toMatchObject({ ok: true, balance: 90, duplicate: false });
+    expect(await settle(id, old, 10)).toEqual({ ok: true, balance: 90, duplicate: false });
+    expect(await settle(id, old, 10)).toEqual({ ok: true, balance: 90, duplicate: true });
     expect(await store.getBalance(id)).toEqual({ balance: 90, held: 20 });
+    // The fresh hold expires in its turn, then settles normally.
+    expect(await store.reclaimExpired(NOW + 2 * TTL)).toBe(1);
+    expect(await settle(id, fresh, 15)).toEqual({ ok: true, balance: 75, duplicate: false });
+    expect(await store.getBalance(id)).toEqual({ balance: 75, held: 0 });
+    expect(ids(await drain(id)).sort()).toEqual([old, fresh].sort());
   });
 
-  it("counts BYO trial responses within the plan limits, atomically", async () => {
+  it("reclaims more expired holds than one script call takes, across orgs of every shard", async () => {
+    // 1200 holds in one shard (a script call takes 1000 of a shard), 600 spread over the others.
+    const first = org();
+    const crowded = [first];
+    while (crowded.length < 3) {
+      const id = org();
+      if (shardOf(id) === shardOf(first)) crowded.push(id);
+    }
+    const spread = Array.from({ length: 30 }, org);
+    const all = [...crowded, ...spread];
+    for (const id of all) expect(await store.loadBalance({ orgId: id, balance: 1_000_000 })).toBe(true);
+    await Promise.all([
+      ...Array.from({ length: 1200 }, (_, i) => reserve(crowded[i % 3]!, rid(), 10, NOW - 2 * TTL)),
+      ...Array.from({ length: 600 }, (_, i) => reserve(spread[i % 30]!, rid(), 10, NOW - 2 * TTL)),
+    ]);
+    expect(await store.reclaimExpired(NOW)).toBe(1800);
+    for (const id of all) expect(await store.getBalance(id)).toEqual({ balance: 1_000_000, held: 0 });
+  });
+
+  it("counts BYO trial responses: at most maxPlans distinct plans, even under 200 concurrent calls", async () => {
     const id = org();
     const results = await Promise.all(
       Array.from({ length: 200 }, (_, i) =>
@@ -139,68 +221,228 @@ describe.each(kinds)("metering store contract (%s)", (kind) => {
     const admittedPlans = new Set(results.flatMap((r, i) => (r.ok ? [`p${i % 15}`] : [])));
     expect(admittedPlans.size).toBe(10);
     results.forEach((r, i) => {
-      if (admittedPlans.has(`p${i % 15}`)) expect(r.ok).toBe(true);
+      if (admittedPlans.has(`p${i % 15}`)) expect(r).toEqual({ ok: true });
       else expect(r).toEqual({ ok: false, reason: "trial_plans_exceeded" });
     });
-    const one = org();
-    for (let i = 0; i < 3; i++) {
-      expect(
-        (await store.countTrialResponse({ orgId: one, planId: "p", maxPlans: 1, maxPerPlan: 3 })).ok,
-      ).toBe(true);
-    }
-    expect(await store.countTrialResponse({ orgId: one, planId: "p", maxPlans: 1, maxPerPlan: 3 })).toEqual({
-      ok: false,
-      reason: "trial_messages_exceeded",
-    });
+    // A plan already counted stays open; a new one does not.
+    const known = [...admittedPlans][0]!;
+    expect(
+      await store.countTrialResponse({ orgId: id, planId: known, maxPlans: 10, maxPerPlan: 20 }),
+    ).toEqual({ ok: true });
+    expect(
+      await store.countTrialResponse({ orgId: id, planId: "new", maxPlans: 10, maxPerPlan: 20 }),
+    ).toEqual({ ok: false, reason: "trial_plans_exceeded" });
+    // Another org has limits of its own.
+    expect(
+      await store.countTrialResponse({ orgId: org(), planId: "new", maxPlans: 10, maxPerPlan: 20 }),
+    ).toEqual({ ok: true });
+  });
+
+  it("counts BYO trial responses: at most maxPerPlan per plan, even under 200 concurrent calls", async () => {
+    const id = org();
+    const results = await Promise.all(
+      Array.from({ length: 200 }, () =>
+        store.countTrialResponse({ orgId: id, planId: "p", maxPlans: 1, maxPerPlan: 20 }),
+      ),
+    );
+    expect(results.filter((r) => r.ok)).toHaveLength(20);
+    expect(results.filter((r) => !r.ok)).toEqual(
+      Array.from({ length: 180 }, () => ({ ok: false, reason: "trial_messages_exceeded" })),
+    );
   });
 
   it("500 concurrent calls for an org that can afford ~100: the books balance and nobody is debited twice", async () => {
-    const id = await loaded(100_000);
+    await drain();
+    const start = 100_000;
+    const id = await loaded(start);
     const hold = 1000;
-    const calls = Array.from({ length: 500 }, () => rid());
+    const calls = Array.from({ length: 500 }, (_, i) => ({ requestId: rid(), cost: 700 + (i % 7) * 150 }));
     const outcomes = await Promise.all(
-      calls.map(async (r, i) => {
-        const admitted = await reserve(id, r, hold);
+      calls.map(async ({ requestId, cost }) => {
+        const [admitted, again] = await Promise.all([
+          reserve(id, requestId, hold),
+          reserve(id, requestId, hold),
+        ]);
         if (!admitted.ok) return 0;
-        const cost = 500 + (i % 7) * 150; // some overrun their hold
-        const [a, b] = await Promise.all([settle(id, r, cost), settle(id, r, cost)]);
+        expect(again.ok).toBe(true); // the repeat sees the first outcome
+        const [a, b] = await Promise.all([settle(id, requestId, cost), settle(id, requestId, cost)]);
         expect([a, b].filter((s) => s.ok && !s.duplicate)).toHaveLength(1);
         return cost;
       }),
     );
-    const admitted = outcomes.filter((c) => c > 0);
-    const charged = admitted.reduce((n, c) => n + c, 0);
+    const charged = outcomes.reduce((n, c) => n + c, 0);
+    const admitted = outcomes.filter((c) => c > 0).length;
     const after = await store.getBalance(id);
-    expect(after).toEqual({ balance: 100_000 - charged, held: 0 });
-    expect(admitted.length).toBeGreaterThanOrEqual(100);
-    // Each admitted call was covered by its hold when admitted; what went below zero is only excess.
+    expect(after).toEqual({ balance: start - charged, held: 0 });
+    expect(admitted).toBeGreaterThanOrEqual(start / hold);
+    // These costs overrun their holds on average, so the balance does go below zero, but only by
+    // the admitted calls' excess over their holds (they all overlapped: a one-call-at-a-time
+    // sequence would stay within one call's excess).
     const excess = outcomes.reduce((n, c) => n + Math.max(0, c - hold), 0);
+    expect(after!.balance).toBeLessThan(0);
     expect(after!.balance).toBeGreaterThanOrEqual(-excess);
+    // One ledger event per admitted call, none twice, and they add up to the debits.
+    const events = await drain(id);
+    expect(events).toHaveLength(admitted);
+    expect(new Set(ids(events)).size).toBe(admitted);
+    expect(events.reduce((n, e) => n + (JSON.parse(e.event) as TestEvent).cost, 0)).toBe(charged);
   });
 
-  it("ledger: read, ack after commit, and claim what a dead consumer left", async () => {
+  it("ledger: read, ack after commit, claim what a dead consumer left; acked entries never come back", async () => {
     const group = `g${randomUUID().slice(0, 8)}`;
-    // Drain what earlier tests appended, so this test sees only its own entries.
-    for (;;) {
-      const old = await store.readLedger({ group, consumer: "drain", count: 1000, blockMs: 0 });
-      if (old.length === 0) break;
-      await store.ackLedger(group, old);
-    }
+    expect(await drain()).toBeDefined(); // earlier tests' entries, so this test sees only its own
+    expect(await store.ledgerLag()).toEqual({ length: 0, oldestMs: null });
+    const before = Date.now();
     const id = await loaded(1000);
-    const ids = [rid(), rid(), rid()];
-    for (const r of ids) {
+    const rids = [rid(), rid(), rid()];
+    for (const r of rids) {
       await reserve(id, r, 10);
       await settle(id, r, 5);
     }
+    const lag = await store.ledgerLag();
+    expect(lag.length).toBe(3);
+    expect(lag.oldestMs).toBeGreaterThanOrEqual(before - 1000); // the Redis clock, not ours
+    expect(lag.oldestMs).toBeLessThanOrEqual(Date.now() + 1000);
+
     const read = await store.readLedger({ group, consumer: "dies", count: 100, blockMs: 0 });
-    expect(read.map((e) => (JSON.parse(e.event) as { id: string }).id).sort()).toEqual([...ids].sort());
+    expect(ids(read).sort()).toEqual([...rids].sort());
     expect(read.map((e) => e.balance).sort()).toEqual([985, 990, 995]);
+    expect(read.every((e) => e.shard === (kind === "memory" ? 0 : shardOf(id)))).toBe(true);
     expect(await store.readLedger({ group, consumer: "other", count: 100, blockMs: 0 })).toEqual([]);
-    await new Promise((r) => setTimeout(r, 30));
-    const claimed = await store.claimStaleLedger({ group, consumer: "other", minIdleMs: 20, count: 100 });
+    expect((await store.ledgerLag()).length).toBe(3); // read is not flushed
+    // Not idle long enough yet: the consumer may still be writing them.
+    expect(await store.claimStaleLedger({ group, consumer: "other", minIdleMs: 60_000, count: 100 })).toEqual(
+      [],
+    );
+    await sleep(60);
+    const claimed = await store.claimStaleLedger({ group, consumer: "other", minIdleMs: 40, count: 100 });
     expect(claimed.map((e) => e.id).sort()).toEqual(read.map((e) => e.id).sort());
+    expect(claimed.map((e) => e.event).sort()).toEqual(read.map((e) => e.event).sort());
     await store.ackLedger(group, claimed);
     expect(await store.claimStaleLedger({ group, consumer: "third", minIdleMs: 0, count: 100 })).toEqual([]);
-    expect((await store.ledgerLag()).length).toBeGreaterThanOrEqual(0);
+    expect(await store.readLedger({ group, consumer: "third", count: 100, blockMs: 0 })).toEqual([]);
+    expect(await store.ledgerLag()).toEqual({ length: 0, oldestMs: null });
+  });
+
+  it("ledger: reads every shard, each entry once, and a busy shard still fills a batch", async () => {
+    await drain();
+    const group = `g${randomUUID().slice(0, 8)}`;
+    const orgs = await Promise.all(Array.from({ length: 32 }, () => loaded(1000)));
+    const spread = await Promise.all(
+      orgs.map(async (id) => {
+        const r = rid();
+        await settle(id, r, 1);
+        return r;
+      }),
+    );
+    const seen: string[] = [];
+    for (;;) {
+      const batch = await store.readLedger({ group, consumer: "c", count: 5, blockMs: 0 });
+      if (batch.length === 0) break;
+      expect(batch.length).toBeLessThanOrEqual(5 + SHARDS);
+      seen.push(...ids(batch));
+      await store.ackLedger(group, batch);
+    }
+    expect(seen.sort()).toEqual(spread.sort());
+
+    const busy = orgs[0]!;
+    await Promise.all(Array.from({ length: 300 }, () => settle(busy, rid(), 1)));
+    const batch = await store.readLedger({ group, consumer: "c", count: 200, blockMs: 0 });
+    expect(batch.length).toBeGreaterThanOrEqual(200);
+    expect(batch.length).toBeLessThanOrEqual(200 + SHARDS);
+    await store.ackLedger(group, batch);
+    const rest = await store.readLedger({ group, consumer: "c", count: 1000, blockMs: 0 });
+    expect(batch.length + rest.length).toBe(300);
+    await store.ackLedger(group, rest);
+  });
+
+  it("ledger: a blocking read waits for a new entry, and returns empty when none comes", async () => {
+    await drain();
+    const group = `g${randomUUID().slice(0, 8)}`;
+    const t0 = Date.now();
+    expect(await store.readLedger({ group, consumer: "c", count: 10, blockMs: 100 })).toEqual([]);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(kind === "memory" ? 90 : 40);
+    const id = await loaded(10);
+    const r = rid();
+    const waiting = store.readLedger({ group, consumer: "c", count: 10, blockMs: 1000 });
+    await sleep(10);
+    await settle(id, r, 1);
+    const got = await waiting;
+    if (got.length === 0) {
+      // The Redis store polls instead of blocking (a blocking read cannot span cluster slots).
+      got.push(...(await store.readLedger({ group, consumer: "c", count: 10, blockMs: 1000 })));
+    }
+    expect(ids(got)).toEqual([r]);
+    await store.ackLedger(group, got);
+  });
+
+  it("appendEvent records money-free usage; purgeOrg forgets the org", async () => {
+    await drain();
+    const id = await loaded(10);
+    await store.appendEvent({ orgId: id, event: JSON.stringify({ id: "usage", orgId: id, cost: 0 }) });
+    const events = await drain(id);
+    expect(ids(events)).toEqual(["usage"]);
+    expect(events[0]?.balance).toBeUndefined();
+    await store.purgeOrg(id);
+    expect(await store.getBalance(id)).toBeNull();
+    expect(await reserve(id, rid(), 1)).toEqual({ ok: false, reason: "not_loaded" });
+  });
+
+  it("rejects amounts that are not safe integers of nanodollars, before changing anything", async () => {
+    const id = await loaded(100);
+    await expect(reserve(id, rid(), 1.5)).rejects.toThrow(RangeError);
+    await expect(reserve(id, rid(), -1)).rejects.toThrow(RangeError);
+    await expect(settle(id, rid(), 0.1)).rejects.toThrow(RangeError);
+    await expect(settle(id, rid(), 2 ** 53)).rejects.toThrow(RangeError);
+    await expect(store.credit({ orgId: id, creditId: rid(), amount: 1e-9, event: "{}" })).rejects.toThrow(
+      RangeError,
+    );
+    await expect(store.loadBalance({ orgId: org(), balance: Number.NaN })).rejects.toThrow(RangeError);
+    expect(await store.getBalance(id)).toEqual({ balance: 100, held: 0 });
+  });
+
+  it("handles balances up to 2^53 − 1 nanodollars exactly", async () => {
+    const id = await loaded(Number.MAX_SAFE_INTEGER - 10);
+    const r = rid();
+    expect(await reserve(id, r, Number.MAX_SAFE_INTEGER - 11)).toMatchObject({ ok: true });
+    expect(await settle(id, r, 7)).toEqual({
+      ok: true,
+      balance: Number.MAX_SAFE_INTEGER - 17,
+      duplicate: false,
+    });
+    await drain();
+  });
+
+  it.runIf(kind === "redis")(
+    "after Redis restarts empty: not_loaded, reload, and the scripts load again",
+    async () => {
+      const id = await loaded(100);
+      const r = rid();
+      await reserve(id, r, 40);
+      await redis!.restart();
+      await expect.poll(() => store.getBalance(id).catch(() => "down"), { timeout: 10_000 }).toBeNull();
+      expect(await reserve(id, r, 40)).toEqual({ ok: false, reason: "not_loaded" });
+      expect(await settle(id, r, 10)).toEqual({ ok: false, reason: "not_loaded" });
+      expect(await store.loadBalance({ orgId: id, balance: 100 })).toBe(true);
+      expect(await settle(id, r, 10)).toEqual({ ok: true, balance: 90, duplicate: false });
+      expect(ids(await drain(id))).toEqual([r]);
+    },
+  );
+});
+
+describe("createMeteringStore", () => {
+  it("picks the in-process store without Redis settings", async () => {
+    const { store, kind } = createMeteringStore({});
+    expect(kind).toBe("memory");
+    expect(store.kind).toBe("memory");
+    await store.close();
+  });
+
+  it("picks Redis for REDIS_URL and Cluster for REDIS_CLUSTER_NODES", async () => {
+    const single = createMeteringStore({ REDIS_URL: "redis://127.0.0.1:1" });
+    const cluster = createMeteringStore({ REDIS_CLUSTER_NODES: "127.0.0.1:1,127.0.0.1:2" });
+    expect(single.kind).toBe("redis");
+    expect(cluster.kind).toBe("cluster");
+    await Promise.all([single.store.close(), cluster.store.close()]);
   });
 });
