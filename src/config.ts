@@ -18,6 +18,11 @@ export const configSchema = z.object({
   DATABASE_URL: optionalString,
   REDIS_URL: optionalString,
   REDIS_CLUSTER_NODES: optionalString,
+  /** Namespace of the gateway's Redis keys, so several deployments can share one Redis. */
+  REDIS_KEY_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]+$/, "letters, digits, _ and -")
+    .default("pg"),
   ADMIN_TOKEN: optionalString,
 
   OPENAI_API_KEY: optionalString,

@@ -1,4 +1,5 @@
 import { hostname } from "node:os";
+import { join } from "node:path";
 import type { Config } from "./config.ts";
 import { openDatabase } from "./db/client.ts";
 import { createLogger } from "./gateway/log.ts";
@@ -40,7 +41,11 @@ export async function createNodeServices(
   await database.migrate();
   let store: MeteringStore;
   if (config.REDIS_URL || config.REDIS_CLUSTER_NODES) {
-    store = createRedisStore({ url: config.REDIS_URL, clusterNodes: config.REDIS_CLUSTER_NODES });
+    store = createRedisStore({
+      url: config.REDIS_URL,
+      clusterNodes: config.REDIS_CLUSTER_NODES,
+      keyPrefix: config.REDIS_KEY_PREFIX,
+    });
   } else {
     store = createMemoryStore();
     log.warn("no REDIS_URL: metering in process; run one instance only", { database: database.kind });
@@ -56,6 +61,7 @@ export async function createNodeServices(
     catalog,
     clock: opts.clock ?? systemClock,
     log,
+    spoolDir: config.DATA_DIR === "memory://" ? undefined : join(config.DATA_DIR, "spool"),
   });
   const flusher = new Flusher(store, database, log, {
     consumer: config.FLUSHER_CONSUMER ?? `${hostname()}-${process.pid}`,

@@ -16,6 +16,7 @@ export interface ServiceParts {
   catalog: Catalog;
   clock: Clock;
   log: Logger;
+  spoolDir?: string;
 }
 
 /** Wires the parts every runtime shares; the entries choose the parts. */
@@ -39,7 +40,7 @@ export function buildServices(config: Config, parts: ServiceParts): Services & {
     },
     { ttlMs: config.KEY_CACHE_TTL_MS, clock },
   );
-  const meter = createLedgerMeter({ config, store, database, catalog, clock, log });
+  const meter = createLedgerMeter({ config, store, database, catalog, clock, log, spoolDir: parts.spoolDir });
   const calls = new OpenCalls();
   return {
     config,

@@ -9,13 +9,21 @@ export type { LedgerEntry, MeteringStore, ReserveOutcome } from "./store.ts";
  * wins over REDIS_URL, being the more specific), one Redis at REDIS_URL, else the in-process store,
  * which is right for a single instance only (the caller says so in its start-up log).
  */
-export function createMeteringStore(config: { REDIS_URL?: string; REDIS_CLUSTER_NODES?: string }): {
+export function createMeteringStore(config: {
+  REDIS_URL?: string;
+  REDIS_CLUSTER_NODES?: string;
+  REDIS_KEY_PREFIX?: string;
+}): {
   store: MeteringStore;
   kind: MeteringStore["kind"];
 } {
   const store =
     config.REDIS_CLUSTER_NODES || config.REDIS_URL
-      ? createRedisStore({ url: config.REDIS_URL, clusterNodes: config.REDIS_CLUSTER_NODES })
+      ? createRedisStore({
+          url: config.REDIS_URL,
+          clusterNodes: config.REDIS_CLUSTER_NODES,
+          keyPrefix: config.REDIS_KEY_PREFIX,
+        })
       : createMemoryStore();
   return { store, kind: store.kind };
 }

@@ -11,6 +11,7 @@ import { type Nanos, parseUsd } from "../pricing/money.ts";
 import { countChatPromptTokens, countTextTokens } from "../pricing/tokens.ts";
 import type { CallEvent, CreditEvent } from "./events.ts";
 import type { Admission, CallEnd, CallStart, CreditResult, Meter, Settlement } from "./meter.ts";
+import { type PendingSettle, SettleSpool } from "./spool.ts";
 import type { MeteringStore } from "./store.ts";
 
 interface MeteredAdmission extends Admission {
@@ -31,6 +32,8 @@ export function createLedgerMeter(deps: {
   catalog: Catalog;
   clock: Clock;
   log: Logger;
+  /** Where settles the store refused are kept over a restart (DATA_DIR/spool). */
+  spoolDir?: string;
 }): Meter {
   const { config, store, database, clock, log } = deps;
   const markupBps = config.MARKUP_BPS;
@@ -39,6 +42,32 @@ export function createLedgerMeter(deps: {
     const balance = await orgLedgerBalance(database.db, orgId);
     await store.loadBalance({ orgId, balance });
   };
+
+  /** Applies a settle (or a BYO usage event); returns the balance after it. */
+  const applySettle = async (p: PendingSettle): Promise<Nanos | undefined> => {
+    if (p.kind === "append") {
+      await store.appendEvent({ orgId: p.orgId, event: p.event });
+      return undefined;
+    }
+    const settle = () =>
+      store.settle({ orgId: p.orgId, requestId: p.requestId, cost: p.cost, event: p.event });
+    let result = await settle();
+    if (!result.ok) {
+      // Redis lost the balance mid-call (restarted empty): rebuild it, then charge.
+      await loadBalance(p.orgId);
+      result = await settle();
+    }
+    if (!result.ok) throw new Error(`settle of ${p.requestId} found no balance after a reload`);
+    return result.balance;
+  };
+  const spool = new SettleSpool(
+    async (p) => {
+      await applySettle(p);
+    },
+    log,
+    deps.spoolDir,
+  );
+  spool.recover().catch((err) => log.error("spool recovery failed", { err: String(err) }));
 
   const reclaimer = setInterval(() => {
     store.reclaimExpired(clock.now()).then(
@@ -57,12 +86,16 @@ export function createLedgerMeter(deps: {
       const { org } = start;
       if (start.byoKey !== undefined || org.billingMode === "byo") {
         if (org.isTrial) {
-          const verdict = await store.countTrialResponse({
-            orgId: org.id,
-            planId: start.tags.planId ?? "",
-            maxPlans: config.TRIAL_MAX_PLANS,
-            maxPerPlan: config.TRIAL_MAX_RESPONSES_PER_PLAN,
-          });
+          const verdict = await store
+            .countTrialResponse({
+              orgId: org.id,
+              planId: start.tags.planId ?? "",
+              maxPlans: config.TRIAL_MAX_PLANS,
+              maxPerPlan: config.TRIAL_MAX_RESPONSES_PER_PLAN,
+            })
+            .catch((err: unknown) => {
+              throw unavailable(err);
+            });
           if (!verdict.ok) {
             throw verdict.reason === "trial_plans_exceeded"
               ? new GatewayError(
@@ -109,10 +142,15 @@ export function createLedgerMeter(deps: {
           ttlMs: config.HOLD_TTL_MS,
           nowMs: clock.now(),
         });
-      let outcome = await reserve();
-      if (!outcome.ok && outcome.reason === "not_loaded") {
-        await loadBalance(org.id);
+      let outcome: Awaited<ReturnType<typeof reserve>>;
+      try {
         outcome = await reserve();
+        if (!outcome.ok && outcome.reason === "not_loaded") {
+          await loadBalance(org.id);
+          outcome = await reserve();
+        }
+      } catch (err) {
+        throw unavailable(err);
       }
       if (!outcome.ok) {
         throw new GatewayError("cloud_insufficient_credits", "not enough credits for this call", {
@@ -161,25 +199,21 @@ export function createLedgerMeter(deps: {
         upstreamError: end.upstreamError,
         noReportedUsage: end.usage === undefined,
       };
-      if (byo) {
-        await store.appendEvent({ orgId: start.org.id, event: JSON.stringify(event) });
-        return { cost: 0, balance: undefined };
+      const pending: PendingSettle = {
+        kind: byo ? "append" : "settle",
+        orgId: start.org.id,
+        requestId: start.requestId,
+        cost: byo ? 0 : cost.total,
+        event: JSON.stringify(event),
+      };
+      try {
+        const balance = await applySettle(pending);
+        return { cost: pending.cost, balance };
+      } catch (err) {
+        // The store is unreachable: the charge is kept and applied when it is back, never dropped.
+        spool.hold(pending, err);
+        return { cost: pending.cost, balance: undefined };
       }
-      const settle = () =>
-        store.settle({
-          orgId: start.org.id,
-          requestId: start.requestId,
-          cost: cost.total,
-          event: JSON.stringify(event),
-        });
-      let result = await settle();
-      if (!result.ok) {
-        // Redis lost the balance mid-call (restarted empty): rebuild it, then charge.
-        await loadBalance(start.org.id);
-        result = await settle();
-      }
-      if (!result.ok) throw new Error(`settle of ${start.requestId} found no balance after a reload`);
-      return { cost: cost.total, balance: result.balance };
     },
 
     async balance(orgId) {
@@ -237,8 +271,15 @@ export function createLedgerMeter(deps: {
 
     async close() {
       clearInterval(reclaimer);
+      await spool.close();
     },
   };
+}
+
+/** No call is admitted while the metering store cannot be reached: it could not be paid for. */
+function unavailable(err: unknown): GatewayError {
+  void err; // the store's own error says nothing the caller can act on
+  return new GatewayError("unavailable", "metering is unavailable; try again shortly");
 }
 
 /** Counts what the upstream did not report: the prompt as sent and the text actually delivered. */

@@ -15,7 +15,11 @@ if (!config.REDIS_URL && !config.REDIS_CLUSTER_NODES) {
   );
   process.exit(2);
 }
-const store = createRedisStore({ url: config.REDIS_URL, clusterNodes: config.REDIS_CLUSTER_NODES });
+const store = createRedisStore({
+  url: config.REDIS_URL,
+  clusterNodes: config.REDIS_CLUSTER_NODES,
+  keyPrefix: config.REDIS_KEY_PREFIX,
+});
 const database = await openDatabase({ databaseUrl: config.DATABASE_URL, dataDir: config.DATA_DIR });
 const lag = await store.ledgerLag();
 const { checked, differences } = await reconcile(store, database);

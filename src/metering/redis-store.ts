@@ -25,9 +25,9 @@ type Reply = number | string | null | Reply[];
 type ScriptCaller = (...args: (string | number)[]) => Promise<Reply>;
 
 /** Keys of an org, all under its shard's hash tag so every script touches one cluster slot. */
-function keys(orgId: string) {
+function keysIn(namespace: string, orgId: string) {
   const shard = shardOf(orgId);
-  const prefix = `pg:{pg:${shard}}:`;
+  const prefix = shardPrefix(namespace, shard);
   return {
     shard,
     prefix,
@@ -41,7 +41,8 @@ function keys(orgId: string) {
   };
 }
 
-const shardKey = (shard: number, name: string) => `pg:{pg:${shard}}:${name}`;
+/** `<ns>:{<ns>:<shard>}:`: the hash tag puts a shard's keys and its ledger stream in one cluster slot. */
+const shardPrefix = (namespace: string, shard: number) => `${namespace}:{${namespace}:${shard}}:`;
 
 function num(v: Reply | undefined): number {
   return typeof v === "number" ? v : Number(v ?? 0);
@@ -51,21 +52,32 @@ function num(v: Reply | undefined): number {
 export function createRedisStore(opts: {
   url?: string;
   clusterNodes?: string;
+  commandTimeoutMs?: number;
+  /** Namespace of every key, so deployments (or test gateways) can share one Redis (default "pg"). */
+  keyPrefix?: string;
 }): MeteringStore & { client: Client } {
+  const namespace = opts.keyPrefix ?? "pg";
+  const keys = (orgId: string) => keysIn(namespace, orgId);
+  const shardKey = (shard: number, name: string) => `${shardPrefix(namespace, shard)}${name}`;
+  // Auto-pipelining sends the commands of one tick in one write: under load, one syscall for many
+  // calls' reserves and settles. A command without an answer in commandTimeoutMs fails instead of
+  // queueing behind a dead connection: calls are refused with 503 and settles go to the spool.
+  const options = {
+    enableAutoPipelining: true,
+    maxRetriesPerRequest: 1,
+    commandTimeout: opts.commandTimeoutMs ?? 2_000,
+    connectTimeout: 2_000,
+    retryStrategy: (times: number) => Math.min(times * 100, 1_000),
+  };
   const client: Client = opts.clusterNodes
     ? new Cluster(
         opts.clusterNodes.split(",").map((hp) => {
           const [host = "127.0.0.1", port = "6379"] = hp.trim().split(":");
           return { host, port: Number(port) };
         }),
-        { scaleReads: "master", enableAutoPipelining: true },
+        { scaleReads: "master", enableAutoPipelining: true, redisOptions: options },
       )
-    : // Auto-pipelining sends the commands of one tick in one write: under load that is one syscall
-      // for many calls' reserves and settles instead of one each.
-      new Redis(opts.url ?? "redis://127.0.0.1:6379", {
-        maxRetriesPerRequest: 3,
-        enableAutoPipelining: true,
-      });
+    : new Redis(opts.url ?? "redis://127.0.0.1:6379", options);
   // Connection errors reach the callers as failed commands (ioredis reconnects by itself); without a
   // listener they would also be printed as unhandled.
   client.on("error", () => {});
@@ -237,7 +249,7 @@ export function createRedisStore(opts: {
               "reclaim",
               shardKey(shard, "hx"),
               nowMs,
-              `pg:{pg:${shard}}:`,
+              shardPrefix(namespace, shard),
               batch,
             )) as Reply[];
             released += num(freed);

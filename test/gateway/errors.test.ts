@@ -226,7 +226,12 @@ describe("key revocation", () => {
     // A second instance on the same Postgres and Redis.
     const b = await startGateway({
       mock,
-      env: { ...env, DATABASE_URL: a.config.DATABASE_URL as string, REDIS_URL: a.config.REDIS_URL as string },
+      env: {
+        ...env,
+        DATABASE_URL: a.config.DATABASE_URL as string,
+        REDIS_URL: a.config.REDIS_URL as string,
+        REDIS_KEY_PREFIX: a.config.REDIS_KEY_PREFIX,
+      },
     });
     try {
       const org = await a.org({ credits: "1" });

@@ -12,6 +12,7 @@ describe("SIGTERM", () => {
     const gw = await spawnGateway({
       DATABASE_URL: databaseUrl,
       REDIS_URL: inject("redisUrl"),
+      REDIS_KEY_PREFIX: "sigterm",
       ADMIN_TOKEN,
       OPENAI_BASE_URL: mock.baseUrls.openai,
       SHUTDOWN_GRACE_MS: "10000",

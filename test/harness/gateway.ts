@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { serve } from "@hono/node-server";
@@ -127,6 +128,7 @@ export async function startGateway(
         server.closeAllConnections();
         server.close(() => resolve());
       });
+      await services.calls.drain(10_000); // as on SIGTERM: open calls settle before the services close
       await services.close();
       if (!opts.mock) await mock.close();
     },

@@ -23,6 +23,7 @@ describe("500 concurrent calls across 3 gateway processes, for an org that can p
     const env = {
       DATABASE_URL: databaseUrl,
       REDIS_URL: inject("redisUrl"),
+      REDIS_KEY_PREFIX: "concurrency",
       ADMIN_TOKEN,
       OPENAI_BASE_URL: mock.baseUrls.openai,
       MARKUP_BPS: "500",
@@ -96,7 +97,7 @@ describe("500 concurrent calls across 3 gateway processes, for an org that can p
         await sql`select id, amount from credit_transactions where org_id = ${org.id} and transaction_type = 'debit'`;
       expect(debits.map((d) => d.id).sort()).toEqual(ok.map((r) => r.id).sort());
       const spent = debits.reduce((n, d) => n + Number(d.amount), 0);
-      const store = createRedisStore({ url: inject("redisUrl") });
+      const store = createRedisStore({ url: inject("redisUrl"), keyPrefix: "concurrency" });
       const database = await openDatabase({ databaseUrl, dataDir: "" });
       try {
         const live = await store.getBalance(org.id);

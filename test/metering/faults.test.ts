@@ -31,6 +31,7 @@ describe("faults", () => {
     const env = {
       DATABASE_URL: databaseUrl,
       REDIS_URL: inject("redisUrl"),
+      REDIS_KEY_PREFIX: "killed",
       ADMIN_TOKEN,
       OPENAI_BASE_URL: mock.baseUrls.openai,
       HOLD_TTL_MS: "1500",
@@ -39,7 +40,7 @@ describe("faults", () => {
     };
     const a = await spawnGateway(env);
     const b = await spawnGateway(env);
-    const store = createRedisStore({ url: inject("redisUrl") });
+    const store = createRedisStore({ url: inject("redisUrl"), keyPrefix: "killed" });
     const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
     try {
       const org = await createOrgOn(a.url, { isTrial: true });

@@ -22,7 +22,8 @@ for _, member in ipairs(expired) do
     local hold = redis.call('HGET', holds, rid)
     if hold then
       redis.call('HDEL', holds, rid)
-      redis.call('HINCRBY', ARGV[2] .. 'o:' .. org, 'held', -tonumber(hold))
+      -- 0 - x, not -x: a hold of 0 would give -0, which HINCRBY rejects mid-script.
+      redis.call('HINCRBY', ARGV[2] .. 'o:' .. org, 'held', 0 - tonumber(hold))
       released = released + 1
     end
   end

@@ -12,6 +12,7 @@ Returns the amount released (0 when there was no hold).
 local hold = redis.call('HGET', KEYS[2], ARGV[1])
 if not hold then return 0 end
 redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('HINCRBY', KEYS[1], 'held', -tonumber(hold))
+-- 0 - x, not -x: a hold of 0 would give -0, which HINCRBY rejects mid-script.
+redis.call('HINCRBY', KEYS[1], 'held', 0 - tonumber(hold))
 redis.call('ZREM', KEYS[3], ARGV[2])
 return tonumber(hold)

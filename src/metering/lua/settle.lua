@@ -14,7 +14,8 @@ ARGV[4] expiry zset member
 ARGV[5] done marker TTL (seconds)
 
 Settle always succeeds once the balance is loaded, even when the cost exceeds the hold: the balance
-may then go below zero, by at most this call's excess over its hold.
+may then go below zero, by at most this call's excess over its hold. A cost of 0 debits nothing but
+still appends the event: it is the call's usage record.
 Returns {status, balance}: 0 settled, 1 duplicate (already settled; nothing changed),
 -1 not loaded (Redis lost the balance since the reserve: load it and retry).
 ]]
@@ -24,7 +25,8 @@ if not bal then return {-1, 0} end
 local hold = redis.call('HGET', KEYS[2], ARGV[1])
 if hold then
   redis.call('HDEL', KEYS[2], ARGV[1])
-  redis.call('HINCRBY', KEYS[1], 'held', -tonumber(hold))
+  -- 0 - x, not -x: a hold of 0 would give -0, which HINCRBY rejects mid-script.
+  redis.call('HINCRBY', KEYS[1], 'held', 0 - tonumber(hold))
   redis.call('ZREM', KEYS[3], ARGV[4])
 end
 local cost = tonumber(ARGV[2])

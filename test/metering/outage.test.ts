@@ -1,0 +1,87 @@
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import postgres from "postgres";
+import { describe, expect, it } from "vitest";
+import { startMockUpstream } from "../../src/dev/mock-upstream.ts";
+import { reconcile } from "../../src/metering/reconcile.ts";
+import { freshDatabaseUrl } from "../harness/databases.ts";
+import { startGateway } from "../harness/gateway.ts";
+import { waitUntil } from "../harness/ports.ts";
+import { startRedis } from "../harness/redis.ts";
+
+describe("Redis unreachable when a call ends", () => {
+  it("keeps the debit, spools it over a gateway restart, and applies it once when Redis is back", async () => {
+    const mock = await startMockUpstream();
+    let redis = await startRedis();
+    const dataDir = mkdtempSync(join(tmpdir(), "planto-spool-"));
+    const env = {
+      DATABASE_URL: await freshDatabaseUrl(),
+      REDIS_URL: redis.url,
+      DATA_DIR: dataDir,
+      REDIS_KEY_PREFIX: "outage",
+    };
+    const first = await startGateway({ env, mock });
+    const sql = postgres(env.DATABASE_URL, { max: 1, onnotice: () => {} });
+    try {
+      const org = await first.org({ credits: "1" });
+      const res = await first.post("/v1/chat/completions", org.key, {
+        model: "gpt-4.1",
+        messages: [{ role: "user", content: "hi" }],
+        stream: true,
+        stream_options: { include_usage: true },
+        mock: { chunks: 30, delayMs: 25 },
+      });
+      const id = res.headers.get("x-request-id") as string;
+      const reader = res.body!.getReader();
+      await reader.read();
+      await redis.stop();
+      let text = "";
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        text += new TextDecoder().decode(value);
+      }
+      expect(text).toContain("data: [DONE]"); // the caller got the whole answer
+      const cost = JSON.parse(
+        (text.match(/data: (\{[^\n]*"usage":\{[^\n]*)/) as RegExpMatchArray)[1] as string,
+      ).usage.cost as number;
+      expect(cost).toBeGreaterThan(0);
+
+      // While Redis is away nothing new is admitted: it could not be paid for.
+      const refused = await first.post("/v1/chat/completions", org.key, {
+        model: "gpt-4.1",
+        messages: [{ role: "user", content: "x" }],
+      });
+      expect(refused.status).toBe(503);
+      expect(refused.headers.get("content-type")).toBe("application/json");
+
+      await first.close(); // shutdown with the settle still pending: it goes to the spool
+      expect(readdirSync(join(dataDir, "spool")).length).toBe(1);
+
+      redis = await startRedis({ port: redis.port }); // back, and empty
+      const second = await startGateway({ env, mock });
+      try {
+        await waitUntil("the spooled debit to reach Postgres", async () => {
+          await second.services.flusher.drain();
+          const rows = await sql`select amount from credit_transactions where id = ${id}`;
+          return rows.length === 1;
+        });
+        const [debit] = await sql`select amount from credit_transactions where id = ${id}`;
+        expect(Number(debit?.amount)).toBe(Math.round(cost * 1e9));
+        expect(readdirSync(join(dataDir, "spool"))).toEqual([]);
+        expect((await second.services.store.getBalance(org.id))?.balance).toBe(
+          1_000_000_000 - Number(debit?.amount),
+        );
+        expect((await reconcile(second.services.store, second.services.database)).differences).toEqual([]);
+      } finally {
+        await second.close();
+      }
+    } finally {
+      await sql.end();
+      await redis.stop();
+      await mock.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
