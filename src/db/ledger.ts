@@ -205,3 +205,48 @@ export async function listTransactions(
   ]);
   return { rows, total: Number(count?.n ?? 0) };
 }
+
+export interface DebitSummary {
+  total: number;
+  cacheSavings: number;
+  byPlan: Array<{ planId: string; planName: string | null; amount: number }>;
+  byModel: Array<{ model: string; amount: number }>;
+  byPurpose: Array<{ purpose: string; amount: number }>;
+}
+
+/** Spend in a scope (day, billing month, plan, session), split by plan, model and purpose. */
+export async function summarizeDebits(
+  db: Db,
+  filter: Omit<TransactionFilter, "transactionType">,
+): Promise<DebitSummary> {
+  const where = filterWhere({ ...filter, transactionType: "debit" });
+  const t = creditTransactions;
+  const amount = sql<string>`sum(${t.amount})`;
+  const [[totals], plans, models, purposes] = await Promise.all([
+    db
+      .select({
+        total: sql<string>`coalesce(sum(${t.amount}), 0)`,
+        savings: sql<string>`coalesce(sum(${t.debitCacheDiscount}), 0)`,
+      })
+      .from(t)
+      .where(where),
+    db
+      .select({ planId: t.debitPlanId, planName: sql<string | null>`max(${t.debitPlanName})`, amount })
+      .from(t)
+      .where(and(where, sql`${t.debitPlanId} is not null`))
+      .groupBy(t.debitPlanId),
+    db.select({ model: t.debitModelName, amount }).from(t).where(where).groupBy(t.debitModelName),
+    db.select({ purpose: t.debitPurpose, amount }).from(t).where(where).groupBy(t.debitPurpose),
+  ]);
+  return {
+    total: Number(totals?.total ?? 0),
+    cacheSavings: Number(totals?.savings ?? 0),
+    byPlan: plans.map((p) => ({
+      planId: p.planId as string,
+      planName: p.planName,
+      amount: Number(p.amount),
+    })),
+    byModel: models.map((m) => ({ model: m.model ?? "unknown", amount: Number(m.amount) })),
+    byPurpose: purposes.map((p) => ({ purpose: p.purpose ?? "chat", amount: Number(p.amount) })),
+  };
+}

@@ -118,3 +118,83 @@ describe.each(backends)("credits in, ledger out (%s)", (backend) => {
     expect(bad.status).toBe(400);
   });
 });
+
+describe("the usage summary (credits_summary)", () => {
+  let gw: TestGateway;
+  beforeAll(async () => {
+    gw = await startGateway({ backend: "postgres+redis" });
+  });
+  afterAll(() => gw?.close());
+
+  it("splits spend by plan, model and purpose, for the whole log, a plan, a session and the billing month", async () => {
+    const org = await gw.org({ credits: "5" });
+    const call = (model: string, headers: Record<string, string>, usage: Record<string, number>) =>
+      gw.post(
+        "/v1/chat/completions",
+        org.key,
+        { model, messages: [{ role: "user", content: "x" }], mock: { usage } },
+        headers,
+      );
+    const costs: number[] = [];
+    for (const [model, headers, usage] of [
+      [
+        "gpt-4.1",
+        {
+          "x-planto-plan-id": "p1",
+          "x-planto-plan-name": "First",
+          "x-planto-purpose": "planning",
+          "x-planto-session-id": "s1",
+        },
+        { prompt_tokens: 1000, completion_tokens: 100 },
+      ],
+      [
+        "gpt-4.1-mini",
+        {
+          "x-planto-plan-id": "p1",
+          "x-planto-plan-name": "First",
+          "x-planto-purpose": "coding",
+          "x-planto-session-id": "s2",
+        },
+        { prompt_tokens: 2000, cached_tokens: 1000, completion_tokens: 10 },
+      ],
+      [
+        "gpt-4.1",
+        {
+          "x-planto-plan-id": "p2",
+          "x-planto-plan-name": "Second",
+          "x-planto-purpose": "planning",
+          "x-planto-session-id": "s2",
+        },
+        { prompt_tokens: 10, completion_tokens: 10 },
+      ],
+    ] as const) {
+      const res = await call(model, headers, usage);
+      costs.push(Math.round(Number(res.headers.get("x-planto-cost")) * 1e9));
+    }
+    await gw.services.flusher.drain();
+    const [c1, c2, c3] = costs as [number, number, number];
+    const usd = (n: number) => (n / 1e9).toFixed(9).replace(/0+$/, "").replace(/\.$/, "");
+    const summary = async (body: Record<string, unknown>) =>
+      (await (await gw.post("/billing/credits_summary", org.key, body)).json()) as Record<string, unknown>;
+
+    const all = await summary({});
+    expect(all).toMatchObject({
+      totalSpend: usd(c1 + c2 + c3),
+      byPlanId: { p1: usd(c1 + c2), p2: usd(c3) },
+      planNamesById: { p1: "First", p2: "Second" },
+      byModelName: { "openai/gpt-4.1": usd(c1 + c3), "openai/gpt-4.1-mini": usd(c2) },
+      byPurpose: { planning: usd(c1 + c3), coding: usd(c2) },
+      cacheSavings: "0.0003", // 1000 cached gpt-4.1-mini tokens at $0.40 − $0.10 per 1M
+    });
+    expect(all.balance).toBe(usd(5e9 - c1 - c2 - c3));
+    expect(new Date(all.monthStart as string).getTime()).toBeLessThanOrEqual(Date.now());
+    expect((await summary({ planId: "p1" })).totalSpend).toBe(usd(c1 + c2));
+    expect((await summary({ sessionId: "s2" })).totalSpend).toBe(usd(c2 + c3));
+    expect((await summary({ month: true })).totalSpend).toBe(usd(c1 + c2 + c3));
+    expect((await summary({ dayStart: new Date(Date.now() + 3_600_000).toISOString() })).totalSpend).toBe(
+      "0",
+    );
+    const bad = await gw.post("/billing/credits_summary", org.key, { dayStart: "yesterday" });
+    expect(bad.status).toBe(400);
+  });
+});

@@ -1,6 +1,6 @@
-import { Hono } from "hono";
+import { type Context, Hono } from "hono";
 import { z } from "zod";
-import { type CreditTransactionRow, listTransactions } from "../../db/ledger.ts";
+import { type CreditTransactionRow, listTransactions, summarizeDebits } from "../../db/ledger.ts";
 import { getOrg } from "../../db/orgs.ts";
 import { formatUsd } from "../../pricing/money.ts";
 import type { AuthVariables } from "../auth.ts";
@@ -23,6 +23,10 @@ export const creditsLogRequest = z
   .strip();
 
 const MAX_PAGE_SIZE = 500;
+
+/** `{key: "usd"}` from rows of amounts. */
+const usdBy = <T extends { amount: number }>(rows: T[], key: (row: T) => string): Record<string, string> =>
+  Object.fromEntries(rows.map((row) => [key(row), formatUsd(row.amount)]));
 
 const usdOrNull = (n: number | null) => (n === null ? null : formatUsd(n));
 
@@ -99,17 +103,8 @@ export function billingRoutes(services: Services): Hono<Env> {
     return c.json({ balance: formatUsd(balance ?? 0) });
   });
 
-  app.post("/credits_transactions", async (c) => {
-    const size = Number(c.req.query("size") ?? 50);
-    const page = Number(c.req.query("page") ?? 1);
-    if (!Number.isInteger(size) || size < 1 || size > MAX_PAGE_SIZE) {
-      throw new GatewayError("invalid_request_error", `size must be an integer from 1 to ${MAX_PAGE_SIZE}`, {
-        param: "size",
-      });
-    }
-    if (!Number.isInteger(page) || page < 1) {
-      throw new GatewayError("invalid_request_error", "page must be a positive integer", { param: "page" });
-    }
+  /** Reads the CLI's CreditsLogRequest and the scope it names. */
+  const scope = async (c: Context<Env>) => {
     const raw = await readBody(c, 64 * 1024);
     const parsed = creditsLogRequest.safeParse(raw.byteLength ? parseJsonObject(raw) : {});
     if (!parsed.success) {
@@ -123,6 +118,41 @@ export function billingRoutes(services: Services): Hono<Env> {
     const anchor = (await getOrg(database.db, org.id))?.billingCycleStartedAt ?? new Date(0);
     const monthStart = billingMonthStart(anchor, new Date(clock.now()));
     const since = req.dayStart ? new Date(req.dayStart) : req.month ? monthStart : undefined;
+    return { req, org, monthStart, since };
+  };
+
+  app.post("/credits_summary", async (c) => {
+    const { req, org, monthStart, since } = await scope(c);
+    const [summary, balance] = await Promise.all([
+      summarizeDebits(database.db, { orgId: org.id, planId: req.planId, sessionId: req.sessionId, since }),
+      meter.balance(org.id),
+    ]);
+    return c.json({
+      balance: formatUsd(balance ?? 0),
+      totalSpend: formatUsd(summary.total),
+      monthStart: monthStart.toISOString(),
+      byPlanId: usdBy(summary.byPlan, (r) => r.planId),
+      planNamesById: Object.fromEntries(
+        summary.byPlan.filter((p) => p.planName).map((p) => [p.planId, p.planName]),
+      ),
+      byModelName: usdBy(summary.byModel, (r) => r.model),
+      byPurpose: usdBy(summary.byPurpose, (r) => r.purpose),
+      cacheSavings: formatUsd(summary.cacheSavings),
+    });
+  });
+
+  app.post("/credits_transactions", async (c) => {
+    const size = Number(c.req.query("size") ?? 50);
+    const page = Number(c.req.query("page") ?? 1);
+    if (!Number.isInteger(size) || size < 1 || size > MAX_PAGE_SIZE) {
+      throw new GatewayError("invalid_request_error", `size must be an integer from 1 to ${MAX_PAGE_SIZE}`, {
+        param: "size",
+      });
+    }
+    if (!Number.isInteger(page) || page < 1) {
+      throw new GatewayError("invalid_request_error", "page must be a positive integer", { param: "page" });
+    }
+    const { req, org, monthStart, since } = await scope(c);
     const { rows, total } = await listTransactions(
       database.db,
       {
