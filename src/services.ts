@@ -35,6 +35,8 @@ export function buildServices(config: Config, parts: ServiceParts): Services & {
           billingMode: org.billingMode,
           isTrial: org.isTrial,
           subscriptionStatus: org.subscriptionStatus,
+          maxThresholdPerMonth: org.maxThresholdPerMonth,
+          billingCycleStartedAt: org.billingCycleStartedAt,
         },
       };
     },

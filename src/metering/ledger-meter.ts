@@ -9,6 +9,7 @@ import type { Catalog } from "../pricing/catalog.ts";
 import { computeCost, estimateReservation } from "../pricing/cost.ts";
 import { type Nanos, parseUsd } from "../pricing/money.ts";
 import { countChatPromptTokens, countTextTokens } from "../pricing/tokens.ts";
+import { billingMonthStart } from "./billing-month.ts";
 import type { CallEvent, CreditEvent } from "./events.ts";
 import type { Admission, CallEnd, CallStart, CreditResult, Meter, Settlement } from "./meter.ts";
 import { type PendingSettle, SettleSpool } from "./spool.ts";
@@ -18,6 +19,8 @@ interface MeteredAdmission extends Admission {
   /** Nothing is debited: BYO orgs pay their provider directly. */
   readonly byo: boolean;
   readonly hold: Nanos;
+  /** Start of the billing month the call was admitted in (ms). */
+  readonly monthStart: number;
 }
 
 /**
@@ -50,7 +53,13 @@ export function createLedgerMeter(deps: {
       return undefined;
     }
     const settle = () =>
-      store.settle({ orgId: p.orgId, requestId: p.requestId, cost: p.cost, event: p.event });
+      store.settle({
+        orgId: p.orgId,
+        requestId: p.requestId,
+        cost: p.cost,
+        event: p.event,
+        monthStart: p.monthStart,
+      });
     let result = await settle();
     if (!result.ok) {
       // Redis lost the balance mid-call (restarted empty): rebuild it, then charge.
@@ -116,7 +125,7 @@ export function createLedgerMeter(deps: {
                 );
           }
         }
-        return { start, byo: true, hold: 0 } satisfies MeteredAdmission;
+        return { start, byo: true, hold: 0, monthStart: 0 } satisfies MeteredAdmission;
       }
       if (org.subscriptionStatus === "paused") {
         throw new GatewayError("cloud_subscription_paused", "the subscription is paused", {
@@ -134,8 +143,12 @@ export function createLedgerMeter(deps: {
         defaultMaxTokens: config.DEFAULT_MAX_TOKENS,
         markupBps,
       });
+      const monthStart = billingMonthStart(org.billingCycleStartedAt, new Date(clock.now())).getTime();
+      const budget =
+        org.maxThresholdPerMonth === null ? undefined : { monthStart, max: org.maxThresholdPerMonth };
       const reserve = () =>
         store.reserve({
+          budget,
           orgId: org.id,
           requestId: start.requestId,
           amount: hold,
@@ -152,12 +165,17 @@ export function createLedgerMeter(deps: {
       } catch (err) {
         throw unavailable(err);
       }
+      if (!outcome.ok && outcome.reason === "monthly_max_reached") {
+        throw new GatewayError("cloud_monthly_max_reached", "this call would pass the org's monthly budget", {
+          extras: billingError(start),
+        });
+      }
       if (!outcome.ok) {
         throw new GatewayError("cloud_insufficient_credits", "not enough credits for this call", {
           extras: billingError(start),
         });
       }
-      return { start, byo: false, hold } satisfies MeteredAdmission;
+      return { start, byo: false, hold, monthStart } satisfies MeteredAdmission;
     },
 
     price(admission, usage) {
@@ -166,7 +184,7 @@ export function createLedgerMeter(deps: {
     },
 
     async settle(admission, end): Promise<Settlement> {
-      const { start, byo } = admission as MeteredAdmission;
+      const { start, byo, monthStart } = admission as MeteredAdmission;
       const usage = end.usage ?? countUsage(start, end);
       const cost = computeCost(start.model, usage, { markupBps, upstreamCostUsd: usage.upstreamCostUsd });
       const event: CallEvent = {
@@ -205,6 +223,7 @@ export function createLedgerMeter(deps: {
         requestId: start.requestId,
         cost: byo ? 0 : cost.total,
         event: JSON.stringify(event),
+        monthStart,
       };
       try {
         const balance = await applySettle(pending);

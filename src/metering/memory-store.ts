@@ -19,6 +19,8 @@ interface StreamEntry {
  * in this process only; the ledger is flushed to the database like Redis's.
  */
 export function createMemoryStore(): MeteringStore {
+  /** Spend per org and billing month ("orgId:monthStart"). */
+  const monthSpend = new Map<string, number>();
   const orgs = new Map<string, OrgState>();
   // Settled request ids and applied credit ids → amount, in the order they were done, forgotten
   // after DONE_TTL_SECONDS as Redis's markers are, so a long-lived process does not grow forever.
@@ -58,7 +60,7 @@ export function createMemoryStore(): MeteringStore {
   return {
     kind: "memory",
 
-    async reserve({ orgId, requestId, amount, ttlMs, nowMs }) {
+    async reserve({ orgId, requestId, amount, ttlMs, nowMs, budget }) {
       assertNanos("reserve amount", amount, 0);
       const org = orgs.get(orgId);
       if (!org) return { ok: false, reason: "not_loaded" };
@@ -67,12 +69,15 @@ export function createMemoryStore(): MeteringStore {
       if (org.bal - org.held < amount) {
         return { ok: false, reason: "insufficient_credits", balance: org.bal, held: org.held };
       }
+      if (budget && (monthSpend.get(`${orgId}:${budget.monthStart}`) ?? 0) + org.held + amount > budget.max) {
+        return { ok: false, reason: "monthly_max_reached", balance: org.bal, held: org.held };
+      }
       org.holds.set(requestId, { amount, expires: nowMs + ttlMs });
       org.held += amount;
       return { ok: true, balance: org.bal, held: org.held };
     },
 
-    async settle({ orgId, requestId, cost, event }) {
+    async settle({ orgId, requestId, cost, event, monthStart }) {
       assertNanos("settle cost", cost, 0);
       const org = orgs.get(orgId);
       if (done.has(requestId)) return { ok: true, balance: org?.bal ?? 0, duplicate: true };
@@ -82,7 +87,11 @@ export function createMemoryStore(): MeteringStore {
         org.holds.delete(requestId);
         org.held -= hold.amount;
       }
-      if (cost > 0) org.bal -= cost;
+      if (cost > 0) {
+        org.bal -= cost;
+        const month = `${orgId}:${monthStart ?? 0}`;
+        monthSpend.set(month, (monthSpend.get(month) ?? 0) + cost);
+      }
       append(event, org.bal);
       markDone(requestId, cost);
       return { ok: true, balance: org.bal, duplicate: false };

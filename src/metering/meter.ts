@@ -10,6 +10,10 @@ export interface CallerOrg {
   billingMode: "integrated" | "byo";
   isTrial: boolean;
   subscriptionStatus: "active" | "paused" | "overdue" | "canceled";
+  /** The monthly budget in nanodollars; null for none. */
+  maxThresholdPerMonth: Nanos | null;
+  /** Anchors the billing month. */
+  billingCycleStartedAt: Date;
 }
 
 /** The optional `x-planto-*` request headers that tag a usage record. */

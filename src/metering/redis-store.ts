@@ -9,9 +9,12 @@ import {
   shardOf,
 } from "./store.ts";
 
+/** A billing month's spend is kept a little longer than the month. */
+const MONTH_SPEND_TTL_SECONDS = 40 * 24 * 3600;
+
 const SCRIPTS = {
-  reserve: 4,
-  settle: 5,
+  reserve: 5,
+  settle: 6,
   release: 3,
   credit: 3,
   load: 1,
@@ -38,6 +41,7 @@ function keysIn(namespace: string, orgId: string) {
     done: (id: string) => `${prefix}done:${id}`,
     trialPlans: `${prefix}tp:${orgId}`,
     trialCounts: `${prefix}tr:${orgId}`,
+    monthSpend: (monthStart: number) => `${prefix}ms:${orgId}:${monthStart}`,
   };
 }
 
@@ -161,7 +165,7 @@ export function createRedisStore(opts: {
     kind: opts.clusterNodes ? "cluster" : "redis",
     client,
 
-    async reserve({ orgId, requestId, amount, ttlMs, nowMs }) {
+    async reserve({ orgId, requestId, amount, ttlMs, nowMs, budget }) {
       assertNanos("reserve amount", amount, 0);
       const k = keys(orgId);
       const [status, balance, held] = (await run(
@@ -170,18 +174,22 @@ export function createRedisStore(opts: {
         k.holds,
         k.expiry,
         k.done(requestId),
+        k.monthSpend(budget?.monthStart ?? 0),
         requestId,
         amount,
         nowMs + ttlMs,
         `${orgId}\n${requestId}`,
+        budget ? budget.max : -1,
       )) as Reply[];
       if (num(status) === -1) return { ok: false, reason: "not_loaded" };
+      if (num(status) === 2)
+        return { ok: false, reason: "monthly_max_reached", balance: num(balance), held: num(held) };
       if (num(status) === 0)
         return { ok: false, reason: "insufficient_credits", balance: num(balance), held: num(held) };
       return { ok: true, balance: num(balance), held: num(held) };
     },
 
-    async settle({ orgId, requestId, cost, event }) {
+    async settle({ orgId, requestId, cost, event, monthStart }) {
       assertNanos("settle cost", cost, 0);
       const k = keys(orgId);
       const [status, balance] = (await run(
@@ -191,11 +199,13 @@ export function createRedisStore(opts: {
         k.expiry,
         k.done(requestId),
         k.ledger,
+        k.monthSpend(monthStart ?? 0),
         requestId,
         cost,
         event,
         `${orgId}\n${requestId}`,
         DONE_TTL_SECONDS,
+        MONTH_SPEND_TTL_SECONDS,
       )) as Reply[];
       if (num(status) === -1) return { ok: false, reason: "not_loaded" };
       return { ok: true, balance: num(balance), duplicate: num(status) === 1 };

@@ -10,6 +10,8 @@ export interface PendingSettle {
   requestId: string;
   cost: Nanos;
   event: string;
+  /** The billing month the call was admitted in. */
+  monthStart?: number;
 }
 
 /**

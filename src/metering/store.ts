@@ -35,6 +35,8 @@ export interface MeteringStore {
     amount: Nanos;
     ttlMs: number;
     nowMs: number;
+    /** The org's monthly budget: spend this billing month + held + amount may not pass `max`. */
+    budget?: { monthStart: number; max: Nanos };
   }): Promise<ReserveOutcome>;
   /**
    * Releases the hold (if any), debits `cost` (settle always succeeds, even below zero) and appends
@@ -42,7 +44,14 @@ export interface MeteringStore {
    * duplicate. A cost of 0 debits nothing but still appends the event: it is the call's usage record.
    * not_loaded only when the store lost the org's balance since the reserve (Redis restarted empty).
    */
-  settle(s: { orgId: string; requestId: string; cost: Nanos; event: string }): Promise<SettleOutcome>;
+  settle(s: {
+    orgId: string;
+    requestId: string;
+    cost: Nanos;
+    event: string;
+    /** Start of the billing month the call was admitted in; its spend counts there. */
+    monthStart?: number;
+  }): Promise<SettleOutcome>;
   /** Voids a hold whose call never started: no debit, no ledger event. Idempotent. */
   release(r: { orgId: string; requestId: string }): Promise<void>;
   /** Adds credits and appends `event`; idempotent by creditId (a repeat reports the first amount). */
@@ -85,6 +94,7 @@ export interface MeteringStore {
 export type ReserveOutcome =
   | { ok: true; balance: Nanos; held: Nanos }
   | { ok: false; reason: "insufficient_credits"; balance: Nanos; held: Nanos }
+  | { ok: false; reason: "monthly_max_reached"; balance: Nanos; held: Nanos }
   | { ok: false; reason: "not_loaded" };
 
 export type SettleOutcome =

@@ -136,6 +136,7 @@ export function adminRoutes(services: Services): Hono {
       billingCycleStartedAt: patch.billingCycleStartedAt ? new Date(patch.billingCycleStartedAt) : undefined,
     });
     if (!org) throw new GatewayError("not_found", `org '${id}' does not exist`);
+    services.keys.invalidate(); // the hot path reads billing settings with the key
     return c.json(renderOrg(org, await meter.balance(org.id)));
   });
 

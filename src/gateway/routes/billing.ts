@@ -2,6 +2,7 @@ import { type Context, Hono } from "hono";
 import { z } from "zod";
 import { type CreditTransactionRow, listTransactions, summarizeDebits } from "../../db/ledger.ts";
 import { getOrg } from "../../db/orgs.ts";
+import { billingMonthStart } from "../../metering/billing-month.ts";
 import { formatUsd } from "../../pricing/money.ts";
 import type { AuthVariables } from "../auth.ts";
 import { readBody } from "../client-io.ts";
@@ -71,27 +72,6 @@ export function renderTransaction(row: CreditTransactionRow, orgName: string): R
     debitCacheDiscount: usdOrNull(row.debitCacheDiscount) ?? undefined,
     debitSessionId: row.debitSessionId ?? undefined,
   };
-}
-
-/** Start of the billing month that contains `now`, anchored on the org's cycle start day. */
-export function billingMonthStart(anchor: Date, now: Date): Date {
-  const day = anchor.getUTCDate();
-  const at = (y: number, m: number) => {
-    const last = new Date(Date.UTC(y, m + 1, 0)).getUTCDate();
-    return new Date(
-      Date.UTC(
-        y,
-        m,
-        Math.min(day, last),
-        anchor.getUTCHours(),
-        anchor.getUTCMinutes(),
-        anchor.getUTCSeconds(),
-      ),
-    );
-  };
-  let start = at(now.getUTCFullYear(), now.getUTCMonth());
-  if (start > now) start = at(now.getUTCFullYear(), now.getUTCMonth() - 1);
-  return start;
 }
 
 export function billingRoutes(services: Services): Hono<Env> {

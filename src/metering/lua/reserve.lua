@@ -5,13 +5,16 @@ KEYS[1] org hash    {bal, held}         (nanodollars)
 KEYS[2] holds hash  requestId -> amount
 KEYS[3] expiry zset "orgId\nrequestId" scored by expiry (ms), for reclaiming a dead gateway's holds
 KEYS[4] done marker of requestId (exists once the call was settled)
+KEYS[5] this billing month's spend of the org (nanodollars)
 ARGV[1] requestId
 ARGV[2] amount to hold
 ARGV[3] expiry time (ms since epoch)
 ARGV[4] expiry zset member
+ARGV[5] the org's monthly budget, or -1 for none
 
 Returns {status, balance, held}: status 1 admitted (also for a repeat of an admitted or settled
-request: idempotent), 0 refused (balance - held < amount), -1 not loaded (the org has no balance
+request: idempotent), 0 refused (balance - held < amount), 2 refused (month's spend + held + amount
+would pass the monthly budget: holds count, so concurrent calls cannot overshoot it), -1 not loaded (the org has no balance
 here yet: the caller loads it from Postgres and retries; a missing balance is never read as 0).
 ]]
 local held_now = redis.call('HGET', KEYS[1], 'held')
@@ -24,6 +27,10 @@ if redis.call('EXISTS', KEYS[4]) == 1 or redis.call('HEXISTS', KEYS[2], ARGV[1])
 end
 local amount = tonumber(ARGV[2])
 if bal - held_now < amount then return {0, bal, held_now} end
+local budget = tonumber(ARGV[5])
+if budget >= 0 and tonumber(redis.call('GET', KEYS[5]) or '0') + held_now + amount > budget then
+  return {2, bal, held_now}
+end
 redis.call('HSET', KEYS[2], ARGV[1], amount)
 held_now = redis.call('HINCRBY', KEYS[1], 'held', amount)
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
