@@ -7,6 +7,7 @@ import { type Clock, type Services, systemClock } from "./gateway/services.ts";
 import { createNodeUpstream } from "./gateway/upstream-node.ts";
 import { Flusher } from "./metering/flusher.ts";
 import { createMemoryStore } from "./metering/memory-store.ts";
+import { purgeDeletedOrgs } from "./metering/purge.ts";
 import { createRedisStore } from "./metering/redis-store.ts";
 import type { MeteringStore } from "./metering/store.ts";
 import { type Catalog, createCatalog, loadPricesFile } from "./pricing/catalog.ts";
@@ -68,10 +69,21 @@ export async function createNodeServices(
     claimIdleMs: config.FLUSH_CLAIM_IDLE_MS,
   });
   flusher.start();
+  const purge = () =>
+    purgeDeletedOrgs({
+      database,
+      store,
+      log,
+      now: services.clock.now(),
+      delayMs: config.PURGE_DELAY_MS,
+    }).catch((err) => log.error("purge failed", { err: String(err) }));
+  const purger = setInterval(purge, config.PURGE_INTERVAL_MS);
+  purger.unref();
   return {
     ...services,
     flusher,
     async close() {
+      clearInterval(purger);
       await flusher.stop();
       await flusher.drain().catch((err) => log.error("last flush failed", { err: String(err) }));
       await services.close();

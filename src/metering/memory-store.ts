@@ -202,6 +202,7 @@ export function createMemoryStore(): MeteringStore {
     },
 
     async purgeOrg(orgId) {
+      for (const key of monthSpend.keys()) if (key.startsWith(`${orgId}:`)) monthSpend.delete(key);
       orgs.delete(orgId);
       trial.delete(orgId);
     },

@@ -9,12 +9,9 @@ import {
   shardOf,
 } from "./store.ts";
 
-/** A billing month's spend is kept a little longer than the month. */
-const MONTH_SPEND_TTL_SECONDS = 40 * 24 * 3600;
-
 const SCRIPTS = {
-  reserve: 5,
-  settle: 6,
+  reserve: 4,
+  settle: 5,
   release: 3,
   credit: 3,
   load: 1,
@@ -41,7 +38,6 @@ function keysIn(namespace: string, orgId: string) {
     done: (id: string) => `${prefix}done:${id}`,
     trialPlans: `${prefix}tp:${orgId}`,
     trialCounts: `${prefix}tr:${orgId}`,
-    monthSpend: (monthStart: number) => `${prefix}ms:${orgId}:${monthStart}`,
   };
 }
 
@@ -174,12 +170,12 @@ export function createRedisStore(opts: {
         k.holds,
         k.expiry,
         k.done(requestId),
-        k.monthSpend(budget?.monthStart ?? 0),
         requestId,
         amount,
         nowMs + ttlMs,
         `${orgId}\n${requestId}`,
         budget ? budget.max : -1,
+        `m${budget?.monthStart ?? 0}`,
       )) as Reply[];
       if (num(status) === -1) return { ok: false, reason: "not_loaded" };
       if (num(status) === 2)
@@ -199,13 +195,12 @@ export function createRedisStore(opts: {
         k.expiry,
         k.done(requestId),
         k.ledger,
-        k.monthSpend(monthStart ?? 0),
         requestId,
         cost,
         event,
         `${orgId}\n${requestId}`,
         DONE_TTL_SECONDS,
-        MONTH_SPEND_TTL_SECONDS,
+        `m${monthStart ?? 0}`,
       )) as Reply[];
       if (num(status) === -1) return { ok: false, reason: "not_loaded" };
       return { ok: true, balance: num(balance), duplicate: num(status) === 1 };
@@ -349,6 +344,15 @@ export function createRedisStore(opts: {
 
     async purgeOrg(orgId) {
       const k = keys(orgId);
+      // The shard's expiry set names the org in its members ("orgId\nrequestId").
+      const members: string[] = [];
+      let cursor = "0";
+      do {
+        const [next, found] = await client.zscan(k.expiry, cursor, "MATCH", `${orgId}\n*`, "COUNT", 1000);
+        cursor = next;
+        for (let i = 0; i < found.length; i += 2) members.push(found[i] as string);
+      } while (cursor !== "0");
+      if (members.length) await client.zrem(k.expiry, ...members);
       await client.del(k.org, k.holds, k.trialPlans, k.trialCounts);
     },
 

@@ -7,13 +7,12 @@ KEYS[2] holds hash  requestId -> amount
 KEYS[3] expiry zset
 KEYS[4] done marker of requestId
 KEYS[5] ledger stream of the shard
-KEYS[6] the billing month's spend of the org, as of the call's admission
 ARGV[1] requestId
 ARGV[2] cost (nanodollars, >= 0)
 ARGV[3] ledger event (JSON)
 ARGV[4] expiry zset member
 ARGV[5] done marker TTL (seconds)
-ARGV[6] month spend TTL (seconds)
+ARGV[6] the field of the billing month the call was admitted in, "m<monthStart>"
 
 Settle always succeeds once the balance is loaded, even when the cost exceeds the hold: the balance
 may then go below zero, by at most this call's excess over its hold. A cost of 0 debits nothing but
@@ -34,8 +33,7 @@ end
 local cost = tonumber(ARGV[2])
 if cost > 0 then
   bal = redis.call('HINCRBY', KEYS[1], 'bal', -cost)
-  redis.call('INCRBY', KEYS[6], cost)
-  redis.call('EXPIRE', KEYS[6], ARGV[6])
+  redis.call('HINCRBY', KEYS[1], ARGV[6], cost)
 else
   bal = tonumber(bal)
 end
