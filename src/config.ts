@@ -54,6 +54,8 @@ export const configSchema = z.object({
   RECLAIM_INTERVAL_MS: int(30_000, 1),
   /** How long a ledger entry may sit unacked with a dead flusher before another takes it. */
   FLUSH_CLAIM_IDLE_MS: int(30_000, 1),
+  /** How often each instance checks for billing months that started and grants MONTHLY_GRANT. */
+  GRANT_INTERVAL_MS: int(60_000, 1),
   /** How long after account deletion the org's data is purged (at most 14 days). */
   PURGE_DELAY_MS: int(7 * 24 * 3600_000, 0).refine((v) => v <= 14 * 24 * 3600_000, "at most 14 days"),
   /** How often each instance looks for deleted orgs to purge. */

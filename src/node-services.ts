@@ -6,11 +6,13 @@ import { createLogger } from "./gateway/log.ts";
 import { type Clock, type Services, systemClock } from "./gateway/services.ts";
 import { createNodeUpstream } from "./gateway/upstream-node.ts";
 import { Flusher } from "./metering/flusher.ts";
+import { grantMonthlyCredits } from "./metering/grants.ts";
 import { createMemoryStore } from "./metering/memory-store.ts";
 import { purgeDeletedOrgs } from "./metering/purge.ts";
 import { createRedisStore } from "./metering/redis-store.ts";
 import type { MeteringStore } from "./metering/store.ts";
 import { type Catalog, createCatalog, loadPricesFile } from "./pricing/catalog.ts";
+import { parseUsd } from "./pricing/money.ts";
 import { buildServices } from "./services.ts";
 
 export type NodeServices = Services & { store: MeteringStore; flusher: Flusher };
@@ -79,11 +81,23 @@ export async function createNodeServices(
     }).catch((err) => log.error("purge failed", { err: String(err) }));
   const purger = setInterval(purge, config.PURGE_INTERVAL_MS);
   purger.unref();
+  const grantAmount = parseUsd(config.MONTHLY_GRANT) ?? 0;
+  const grant = () =>
+    grantMonthlyCredits({
+      database,
+      meter: services.meter,
+      log,
+      now: services.clock.now(),
+      amount: grantAmount,
+    }).catch((err) => log.error("monthly grants failed", { err: String(err) }));
+  const granter = setInterval(grant, config.GRANT_INTERVAL_MS);
+  granter.unref();
   return {
     ...services,
     flusher,
     async close() {
       clearInterval(purger);
+      clearInterval(granter);
       await flusher.stop();
       await flusher.drain().catch((err) => log.error("last flush failed", { err: String(err) }));
       await services.close();

@@ -10,6 +10,8 @@ import {
   revokeApiKey,
   updateOrgBilling,
 } from "../../db/orgs.ts";
+import { billingMonthStart } from "../../metering/billing-month.ts";
+import { monthlyGrantId } from "../../metering/grants.ts";
 import { formatUsd, parseUsd } from "../../pricing/money.ts";
 import { readBody } from "../client-io.ts";
 import { GatewayError } from "../errors.ts";
@@ -122,7 +124,7 @@ export function adminRoutes(services: Services): Hono {
 
   app.patch("/orgs/:id/billing", async (c) => {
     const id = c.req.param("id");
-    await orgOr404(id);
+    const before = await orgOr404(id);
     const patch = await input(readBody(c, 64 * 1024), billingPatchSchema);
     const org = await updateOrgBilling(database.db, id, {
       billingMode: patch.billingMode,
@@ -137,6 +139,17 @@ export function adminRoutes(services: Services): Hono {
     });
     if (!org) throw new GatewayError("not_found", `org '${id}' does not exist`);
     services.keys.invalidate(); // the hot path reads billing settings with the key
+    if (before.billingMode === "byo" && org.billingMode === "integrated" && !org.isTrial) {
+      // A paid org switching to integrated mode gets this month's grant now, as a `switch` credit
+      // under the month's grant id, so the monthly job does not grant it again.
+      const month = billingMonthStart(org.billingCycleStartedAt, new Date(clock.now()));
+      await meter.credit({
+        orgId: org.id,
+        id: monthlyGrantId(org.id, month),
+        amount: parseUsd(config.MONTHLY_GRANT) ?? 0,
+        creditType: "switch",
+      });
+    }
     return c.json(renderOrg(org, await meter.balance(org.id)));
   });
 
