@@ -1,6 +1,6 @@
 import type { Context } from "hono";
 import type { Admission, CallEnd, CallStart } from "../metering/meter.ts";
-import { usdNumber } from "../pricing/money.ts";
+import { formatUsd, usdNumber } from "../pricing/money.ts";
 import { clientGone, type StreamSink, send, stream } from "./client-io.ts";
 import { errorFrame, GatewayError, JSON_CONTENT_TYPE } from "./errors.ts";
 import type { JsonObject, ProviderAdapter, Usage } from "./providers/types.ts";
@@ -100,9 +100,8 @@ export async function runCall(c: Context, services: Services, call: PreparedCall
       (body.usage as JsonObject).cost = usdNumber(cost);
       out = JSON.stringify(body);
     }
-    const costHeaders: Record<string, string> = { ...headers, "x-planto-cost": formatHeaderUsd(cost) };
-    if (settlement?.balance !== undefined)
-      costHeaders["x-planto-balance"] = formatHeaderUsd(settlement.balance);
+    const costHeaders: Record<string, string> = { ...headers, "x-planto-cost": formatUsd(cost) };
+    if (settlement?.balance !== undefined) costHeaders["x-planto-balance"] = formatUsd(settlement.balance);
     return send(c, 200, { ...costHeaders, "content-type": res.contentType || JSON_CONTENT_TYPE }, out);
   } finally {
     await settle();
@@ -196,8 +195,4 @@ function parseObject(bytes: Uint8Array): JsonObject | undefined {
   } catch {
     return undefined;
   }
-}
-
-function formatHeaderUsd(n: number): string {
-  return usdNumber(n).toString();
 }

@@ -185,7 +185,10 @@ export function createLedgerMeter(deps: {
 
     async settle(admission, end): Promise<Settlement> {
       const { start, byo, monthStart } = admission as MeteredAdmission;
-      const usage = end.usage ?? countUsage(start, end);
+      // A provider charges nothing for a call it refused or never answered; a call it answered
+      // without a usage report is counted from what it sent.
+      const answered = end.upstreamStatus !== undefined && end.upstreamStatus < 400;
+      const usage = end.usage ?? (answered ? countUsage(start, end) : NO_USAGE);
       const cost = computeCost(start.model, usage, { markupBps, upstreamCostUsd: usage.upstreamCostUsd });
       const event: CallEvent = {
         kind: byo || cost.total === 0 ? "usage" : "debit",
@@ -294,6 +297,14 @@ export function createLedgerMeter(deps: {
     },
   };
 }
+
+const NO_USAGE: Usage = {
+  promptTokens: 0,
+  cachedTokens: 0,
+  cacheWriteTokens: 0,
+  completionTokens: 0,
+  reasoningTokens: 0,
+};
 
 /** No call is admitted while the metering store cannot be reached: it could not be paid for. */
 function unavailable(err: unknown): GatewayError {

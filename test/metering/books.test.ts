@@ -163,6 +163,23 @@ describe("what each call is charged, end to end (Postgres + Redis)", () => {
     expect(Number(debit?.amount)).toBeGreaterThan(0);
   });
 
+  it("a call the provider refused or never answered costs nothing, and its usage record says so", async () => {
+    const before = await gw.services.meter.balance(org.id);
+    const failed = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${org.key}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: "gpt-4.1", messages, mock: { status: 500 } }),
+    });
+    expect(failed.status).toBe(502);
+    await gw.services.flusher.drain();
+    expect(await gw.services.meter.balance(org.id)).toBe(before);
+    const [usage] =
+      await sql`select * from usage_records where org_id = ${org.id} and upstream_error order by ended_at desc limit 1`;
+    expect(usage).toMatchObject({ upstream_error: true });
+    expect(Number(usage?.charged)).toBe(0);
+    expect(await sql`select 1 from credit_transactions where id = ${usage?.id as string}`).toHaveLength(0);
+  });
+
   it("BYO calls pass the user's key through, debit nothing, and still record usage at list price", async () => {
     const byo = await gw.org({ billingMode: "byo" });
     const t = randomUUID();
