@@ -3,6 +3,7 @@ import type { Database } from "./db/client.ts";
 import { findApiKeyByHash, hashApiKey } from "./db/orgs.ts";
 import { cachedKeyResolver } from "./gateway/auth.ts";
 import type { Logger } from "./gateway/log.ts";
+import { Metrics } from "./gateway/metrics.ts";
 import { type Clock, OpenCalls, type Services } from "./gateway/services.ts";
 import type { UpstreamClient } from "./gateway/upstream.ts";
 import { createLedgerMeter } from "./metering/ledger-meter.ts";
@@ -42,8 +43,22 @@ export function buildServices(config: Config, parts: ServiceParts): Services & {
     },
     { ttlMs: config.KEY_CACHE_TTL_MS, clock },
   );
-  const meter = createLedgerMeter({ config, store, database, catalog, clock, log, spoolDir: parts.spoolDir });
   const calls = new OpenCalls();
+  const metrics = new Metrics({
+    openCalls: () => calls.size,
+    ledgerLag: () => store.ledgerLag(),
+    now: () => clock.now(),
+  });
+  const meter = createLedgerMeter({
+    config,
+    store,
+    database,
+    catalog,
+    clock,
+    log,
+    spoolDir: parts.spoolDir,
+    metrics,
+  });
   return {
     config,
     catalog,
@@ -55,6 +70,7 @@ export function buildServices(config: Config, parts: ServiceParts): Services & {
     clock,
     log,
     calls,
+    metrics,
     async ready() {
       const [postgres, redis] = await Promise.all([
         database.ping().catch(() => false),

@@ -28,7 +28,12 @@ export function createApp(services: Services): Hono {
   app.route("/billing", billing);
 
   app.notFound(() => renderError(new GatewayError("not_found", "no such route")));
+  app.get("/metrics", async (c) =>
+    c.body(await services.metrics.render(), 200, { "content-type": services.metrics.registry.contentType }),
+  );
+
   app.onError((err) => {
+    if (err instanceof GatewayError) services.metrics.refusals.inc({ code: err.code });
     if (!(err instanceof GatewayError)) {
       services.log.error("unhandled error", { err: err instanceof Error ? err.stack : String(err) });
     }

@@ -40,13 +40,22 @@ export async function runCall(c: Context, services: Services, call: PreparedCall
     upstreamError: false,
   };
   let settled = false;
+  let status = 200;
   const settle = async () => {
     if (settled) return undefined;
     settled = true;
     end.endedAt = services.clock.now();
     end.clientCancelled ||= signal.aborted;
     try {
-      return await meter.settle(admission, end);
+      const settlement = await meter.settle(admission, end);
+      record(
+        services,
+        call,
+        end,
+        status,
+        settlement.cost > 0 && settlement.balance !== undefined ? settlement.cost : 0,
+      );
+      return settlement;
     } finally {
       calls.leave();
     }
@@ -103,8 +112,26 @@ export async function runCall(c: Context, services: Services, call: PreparedCall
     const costHeaders: Record<string, string> = { ...headers, "x-planto-cost": formatUsd(cost) };
     if (settlement?.balance !== undefined) costHeaders["x-planto-balance"] = formatUsd(settlement.balance);
     return send(c, 200, { ...costHeaders, "content-type": res.contentType || JSON_CONTENT_TYPE }, out);
+  } catch (err) {
+    status = err instanceof GatewayError ? err.status : 500;
+    throw err;
   } finally {
     await settle();
+  }
+}
+
+/** Counts the call and its timings; a debit when money was taken. */
+function record(services: Services, call: PreparedCall, end: CallEnd, status: number, debited: number): void {
+  const { metrics } = services;
+  const { route, model, startedAt } = call.start;
+  metrics.calls.inc({ route, model: model.id, provider: model.provider, status: String(status) });
+  metrics.duration.observe({ route, model: model.id }, (end.endedAt - startedAt) / 1000);
+  if (end.firstTokenAt !== undefined) {
+    metrics.timeToFirstToken.observe({ route, model: model.id }, (end.firstTokenAt - startedAt) / 1000);
+  }
+  if (debited > 0) {
+    metrics.debits.inc();
+    metrics.debitedUsd.inc(debited / 1e9);
   }
 }
 

@@ -4,6 +4,7 @@ import type { Meter } from "../metering/meter.ts";
 import type { Catalog } from "../pricing/catalog.ts";
 import type { KeyResolver } from "./auth.ts";
 import type { Logger } from "./log.ts";
+import type { Metrics } from "./metrics.ts";
 import type { UpstreamClient } from "./upstream.ts";
 
 /** Milliseconds since the epoch; a service so tests can move time. */
@@ -56,6 +57,7 @@ export interface Services {
   clock: Clock;
   log: Logger;
   calls: OpenCalls;
+  metrics: Metrics;
   /** Extra readiness checks (Redis, Postgres): name → reachable. */
   ready(): Promise<Record<string, boolean>>;
   /** Settles, flushes and closes every connection; the last step of a shutdown. */

@@ -30,6 +30,8 @@ export class Flusher {
       blockMs?: number;
       claimIdleMs?: number;
       lanes?: number;
+      /** Told of every failed flush (the metrics count them). */
+      onError?: (err: unknown) => void;
     },
   ) {
     this.pending = Array.from({ length: opts.lanes ?? 2 }, () => []);
@@ -97,6 +99,7 @@ export class Flusher {
         }
         backoff = 100;
       } catch (err) {
+        this.opts.onError?.(err);
         this.log.error("flush failed; will retry", {
           err: String(err),
           pending: this.pending[lane]?.length ?? 0,

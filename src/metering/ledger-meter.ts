@@ -3,6 +3,7 @@ import type { Database } from "../db/client.ts";
 import { creditRow, getTransaction, insertCredit, orgLedgerBalance } from "../db/ledger.ts";
 import { GatewayError } from "../gateway/errors.ts";
 import type { Logger } from "../gateway/log.ts";
+import type { Metrics } from "../gateway/metrics.ts";
 import type { JsonObject, Usage } from "../gateway/providers/types.ts";
 import type { Clock } from "../gateway/services.ts";
 import type { Catalog } from "../pricing/catalog.ts";
@@ -37,6 +38,7 @@ export function createLedgerMeter(deps: {
   log: Logger;
   /** Where settles the store refused are kept over a restart (DATA_DIR/spool). */
   spoolDir?: string;
+  metrics?: Metrics;
 }): Meter {
   const { config, store, database, clock, log } = deps;
   const markupBps = config.MARKUP_BPS;
@@ -233,6 +235,7 @@ export function createLedgerMeter(deps: {
         return { cost: pending.cost, balance };
       } catch (err) {
         // The store is unreachable: the charge is kept and applied when it is back, never dropped.
+        deps.metrics?.storeErrors.inc();
         spool.hold(pending, err);
         return { cost: pending.cost, balance: undefined };
       }
@@ -288,6 +291,7 @@ export function createLedgerMeter(deps: {
       }
       // The flusher writes the same row from the stream; writing it now lets the caller see it at once.
       const transaction = await insertCredit(database.db, creditRow(event, result.balance));
+      if (!result.duplicate) deps.metrics?.credits.inc({ type: input.creditType });
       return { ok: true, transaction, duplicate: result.duplicate };
     },
 
