@@ -120,10 +120,26 @@ export async function runCall(c: Context, services: Services, call: PreparedCall
   }
 }
 
-/** Counts the call and its timings; a debit when money was taken. */
+/** Counts the call and its timings, and logs its one line (never its key or prompt). */
 function record(services: Services, call: PreparedCall, end: CallEnd, status: number, debited: number): void {
   const { metrics } = services;
-  const { route, model, startedAt } = call.start;
+  const { route, model, startedAt, requestId, org } = call.start;
+  services.log.info("call", {
+    requestId,
+    orgId: org.id,
+    route,
+    model: model.id,
+    provider: model.provider,
+    stream: call.start.stream,
+    status,
+    promptTokens: end.usage?.promptTokens,
+    completionTokens: end.usage?.completionTokens,
+    cost: formatUsd(debited),
+    ttftMs: end.firstTokenAt === undefined ? null : end.firstTokenAt - startedAt,
+    totalMs: end.endedAt - startedAt,
+    clientCancelled: end.clientCancelled,
+    stoppedEarly: end.stoppedEarly,
+  });
   metrics.calls.inc({ route, model: model.id, provider: model.provider, status: String(status) });
   metrics.duration.observe({ route, model: model.id }, (end.endedAt - startedAt) / 1000);
   if (end.firstTokenAt !== undefined) {

@@ -9,10 +9,24 @@ export interface Logger {
 const levels = { debug: 10, info: 20, warn: 30, error: 40, silent: 100 } as const;
 export type LogLevel = keyof typeof levels;
 
-export function createLogger(
-  level: LogLevel,
-  write: (line: string) => void = (l) => process.stdout.write(l),
-): Logger {
+/**
+ * Lines written to stdout are batched per tick: stdout to a pipe is a synchronous write on Linux,
+ * and one call's line should not cost one syscall under load.
+ */
+let stdoutBuffer: string[] | undefined;
+function batchedStdout(line: string): void {
+  if (!stdoutBuffer) {
+    stdoutBuffer = [];
+    process.once("exit", flushStdout);
+  }
+  if (stdoutBuffer.push(line) === 1) setImmediate(flushStdout);
+}
+function flushStdout(): void {
+  if (stdoutBuffer?.length) process.stdout.write(stdoutBuffer.join(""));
+  if (stdoutBuffer) stdoutBuffer.length = 0;
+}
+
+export function createLogger(level: LogLevel, write: (line: string) => void = batchedStdout): Logger {
   const min = levels[level];
   const emit = (lvl: Exclude<LogLevel, "silent">, msg: string, fields?: Record<string, unknown>) => {
     if (levels[lvl] < min) return;

@@ -51,3 +51,39 @@ describe("GET /metrics", () => {
     expect(value("planto_ledger_oldest_unflushed_seconds")).toBeGreaterThanOrEqual(0);
   });
 });
+
+describe("structured logs", () => {
+  it("writes one JSON line per call with ids, model, status, tokens, cost and timings, and no key or prompt", async () => {
+    const lines: string[] = [];
+    const { createLogger } = await import("../../src/gateway/log.ts");
+    const gw = await startGateway();
+    try {
+      gw.services.log = createLogger("info", (l) => lines.push(l));
+      const org = await gw.org({ credits: "1" });
+      const res = await gw.post("/v1/chat/completions", org.key, {
+        model: "gpt-4.1",
+        messages: [{ role: "user", content: "a secret prompt" }],
+      });
+      const id = res.headers.get("x-request-id");
+      await new Promise((r) => setTimeout(r, 20));
+      const calls = lines
+        .map((l) => JSON.parse(l) as Record<string, unknown>)
+        .filter((l) => l.msg === "call");
+      expect(calls).toHaveLength(1);
+      expect(calls[0]).toMatchObject({
+        level: "info",
+        requestId: id,
+        orgId: org.id,
+        model: "openai/gpt-4.1",
+        status: 200,
+        completionTokens: 20,
+      });
+      expect(typeof calls[0]?.totalMs).toBe("number");
+      expect(calls[0]?.cost).toBe(res.headers.get("x-planto-cost"));
+      expect(lines.join("")).not.toContain(org.key);
+      expect(lines.join("")).not.toContain("a secret prompt");
+    } finally {
+      await gw.close();
+    }
+  });
+});
