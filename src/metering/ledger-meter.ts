@@ -48,6 +48,15 @@ export function createLedgerMeter(deps: {
     await store.loadBalance({ orgId, balance });
   };
 
+  /** The store failed while admitting a call: counted, logged (the caller only learns it is down). */
+  const storeDown = (err: unknown): GatewayError => {
+    deps.metrics?.storeErrors.inc();
+    log.warn("metering store unreachable; refusing calls", {
+      err: err instanceof Error ? err.message : String(err),
+    });
+    return unavailable();
+  };
+
   /** Applies a settle (or a BYO usage event); returns the balance after it. */
   const applySettle = async (p: PendingSettle): Promise<Nanos | undefined> => {
     if (p.kind === "append") {
@@ -105,7 +114,7 @@ export function createLedgerMeter(deps: {
               maxPerPlan: config.TRIAL_MAX_RESPONSES_PER_PLAN,
             })
             .catch((err: unknown) => {
-              throw unavailable(err);
+              throw storeDown(err);
             });
           if (!verdict.ok) {
             throw verdict.reason === "trial_plans_exceeded"
@@ -165,7 +174,7 @@ export function createLedgerMeter(deps: {
           outcome = await reserve();
         }
       } catch (err) {
-        throw unavailable(err);
+        throw storeDown(err);
       }
       if (!outcome.ok && outcome.reason === "monthly_max_reached") {
         throw new GatewayError("cloud_monthly_max_reached", "this call would pass the org's monthly budget", {
@@ -311,8 +320,7 @@ const NO_USAGE: Usage = {
 };
 
 /** No call is admitted while the metering store cannot be reached: it could not be paid for. */
-function unavailable(err: unknown): GatewayError {
-  void err; // the store's own error says nothing the caller can act on
+function unavailable(): GatewayError {
   return new GatewayError("unavailable", "metering is unavailable; try again shortly");
 }
 
