@@ -24,6 +24,9 @@ export const configSchema = z.object({
     .regex(/^[A-Za-z0-9_-]+$/, "letters, digits, _ and -")
     .default("pg"),
   ADMIN_TOKEN: optionalString,
+  /** Verifies Stripe webhook events (purchases); the webhook is off without it. */
+  STRIPE_WEBHOOK_SECRET: optionalString,
+  STRIPE_SECRET_KEY: optionalString,
 
   OPENAI_API_KEY: optionalString,
   OPENROUTER_API_KEY: optionalString,

@@ -6,6 +6,7 @@ import { billingRoutes } from "./routes/billing.ts";
 import { healthRoutes } from "./routes/health.ts";
 import { inferenceRoutes } from "./routes/inference.ts";
 import { modelRoutes } from "./routes/models.ts";
+import { stripeRoutes } from "./routes/stripe.ts";
 import type { Services } from "./services.ts";
 
 /** The one app both entries serve (Node: src/server.ts, Workers: src/worker.ts). */
@@ -22,6 +23,8 @@ export function createApp(services: Services): Hono {
   v1.route("/", inferenceRoutes(services));
   app.route("/v1", v1);
 
+  // Stripe authenticates its webhook by signature, not by an org key.
+  app.route("/billing/stripe", stripeRoutes(services));
   const billing = new Hono();
   billing.use("*", requireApiKey(services.keys));
   billing.route("/", billingRoutes(services));

@@ -1,0 +1,67 @@
+import { Hono } from "hono";
+import Stripe from "stripe";
+import { getOrg } from "../../db/orgs.ts";
+import { readBody } from "../client-io.ts";
+import { GatewayError } from "../errors.ts";
+import type { Services } from "../services.ts";
+
+/** Stripe amounts are integer cents; a cent is 10^7 nanodollars. */
+const NANOS_PER_CENT = 10_000_000;
+
+/**
+ * `POST /billing/stripe/webhook`: credit purchases paid through Stripe. The signature is verified
+ * with STRIPE_WEBHOOK_SECRET before anything is read; an event that does not verify gets a 400 and
+ * credits nothing. A purchase is a `checkout.session.completed` (paid) or `payment_intent.succeeded`
+ * event carrying `metadata.orgId`; its credit id is the event id, so a replayed event credits once.
+ */
+export function stripeRoutes(services: Services): Hono {
+  const app = new Hono();
+  const secret = services.config.STRIPE_WEBHOOK_SECRET;
+  // The SDK's webhook helpers need no API key; the placeholder is never sent anywhere.
+  const stripe = new Stripe(services.config.STRIPE_SECRET_KEY ?? "sk_unused");
+
+  app.post("/webhook", async (c) => {
+    if (!secret)
+      throw new GatewayError("not_found", "Stripe webhooks are off (STRIPE_WEBHOOK_SECRET is not set)");
+    const signature = c.req.header("stripe-signature");
+    const payload = Buffer.from(await readBody(c, 1024 * 1024)).toString("utf8");
+    let event: Stripe.Event;
+    try {
+      if (!signature) throw new Error("no Stripe-Signature header");
+      event = await stripe.webhooks.constructEventAsync(payload, signature, secret);
+    } catch (err) {
+      throw new GatewayError("invalid_request_error", `unverifiable Stripe event: ${(err as Error).message}`);
+    }
+    const purchase = purchaseOf(event);
+    if (!purchase) return c.json({ received: true, credited: false });
+    const org = await getOrg(services.database.db, purchase.orgId);
+    if (!org || org.deletedAt) {
+      throw new GatewayError("invalid_request_error", `Stripe event ${event.id} names no live org`);
+    }
+    const result = await services.meter.credit({
+      orgId: org.id,
+      id: `stripe_${event.id}`,
+      amount: purchase.cents * NANOS_PER_CENT,
+      creditType: "purchase",
+    });
+    return c.json({ received: true, credited: result.ok && !result.duplicate });
+  });
+
+  return app;
+}
+
+function purchaseOf(event: Stripe.Event): { orgId: string; cents: number } | undefined {
+  if (event.type === "checkout.session.completed") {
+    const session = event.data.object;
+    const orgId = session.metadata?.orgId;
+    if (session.payment_status !== "paid" || !orgId || !session.amount_total) return undefined;
+    return { orgId, cents: session.amount_total };
+  }
+  if (event.type === "payment_intent.succeeded") {
+    const intent = event.data.object;
+    const orgId = intent.metadata?.orgId;
+    if (!orgId || !intent.amount_received) return undefined;
+    return { orgId, cents: intent.amount_received };
+  }
+  return undefined;
+}
