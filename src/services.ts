@@ -72,14 +72,15 @@ export function buildServices(config: Config, parts: ServiceParts): Services & {
     calls,
     metrics,
     async ready() {
-      const [postgres, redis] = await Promise.all([
+      const [db, metering] = await Promise.all([
         database.ping().catch(() => false),
         store.getBalance("readyz").then(
           () => true,
           () => false,
         ),
       ]);
-      return { postgres, redis };
+      // Named for what runs: "postgres" or "pglite", "redis", "cluster" or "memory".
+      return { [database.kind]: db, [store.kind]: metering };
     },
     async close() {
       await upstream.close();

@@ -253,3 +253,22 @@ describe("key revocation", () => {
     }
   });
 });
+
+describe("health", () => {
+  it("healthz says the process is up; readyz checks the database and the metering store", async () => {
+    const gw = await startGateway({ backend: "postgres+redis" });
+    try {
+      expect(await (await fetch(`${gw.url}/healthz`)).json()).toEqual({ ok: true });
+      expect(await (await fetch(`${gw.url}/readyz`)).json()).toEqual({
+        ok: true,
+        checks: { postgres: true, redis: true },
+      });
+      await gw.services.database.close();
+      const down = await fetch(`${gw.url}/readyz`);
+      expect(down.status).toBe(503);
+      expect(((await down.json()) as { checks: Record<string, boolean> }).checks.postgres).toBe(false);
+    } finally {
+      await gw.close().catch(() => undefined);
+    }
+  });
+});
