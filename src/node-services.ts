@@ -8,6 +8,7 @@ import { createNodeUpstream } from "./gateway/upstream-node.ts";
 import { Flusher } from "./metering/flusher.ts";
 import { grantMonthlyCredits } from "./metering/grants.ts";
 import { createMemoryStore } from "./metering/memory-store.ts";
+import { noPayments, type Payments, stripePayments } from "./metering/payments.ts";
 import { purgeDeletedOrgs } from "./metering/purge.ts";
 import { createRedisStore } from "./metering/redis-store.ts";
 import type { MeteringStore } from "./metering/store.ts";
@@ -36,7 +37,7 @@ export async function loadCatalog(config: Config): Promise<Catalog> {
  */
 export async function createNodeServices(
   config: Config,
-  opts: { clock?: Clock } = {},
+  opts: { clock?: Clock; payments?: Payments } = {},
 ): Promise<NodeServices> {
   const log = createLogger(config.LOG_LEVEL);
   const catalog = await loadCatalog(config);
@@ -65,6 +66,8 @@ export async function createNodeServices(
     clock: opts.clock ?? systemClock,
     log,
     spoolDir: config.DATA_DIR === "memory://" ? undefined : join(config.DATA_DIR, "spool"),
+    payments:
+      opts.payments ?? (config.STRIPE_SECRET_KEY ? stripePayments(config.STRIPE_SECRET_KEY) : noPayments),
   });
   const flusher = new Flusher(store, database, log, {
     consumer: config.FLUSHER_CONSUMER ?? `${hostname()}-${process.pid}`,

@@ -7,6 +7,7 @@ import { Metrics } from "./gateway/metrics.ts";
 import { type Clock, OpenCalls, type Services } from "./gateway/services.ts";
 import type { UpstreamClient } from "./gateway/upstream.ts";
 import { createLedgerMeter } from "./metering/ledger-meter.ts";
+import type { Payments } from "./metering/payments.ts";
 import type { MeteringStore } from "./metering/store.ts";
 import type { Catalog } from "./pricing/catalog.ts";
 
@@ -18,6 +19,7 @@ export interface ServiceParts {
   clock: Clock;
   log: Logger;
   spoolDir?: string;
+  payments: Payments;
 }
 
 /** Wires the parts every runtime shares; the entries choose the parts. */
@@ -38,6 +40,10 @@ export function buildServices(config: Config, parts: ServiceParts): Services & {
           subscriptionStatus: org.subscriptionStatus,
           maxThresholdPerMonth: org.maxThresholdPerMonth,
           billingCycleStartedAt: org.billingCycleStartedAt,
+          autoRebuy:
+            org.autoRebuyEnabled && org.autoRebuyMinThreshold !== null && org.autoRebuyToBalance !== null
+              ? { threshold: org.autoRebuyMinThreshold, toBalance: org.autoRebuyToBalance }
+              : null,
         },
       };
     },
@@ -58,6 +64,7 @@ export function buildServices(config: Config, parts: ServiceParts): Services & {
     log,
     spoolDir: parts.spoolDir,
     metrics,
+    payments: parts.payments,
   });
   return {
     config,

@@ -6,6 +6,7 @@ import { createLogger } from "./gateway/log.ts";
 import { systemClock } from "./gateway/services.ts";
 import { createFetchUpstream } from "./gateway/upstream.ts";
 import { createMemoryStore } from "./metering/memory-store.ts";
+import { noPayments, stripePayments } from "./metering/payments.ts";
 import { createCatalog } from "./pricing/catalog.ts";
 import { buildServices } from "./services.ts";
 
@@ -35,6 +36,7 @@ async function appFor(env: Bindings): Promise<ReturnType<typeof createApp>> {
     upstream: createFetchUpstream({ headersTimeoutMs: config.UPSTREAM_HEADERS_TIMEOUT_MS }),
     clock: systemClock,
     log,
+    payments: config.STRIPE_SECRET_KEY ? stripePayments(config.STRIPE_SECRET_KEY) : noPayments,
   });
   app = createApp(services);
   return app;

@@ -6,38 +6,61 @@ import { parseArgs } from "node:util";
 
 /**
  * A stand-in for OpenAI, OpenRouter and Relace that speaks their wire formats, for the tests, the
- * benchmark and `npm run dev`. One server serves all three under path prefixes:
- * `/openai/v1/chat/completions`, `/openrouter/v1/chat/completions`, `/relace/v1/code/apply`.
+ * benchmark and `npm run dev`. One node:http server serves all three under path prefixes:
+ * `/openai/v1/chat/completions`, `/openrouter/v1/chat/completions`, `/relace/v1/code/apply`, plus
+ * `GET /{openai,openrouter}/v1/models`.
+ *
+ * Wire shapes follow recorded traffic of the real services:
+ * - OpenAI: every chunk carries `"usage":null` when `stream_options.include_usage` is set, then a
+ *   usage-only chunk with `"choices":[]`; deltas carry `obfuscation` padding unless
+ *   `stream_options.include_obfuscation` is false; a failure mid-stream is one `data: {"error":…}`
+ *   frame and the stream closes without `[DONE]`.
+ * - OpenRouter: `: OPENROUTER PROCESSING` comments, `provider` and `native_finish_reason` on every
+ *   chunk, no `"usage":null`, and usage (with `cost` in USD) on every response whether or not the
+ *   request asked: OpenRouter deprecated `usage:{include:true}` and `stream_options.include_usage`
+ *   and always reports now. The usage chunk has `"choices":[]` (their current shape); the knob
+ *   `usageOnChoice` sends the older shape, usage on a chunk that repeats the finish choice.
+ *   A mid-stream failure is a chunk with a top-level `error` and `finish_reason:"error"`.
+ * - Relace: `{initialCode, editSnippet}` (or the snake_case names of their newer docs) →
+ *   `{mergedCode, usage}`. Its streaming format is not publicly documented; this mock sends SSE
+ *   frames `{"mergedCode": <piece>}`, then `{"usage": …}`, then `[DONE]`.
  *
  * Knobs come per request in a `mock` object of the JSON body (the gateway passes unknown fields
  * through untouched): see MockKnobs.
  */
 export interface MockKnobs {
-  /** A name to find this request by (waitForRequest, waitForClientAbort). */
+  /** A name to find this request by (waitForRequest, waitForClientAbort); also fixes id and time. */
   tag?: string;
-  /** Content chunks in a stream (default 20); each is one token. */
+  /** Content chunks in a stream (default 20); each is one token, so completion_tokens = chunks. */
   chunks?: number;
+  /** The text of one chunk (default " tok"). */
   chunkText?: string;
-  /** Delay between chunks, and before the first byte. */
+  /** Delay before each content chunk. */
   delayMs?: number;
+  /** Delay before the status line (OpenRouter streams send headers and a comment first). */
   firstByteDelayMs?: number;
-  /** Destroy the socket after this many chunks (no [DONE], no usage). */
+  /** Destroy the socket after this many content chunks: no finish, no usage, no [DONE]. A plain
+   * (non-streamed) request is dropped without an answer. */
   abortAfterChunks?: number;
-  /** Send an error frame after this many chunks, then end. */
+  /** Send the provider's mid-stream error frame after this many content chunks, then end. */
   errorAfterChunks?: number;
-  /** Never report usage. */
+  /** Never report usage, even when asked. */
   noUsage?: boolean;
-  /** Answer with this HTTP status and the provider's error body. */
+  /** Answer with this HTTP status (>= 400) and the provider's error body. */
   status?: number;
   /** Accept the request and never answer. */
   hang?: boolean;
+  /** OpenRouter only: put usage on a chunk that repeats the finish choice instead of `choices: []`. */
+  usageOnChoice?: boolean;
   usage?: {
     prompt_tokens?: number;
+    /** Includes reasoning tokens, as OpenAI counts them (default chunks + reasoning_tokens). */
     completion_tokens?: number;
     cached_tokens?: number;
+    /** OpenRouter's prompt-cache writes. */
     cache_write_tokens?: number;
     reasoning_tokens?: number;
-    /** OpenRouter's charge in USD. */
+    /** OpenRouter's charge in USD (default prompt·1e-6 + completion·2e-6). */
     cost?: number;
   };
 }
@@ -53,29 +76,34 @@ export interface MockRequestLog {
 }
 
 export interface MockUpstream {
+  /** http://host:port */
   url: string;
+  /** The `/v1` base URL of each provider, e.g. http://127.0.0.1:P/openai/v1. */
   baseUrls: Record<Flavour, string>;
+  /** The last 1000 requests, oldest first. */
   requests: MockRequestLog[];
   waitForRequest(tag: string, timeoutMs?: number): Promise<MockRequestLog>;
-  /** Resolves when the client of the request tagged `tag` went away before the answer was complete. */
+  /** Resolves when the client of the request tagged `tag` went away before the answer was complete
+   * (the mock's own `abortAfterChunks` does not count). */
   waitForClientAbort(tag: string, timeoutMs?: number): Promise<void>;
   close(): Promise<void>;
 }
 
-const MAX_LOG = 1000;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+type Json = Record<string, unknown>;
 
-function promptTokensOf(body: Record<string, unknown>): number {
-  if (Array.isArray(body.messages)) {
-    let n = 3;
-    for (const m of body.messages as Array<{ content?: unknown }>) {
-      const text = typeof m?.content === "string" ? m.content : JSON.stringify(m?.content ?? "");
-      n += 3 + Math.ceil(text.length / 4);
-    }
-    return n;
-  }
-  const code = `${String(body.initialCode ?? "")}${String(body.editSnippet ?? "")}`;
-  return Math.ceil(code.length / 4);
+interface Knobs {
+  tag: string | undefined;
+  chunks: number;
+  chunkText: string;
+  delayMs: number;
+  firstByteDelayMs: number;
+  abortAfterChunks: number | undefined;
+  errorAfterChunks: number | undefined;
+  noUsage: boolean;
+  status: number | undefined;
+  hang: boolean;
+  usageOnChoice: boolean;
+  usage: Json;
 }
 
 interface UsageNumbers {
@@ -87,48 +115,405 @@ interface UsageNumbers {
   cost: number;
 }
 
-function usageOf(body: Record<string, unknown>, knobs: MockKnobs, chunks: number): UsageNumbers {
-  const u = knobs.usage ?? {};
-  const prompt = u.prompt_tokens ?? promptTokensOf(body);
-  const completion = u.completion_tokens ?? chunks;
+/** What one streamed answer writes; frames are built once per request, never per chunk. */
+interface StreamPlan {
+  /** Written with the headers, before firstByteDelayMs (OpenRouter's processing comment). */
+  early: string;
+  /** Written before the first content chunk (OpenAI's role-only delta). */
+  head: string;
+  count: number;
+  /** Content chunks [from, to) as one string. */
+  frames(from: number, to: number): string;
+  /** Finish and usage frames, without [DONE]. */
+  tail: string;
+  errorFrame: string;
+}
+
+/** Per response: whether the socket closed early, and whether the mock closed it on purpose. */
+interface ResponseState {
+  closed: boolean;
+  selfDestroyed: boolean;
+}
+
+const MAX_LOG = 1000;
+const FIXED_CREATED = 1_700_000_000;
+const DONE = "data: [DONE]\n\n";
+const OPENROUTER_COMMENT = ": OPENROUTER PROCESSING\n\n";
+const FINGERPRINT = "fp_mock0000";
+// OpenAI pads stream events with random characters against length side channels; a constant pad
+// keeps two tagged calls byte-identical.
+const OBFUSCATION = ',"obfuscation":"mOcKpAd"';
+const ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+const PREFIXES: ReadonlyArray<readonly [string, Flavour]> = [
+  ["/openai/", "openai"],
+  ["/openrouter/", "openrouter"],
+  ["/relace/", "relace"],
+];
+const OPENROUTER_PROVIDERS: Record<string, string> = {
+  anthropic: "Anthropic",
+  google: "Google AI Studio",
+  openai: "OpenAI",
+  "meta-llama": "Together",
+  deepseek: "DeepSeek",
+  mistralai: "Mistral",
+  "x-ai": "xAI",
+};
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+const count = (v: unknown): number | undefined =>
+  typeof v === "number" && Number.isFinite(v) && v >= 0 ? Math.floor(v) : undefined;
+
+const objectOf = (v: unknown): Json | undefined =>
+  typeof v === "object" && v !== null && !Array.isArray(v) ? (v as Json) : undefined;
+
+function randomId(length: number): string {
+  let out = "";
+  for (let i = 0; i < length; i++) out += ID_CHARS[Math.floor(Math.random() * ID_CHARS.length)];
+  return out;
+}
+
+function readKnobs(body: Json): Knobs {
+  const m = objectOf(body.mock) ?? {};
+  const status = count(m.status);
+  return {
+    tag: typeof m.tag === "string" ? m.tag : undefined,
+    chunks: count(m.chunks) ?? 20,
+    chunkText: typeof m.chunkText === "string" ? m.chunkText : " tok",
+    delayMs: count(m.delayMs) ?? 0,
+    firstByteDelayMs: count(m.firstByteDelayMs) ?? 0,
+    abortAfterChunks: count(m.abortAfterChunks),
+    errorAfterChunks: count(m.errorAfterChunks),
+    noUsage: m.noUsage === true,
+    status: status !== undefined && status >= 400 && status <= 599 ? status : undefined,
+    hang: m.hang === true,
+    usageOnChoice: m.usageOnChoice === true,
+    usage: objectOf(m.usage) ?? {},
+  };
+}
+
+function textLength(content: unknown): number {
+  if (typeof content === "string") return content.length;
+  if (!Array.isArray(content)) return 0;
+  let n = 0;
+  for (const part of content) {
+    const text = objectOf(part)?.text;
+    if (typeof text === "string") n += text.length;
+  }
+  return n;
+}
+
+function applyInput(body: Json): { initial: string; edit: string } {
+  const initial = body.initialCode ?? body.initial_code;
+  const edit = body.editSnippet ?? body.edit_snippet;
+  return { initial: typeof initial === "string" ? initial : "", edit: typeof edit === "string" ? edit : "" };
+}
+
+/** Deterministic from the request: 3 + Σ (3 + ⌈chars/4⌉) over messages; ⌈chars/4⌉ of the code for Relace. */
+function promptTokensOf(flavour: Flavour, body: Json): number {
+  if (flavour === "relace") {
+    const { initial, edit } = applyInput(body);
+    return Math.ceil((initial.length + edit.length) / 4);
+  }
+  let n = 3;
+  if (Array.isArray(body.messages)) {
+    for (const m of body.messages) n += 3 + Math.ceil(textLength(objectOf(m)?.content) / 4);
+  }
+  return n;
+}
+
+function usageNumbers(flavour: Flavour, body: Json, knobs: Knobs): UsageNumbers {
+  const u = knobs.usage;
+  const reasoning = count(u.reasoning_tokens) ?? 0;
+  const prompt = count(u.prompt_tokens) ?? promptTokensOf(flavour, body);
+  const completion = count(u.completion_tokens) ?? knobs.chunks + reasoning;
+  const cost =
+    typeof u.cost === "number" && Number.isFinite(u.cost) ? u.cost : (prompt + 2 * completion) / 1e6;
   return {
     prompt,
     completion,
-    cached: u.cached_tokens ?? 0,
-    cacheWrite: u.cache_write_tokens ?? 0,
-    reasoning: u.reasoning_tokens ?? 0,
-    cost: u.cost ?? Number((prompt * 1e-6 + completion * 2e-6).toFixed(9)),
+    cached: count(u.cached_tokens) ?? 0,
+    cacheWrite: count(u.cache_write_tokens) ?? 0,
+    reasoning,
+    cost,
   };
 }
 
-function openAiUsage(n: UsageNumbers, flavour: Flavour): Record<string, unknown> {
-  const usage: Record<string, unknown> = {
-    prompt_tokens: n.prompt,
-    completion_tokens: n.completion,
-    total_tokens: n.prompt + n.completion,
-    prompt_tokens_details: {
-      cached_tokens: n.cached,
-      ...(flavour === "openrouter" ? { cache_write_tokens: n.cacheWrite } : { audio_tokens: 0 }),
-    },
-    completion_tokens_details: {
-      reasoning_tokens: n.reasoning,
-      ...(flavour === "openai" ? { audio_tokens: 0 } : {}),
-    },
-  };
-  if (flavour === "openrouter") usage.cost = n.cost;
-  return usage;
+function openAiUsage(n: UsageNumbers): string {
+  return (
+    `{"prompt_tokens":${n.prompt},"completion_tokens":${n.completion},"total_tokens":${n.prompt + n.completion},` +
+    `"prompt_tokens_details":{"cached_tokens":${n.cached},"audio_tokens":0},` +
+    `"completion_tokens_details":{"reasoning_tokens":${n.reasoning},"audio_tokens":0,` +
+    `"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}}`
+  );
 }
 
-function errorBody(status: number): string {
-  const type =
-    status === 429 ? "rate_limit_exceeded" : status >= 500 ? "server_error" : "invalid_request_error";
+function openRouterUsage(n: UsageNumbers): string {
+  return (
+    `{"prompt_tokens":${n.prompt},"completion_tokens":${n.completion},"total_tokens":${n.prompt + n.completion},` +
+    `"cost":${n.cost},"is_byok":false,` +
+    `"prompt_tokens_details":{"cached_tokens":${n.cached},"cache_write_tokens":${n.cacheWrite},"audio_tokens":0,"video_tokens":0},` +
+    `"cost_details":{"upstream_inference_cost":${n.cost},"upstream_inference_prompt_cost":${n.prompt / 1e6},` +
+    `"upstream_inference_completions_cost":${(2 * n.completion) / 1e6}},` +
+    `"completion_tokens_details":{"reasoning_tokens":${n.reasoning},"image_tokens":0,"audio_tokens":0}}`
+  );
+}
+
+function relaceUsage(n: UsageNumbers): string {
+  return `{"prompt_tokens":${n.prompt},"completion_tokens":${n.completion},"total_tokens":${n.prompt + n.completion}}`;
+}
+
+/** The provider's error body for an HTTP status: OpenAI's four fields, OpenRouter's numeric code. */
+function errorBody(flavour: Flavour, status: number, message?: string): string {
+  if (flavour === "openrouter") {
+    const text = message ?? (status === 402 ? "Insufficient credits" : `Mock upstream answered ${status}`);
+    return `{"error":{"code":${status},"message":${JSON.stringify(text)}},"user_id":"user_mock"}`;
+  }
+  const [type, code, text] =
+    status === 401
+      ? ["invalid_request_error", "invalid_api_key", "Incorrect API key provided."]
+      : status === 404
+        ? [
+            "invalid_request_error",
+            "model_not_found",
+            "The model does not exist or you do not have access to it.",
+          ]
+        : status === 429
+          ? ["requests", "rate_limit_exceeded", "Rate limit reached. Please try again in 1s."]
+          : status >= 500
+            ? [
+                "server_error",
+                null,
+                "The server had an error while processing your request. Sorry about that!",
+              ]
+            : ["invalid_request_error", null, `Mock upstream answered ${status}`];
+  return JSON.stringify({ error: { message: message ?? text, type, param: null, code } });
+}
+
+function sendJson(
+  res: ServerResponse,
+  status: number,
+  payload: string,
+  extra?: Record<string, string>,
+): void {
+  res.writeHead(status, {
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(payload),
+    ...extra,
+  });
+  res.end(payload);
+}
+
+function chatPlan(
+  flavour: "openai" | "openrouter",
+  id: string,
+  created: number,
+  modelJson: string,
+  provider: string,
+  body: Json,
+  knobs: Knobs,
+  numbers: UsageNumbers,
+): StreamPlan {
+  const contentJson = JSON.stringify(knobs.chunkText);
+  if (flavour === "openai") {
+    const options = objectOf(body.stream_options);
+    const includeUsage = options?.include_usage === true;
+    const obfuscation = options?.include_obfuscation === false ? "" : OBFUSCATION;
+    const head = `data: {"id":"${id}","object":"chat.completion.chunk","created":${created},"model":${modelJson},"service_tier":"default","system_fingerprint":"${FINGERPRINT}","choices":[`;
+    const end = `${includeUsage ? ',"usage":null' : ""}${obfuscation}}\n\n`;
+    const frame = (delta: string, finish: string) =>
+      `${head}{"index":0,"delta":${delta},"logprobs":null,"finish_reason":${finish}}]${end}`;
+    const content = frame(`{"content":${contentJson}}`, "null");
+    const usage =
+      includeUsage && !knobs.noUsage ? `${head}],"usage":${openAiUsage(numbers)}${obfuscation}}\n\n` : "";
+    return {
+      early: "",
+      head: frame('{"role":"assistant","content":"","refusal":null}', "null"),
+      count: knobs.chunks,
+      frames: (from, to) => content.repeat(to - from),
+      tail: frame("{}", '"stop"') + usage,
+      errorFrame:
+        'data: {"error":{"message":"The server had an error while processing your request. Sorry about that!","type":"server_error","param":null,"code":null}}\n\n',
+    };
+  }
+  const head = `data: {"id":"${id}","object":"chat.completion.chunk","created":${created},"model":${modelJson},"provider":"${provider}","choices":[`;
+  const choice = (delta: string, finish: string) =>
+    `{"index":0,"delta":${delta},"finish_reason":${finish},"native_finish_reason":${finish},"logprobs":null}`;
+  const content = `${head}${choice(`{"role":"assistant","content":${contentJson}}`, "null")}]}\n\n`;
+  const finishChoice = choice('{"role":"assistant","content":""}', '"stop"');
+  const usageJson = openRouterUsage(numbers);
+  const usage = knobs.noUsage
+    ? ""
+    : knobs.usageOnChoice
+      ? `${head}${finishChoice}],"usage":${usageJson}}\n\n`
+      : `${head}],"usage":${usageJson}}\n\n`;
+  return {
+    early: OPENROUTER_COMMENT,
+    head: "",
+    count: knobs.chunks,
+    frames: (from, to) => content.repeat(to - from),
+    tail: `${head}${finishChoice}]}\n\n${usage}`,
+    errorFrame: `${head.slice(0, -'"choices":['.length)}"error":{"code":"server_error","message":"Provider disconnected unexpectedly"},"choices":[${choice('{"content":""}', '"error"')}]}\n\n`,
+  };
+}
+
+function applyPlan(merged: string, knobs: Knobs, numbers: UsageNumbers): StreamPlan {
+  const pieces = Math.max(1, Math.min(knobs.chunks, merged.length));
+  const size = Math.ceil(merged.length / pieces);
+  return {
+    early: "",
+    head: "",
+    count: pieces,
+    frames(from, to) {
+      let out = "";
+      for (let i = from; i < to; i++) {
+        out += `data: {"mergedCode":${JSON.stringify(merged.slice(i * size, (i + 1) * size))}}\n\n`;
+      }
+      return out;
+    },
+    tail: knobs.noUsage ? "" : `data: {"usage":${relaceUsage(numbers)}}\n\n`,
+    errorFrame:
+      'data: {"error":{"message":"The server had an error while processing your request.","type":"server_error","param":null,"code":null}}\n\n',
+  };
+}
+
+/** Writes a planned stream, honouring the delay, abort and error knobs. */
+async function sendStream(
+  res: ServerResponse,
+  state: ResponseState,
+  knobs: Knobs,
+  plan: StreamPlan,
+  headers: Record<string, string>,
+): Promise<void> {
+  const selfDestroy = (pending: string) => {
+    const destroy = () => {
+      state.selfDestroyed = true;
+      res.destroy();
+    };
+    if (pending) res.write(pending, destroy);
+    else destroy();
+  };
+  const abortAt = knobs.abortAfterChunks;
+  const errorAt = knobs.errorAfterChunks;
+  const stopAt = Math.min(
+    plan.count,
+    abortAt ?? Number.POSITIVE_INFINITY,
+    errorAt ?? Number.POSITIVE_INFINITY,
+  );
+  const stoppedBy = stopAt === abortAt ? "abort" : stopAt === errorAt ? "error" : undefined;
+
+  if (plan.early) {
+    res.writeHead(200, headers);
+    res.write(plan.early);
+  }
+  if (knobs.firstByteDelayMs) {
+    await sleep(knobs.firstByteDelayMs);
+    if (state.closed) return;
+  }
+  if (!res.headersSent) res.writeHead(200, headers);
+
+  if (!knobs.delayMs) {
+    // One write for the whole answer: the benchmark measures the gateway, not this mock.
+    const body = plan.head + plan.frames(0, stopAt);
+    if (stoppedBy === "abort") return selfDestroy(body);
+    if (stoppedBy === "error") return void res.end(body + plan.errorFrame);
+    res.write(body + plan.tail);
+    res.end(DONE);
+    return;
+  }
+  if (plan.head) res.write(plan.head);
+  for (let i = 0; i < stopAt; i++) {
+    await sleep(knobs.delayMs);
+    if (state.closed) return;
+    res.write(plan.frames(i, i + 1));
+  }
+  if (stoppedBy === "abort") return selfDestroy("");
+  if (stoppedBy === "error") return void res.end(plan.errorFrame);
+  res.write(plan.tail);
+  res.end(DONE);
+}
+
+async function answerChat(
+  flavour: "openai" | "openrouter",
+  body: Json,
+  knobs: Knobs,
+  res: ServerResponse,
+  state: ResponseState,
+): Promise<void> {
+  const model = typeof body.model === "string" ? body.model : "unknown";
+  const modelJson = JSON.stringify(model);
+  const created = knobs.tag ? FIXED_CREATED : Math.floor(Date.now() / 1000);
+  // A tagged request gets a fixed id and time, so tests can compare the bytes of two calls.
+  const id =
+    flavour === "openai"
+      ? `chatcmpl-${knobs.tag ?? randomId(29)}`
+      : `gen-${created}-${knobs.tag ?? randomId(20)}`;
+  const provider = OPENROUTER_PROVIDERS[model.split("/")[0] ?? ""] ?? "Mock";
+  const numbers = usageNumbers(flavour, body, knobs);
+  const extra: Record<string, string> = flavour === "openrouter" ? { "x-generation-id": id } : {};
+
+  if (body.stream === true) {
+    const plan = chatPlan(flavour, id, created, modelJson, provider, body, knobs, numbers);
+    const headers = { "content-type": "text/event-stream", "cache-control": "no-cache", ...extra };
+    return sendStream(res, state, knobs, plan, headers);
+  }
+  if (knobs.firstByteDelayMs) {
+    await sleep(knobs.firstByteDelayMs);
+    if (state.closed) return;
+  }
+  if (knobs.abortAfterChunks !== undefined) {
+    state.selfDestroyed = true;
+    res.destroy();
+    return;
+  }
+  const content = JSON.stringify(knobs.chunkText.repeat(knobs.chunks));
+  const payload =
+    flavour === "openai"
+      ? `{"id":"${id}","object":"chat.completion","created":${created},"model":${modelJson},` +
+        `"choices":[{"index":0,"message":{"role":"assistant","content":${content},"refusal":null,"annotations":[]},` +
+        `"logprobs":null,"finish_reason":"stop"}]${knobs.noUsage ? "" : `,"usage":${openAiUsage(numbers)}`},` +
+        `"service_tier":"default","system_fingerprint":"${FINGERPRINT}"}`
+      : `{"id":"${id}","object":"chat.completion","created":${created},"model":${modelJson},"provider":"${provider}",` +
+        `"system_fingerprint":null,"choices":[{"index":0,"logprobs":null,"finish_reason":"stop","native_finish_reason":"stop",` +
+        `"message":{"role":"assistant","content":${content},"refusal":null,"reasoning":null}}]` +
+        `${knobs.noUsage ? "" : `,"usage":${openRouterUsage(numbers)}`}}`;
+  sendJson(res, 200, payload, extra);
+}
+
+async function answerApply(
+  body: Json,
+  knobs: Knobs,
+  res: ServerResponse,
+  state: ResponseState,
+): Promise<void> {
+  const { initial, edit } = applyInput(body);
+  const merged = `${initial}\n${edit}`;
+  const numbers = usageNumbers("relace", body, knobs);
+  if (body.stream === true) {
+    const headers = { "content-type": "text/event-stream", "cache-control": "no-cache" };
+    return sendStream(res, state, knobs, applyPlan(merged, knobs, numbers), headers);
+  }
+  if (knobs.firstByteDelayMs) {
+    await sleep(knobs.firstByteDelayMs);
+    if (state.closed) return;
+  }
+  if (knobs.abortAfterChunks !== undefined) {
+    state.selfDestroyed = true;
+    res.destroy();
+    return;
+  }
+  const usage = knobs.noUsage ? "" : `,"usage":${relaceUsage(numbers)}`;
+  sendJson(res, 200, `{"mergedCode":${JSON.stringify(merged)}${usage}}`);
+}
+
+function modelsList(flavour: Flavour): string {
+  const ids =
+    flavour === "openrouter"
+      ? ["anthropic/claude-sonnet-4", "google/gemini-2.5-pro", "openai/gpt-4.1"]
+      : ["gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "o4-mini"];
   return JSON.stringify({
-    error: {
-      message: `mock upstream answered ${status}`,
-      type,
-      param: null,
-      code: status === 401 ? "invalid_api_key" : null,
-    },
+    object: "list",
+    data: ids.map((id) => ({ id, object: "model", created: FIXED_CREATED, owned_by: "system" })),
   });
 }
 
@@ -138,196 +523,98 @@ export async function startMockUpstream(opts: { port?: number; host?: string } =
   events.setMaxListeners(0);
   const aborted = new Set<string>();
 
-  async function chat(
-    flavour: Flavour,
-    body: Record<string, unknown>,
-    knobs: MockKnobs,
-    res: ServerResponse,
-  ) {
-    const model = String(body.model ?? "unknown");
-    const stream = body.stream === true;
-    const chunks = knobs.chunks ?? 20;
-    const text = knobs.chunkText ?? " tok";
-    // A tagged request gets a fixed id and time, so tests can compare bytes across two calls.
-    const id = knobs.tag
-      ? `chatcmpl-${knobs.tag}`
-      : `chatcmpl-mock${Math.random().toString(36).slice(2, 12)}`;
-    const created = knobs.tag ? 1_700_000_000 : Math.floor(Date.now() / 1000);
-    const numbers = usageOf(body, knobs, chunks);
-    const streamOptions = body.stream_options as { include_usage?: boolean } | undefined;
-    const usageRequested =
-      streamOptions?.include_usage === true ||
-      (flavour === "openrouter" && (body.usage as { include?: boolean } | undefined)?.include === true);
-    if (!stream) {
-      const completion = {
-        id,
-        object: "chat.completion",
-        created,
-        model,
-        choices: [
-          {
-            index: 0,
-            message: { role: "assistant", content: text.repeat(chunks), refusal: null, annotations: [] },
-            logprobs: null,
-            finish_reason: "stop",
-          },
-        ],
-        ...(knobs.noUsage ? {} : { usage: openAiUsage(numbers, flavour) }),
-        service_tier: "default",
-        system_fingerprint: "fp_mock",
-      };
-      const payload = JSON.stringify(completion);
-      res.writeHead(200, {
-        "content-type": "application/json",
-        "content-length": Buffer.byteLength(payload),
-      });
-      res.end(payload);
-      return;
+  const handle = (req: IncomingMessage, res: ServerResponse, raw: Buffer) => {
+    const url = req.url ?? "/";
+    const q = url.indexOf("?");
+    const path = q < 0 ? url : url.slice(0, q);
+    const match = PREFIXES.find(([prefix]) => path.startsWith(prefix));
+    const flavour = match?.[1];
+    const route = match ? path.slice(match[0].length - 1) : path;
+    if (req.method === "GET" && flavour && flavour !== "relace" && route === "/v1/models") {
+      return sendJson(res, 200, modelsList(flavour));
     }
-    res.writeHead(200, {
-      "content-type": "text/event-stream",
-      "cache-control": "no-cache",
-      connection: "keep-alive",
-    });
-    const usageNull = usageRequested && flavour === "openai" ? ',"usage":null' : "";
-    const head = `data: {"id":"${id}","object":"chat.completion.chunk","created":${created},"model":${JSON.stringify(model)},"system_fingerprint":"fp_mock","choices":[`;
-    const frame = (delta: string, finish: string | null) =>
-      `${head}{"index":0,"delta":${delta},"logprobs":null,"finish_reason":${finish === null ? "null" : `"${finish}"`}}]${usageNull}}\n\n`;
-    const contentFrame = frame(`{"content":${JSON.stringify(text)}}`, null);
-    if (flavour === "openrouter") res.write(": OPENROUTER PROCESSING\n\n");
-    res.write(frame('{"role":"assistant","content":"","refusal":null}', null));
-    for (let i = 0; i < chunks; i++) {
-      if (knobs.abortAfterChunks !== undefined && i >= knobs.abortAfterChunks) {
-        res.destroy();
-        return;
-      }
-      if (knobs.errorAfterChunks !== undefined && i >= knobs.errorAfterChunks) {
-        res.end(
-          `data: ${JSON.stringify({ error: { message: "mock upstream failed mid-stream", type: "server_error", param: null, code: null } })}\n\n`,
-        );
-        return;
-      }
-      if (knobs.delayMs) await sleep(knobs.delayMs);
-      if (res.destroyed) return;
-      res.write(contentFrame);
+    const known =
+      req.method === "POST" &&
+      flavour !== undefined &&
+      route === (flavour === "relace" ? "/v1/code/apply" : "/v1/chat/completions");
+    if (!known || !flavour) {
+      const message = JSON.stringify(`Invalid URL (${req.method} ${route})`);
+      return sendJson(
+        res,
+        404,
+        `{"error":{"message":${message},"type":"invalid_request_error","param":null,"code":null}}`,
+      );
     }
-    res.write(frame("{}", "stop"));
-    if (usageRequested && !knobs.noUsage) {
-      res.write(`${head}],"usage":${JSON.stringify(openAiUsage(numbers, flavour))}}\n\n`);
+    let body: Json;
+    try {
+      const parsed: unknown = JSON.parse(raw.toString("utf8"));
+      const asObject = objectOf(parsed);
+      if (!asObject) throw new SyntaxError("not an object");
+      body = asObject;
+    } catch {
+      return sendJson(res, 400, errorBody(flavour, 400, "We could not parse the JSON body of your request."));
     }
-    res.end("data: [DONE]\n\n");
-  }
+    const knobs = readKnobs(body);
+    const entry: MockRequestLog = { flavour, path, headers: req.headers, body, tag: knobs.tag };
+    requests.push(entry);
+    if (requests.length > MAX_LOG) requests.shift();
 
-  async function apply(body: Record<string, unknown>, knobs: MockKnobs, res: ServerResponse) {
-    const merged = `${String(body.initialCode ?? "")}\n${String(body.editSnippet ?? "")}`;
-    const chunks = knobs.chunks ?? 20;
-    const numbers = usageOf(body, knobs, chunks);
-    const usage = {
-      prompt_tokens: numbers.prompt,
-      completion_tokens: numbers.completion,
-      total_tokens: numbers.prompt + numbers.completion,
-    };
-    if (body.stream !== true) {
-      const payload = JSON.stringify({ mergedCode: merged, ...(knobs.noUsage ? {} : { usage }) });
-      res.writeHead(200, {
-        "content-type": "application/json",
-        "content-length": Buffer.byteLength(payload),
-      });
-      res.end(payload);
-      return;
-    }
-    res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
-    const size = Math.max(1, Math.ceil(merged.length / chunks));
-    for (let i = 0; i < chunks; i++) {
-      if (knobs.abortAfterChunks !== undefined && i >= knobs.abortAfterChunks) {
-        res.destroy();
+    const state: ResponseState = { closed: false, selfDestroyed: false };
+    res.on("close", () => {
+      state.closed = true;
+      const tag = knobs.tag;
+      if (tag === undefined || res.writableFinished || state.selfDestroyed) return;
+      aborted.add(tag);
+      if (aborted.size > MAX_LOG) aborted.delete(aborted.values().next().value as string);
+      events.emit(`abort:${tag}`);
+    });
+    if (knobs.tag !== undefined) events.emit(`request:${knobs.tag}`);
+
+    if (knobs.hang) return;
+    const answer = async () => {
+      if (knobs.status !== undefined) {
+        if (knobs.firstByteDelayMs) await sleep(knobs.firstByteDelayMs);
+        if (!state.closed) sendJson(res, knobs.status, errorBody(flavour, knobs.status));
         return;
       }
-      if (knobs.delayMs) await sleep(knobs.delayMs);
-      if (res.destroyed) return;
-      res.write(`data: ${JSON.stringify({ mergedCode: merged.slice(i * size, (i + 1) * size) })}\n\n`);
-    }
-    if (!knobs.noUsage) res.write(`data: ${JSON.stringify({ usage })}\n\n`);
-    res.end("data: [DONE]\n\n");
-  }
+      if (flavour === "relace") await answerApply(body, knobs, res, state);
+      else await answerChat(flavour, body, knobs, res, state);
+    };
+    answer().catch(() => res.destroy());
+  };
 
   const server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on("data", (c: Buffer) => chunks.push(c));
-    req.on("end", () => {
-      const path = req.url ?? "/";
-      const flavour = (["openai", "openrouter", "relace"] as const).find((f) => path.startsWith(`/${f}/`));
-      const route = flavour ? path.slice(flavour.length + 1) : path;
-      if (req.method === "GET" && flavour && route === "/v1/models") {
-        res.writeHead(200, { "content-type": "application/json" });
-        res.end('{"object":"list","data":[]}');
-        return;
-      }
-      const known =
-        req.method === "POST" &&
-        ((flavour !== "relace" && flavour !== undefined && route === "/v1/chat/completions") ||
-          (flavour === "relace" && route === "/v1/code/apply"));
-      if (!known || !flavour) {
-        res.writeHead(404, { "content-type": "application/json" });
-        res.end(errorBody(404));
-        return;
-      }
-      let body: Record<string, unknown>;
-      try {
-        body = JSON.parse(Buffer.concat(chunks).toString("utf8")) as Record<string, unknown>;
-      } catch {
-        res.writeHead(400, { "content-type": "application/json" });
-        res.end(errorBody(400));
-        return;
-      }
-      const knobs = (body.mock ?? {}) as MockKnobs;
-      const entry: MockRequestLog = { flavour, path, headers: req.headers, body, tag: knobs.tag };
-      requests.push(entry);
-      if (requests.length > MAX_LOG) requests.shift();
-      if (knobs.tag) {
-        const tag = knobs.tag;
-        res.on("close", () => {
-          if (!res.writableFinished) {
-            aborted.add(tag);
-            events.emit(`abort:${tag}`);
-          }
-        });
-        events.emit(`request:${tag}`, entry);
-      }
-      if (knobs.hang) return;
-      if (knobs.status && knobs.status >= 400) {
-        res.writeHead(knobs.status, { "content-type": "application/json" });
-        res.end(errorBody(knobs.status));
-        return;
-      }
-      const run = async () => {
-        if (knobs.firstByteDelayMs) await sleep(knobs.firstByteDelayMs);
-        if (flavour === "relace") await apply(body, knobs, res);
-        else await chat(flavour, body, knobs, res);
-      };
-      run().catch(() => res.destroy());
-    });
+    const parts: Buffer[] = [];
+    req.on("data", (chunk: Buffer) => parts.push(chunk));
+    req.on("end", () => handle(req, res, parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts)));
   });
   server.keepAliveTimeout = 60_000;
-  await new Promise<void>((resolve) => server.listen(opts.port ?? 0, opts.host ?? "127.0.0.1", resolve));
+  const host = opts.host ?? "127.0.0.1";
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(opts.port ?? 0, host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
   const { port } = server.address() as AddressInfo;
-  const url = `http://${opts.host ?? "127.0.0.1"}:${port}`;
+  const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
 
-  const waitFor = <T>(event: string, done: () => T | undefined, timeoutMs: number): Promise<T> =>
+  const waitFor = <T>(event: string, current: () => T | undefined, timeoutMs: number): Promise<T> =>
     new Promise((resolve, reject) => {
-      const now = done();
+      const now = current();
       if (now !== undefined) return resolve(now);
-      const timer = setTimeout(() => {
-        events.off(event, listener);
-        reject(new Error(`mock upstream: timed out waiting for ${event}`));
-      }, timeoutMs);
       const listener = () => {
-        const value = done();
+        const value = current();
         if (value === undefined) return;
         clearTimeout(timer);
         events.off(event, listener);
         resolve(value);
       };
+      const timer = setTimeout(() => {
+        events.off(event, listener);
+        reject(new Error(`mock upstream: timed out after ${timeoutMs}ms waiting for ${event}`));
+      }, timeoutMs);
       events.on(event, listener);
     });
 
@@ -341,15 +628,17 @@ export async function startMockUpstream(opts: { port?: number; host?: string } =
       waitFor(`abort:${tag}`, () => (aborted.has(tag) ? true : undefined), timeoutMs).then(() => undefined),
     close: () =>
       new Promise((resolve) => {
-        server.closeAllConnections();
         server.close(() => resolve());
+        server.closeAllConnections();
       }),
   };
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const { values } = parseArgs({ options: { port: { type: "string" }, json: { type: "boolean" } } });
-  const mock = await startMockUpstream({ port: Number(values.port ?? 9999) });
+  const { values } = parseArgs({
+    options: { port: { type: "string" }, host: { type: "string" }, json: { type: "boolean" } },
+  });
+  const mock = await startMockUpstream({ port: Number(values.port ?? 9999), host: values.host });
   if (values.json) process.stdout.write(`${JSON.stringify({ url: mock.url, ...mock.baseUrls })}\n`);
   else process.stdout.write(`mock upstream on ${mock.url}\n  ${Object.values(mock.baseUrls).join("\n  ")}\n`);
   const stop = () => mock.close().then(() => process.exit(0));

@@ -164,7 +164,13 @@ async function relayStream(
   const tap = new SseTap((frame) => {
     const usage = call.provider.readUsage(frame);
     if (usage) end.usage = usage;
-    if (!call.clientWantsUsage) return isUsageOnlyFrame(frame) ? { kind: "drop" } : { kind: "forward" };
+    if (!call.clientWantsUsage) {
+      if (isUsageOnlyFrame(frame)) return { kind: "drop" };
+      // Usage riding on a content frame (OpenRouter's older shape): the client did not ask for it,
+      // and the provider's own `cost` in it is not what the gateway charges.
+      delete frame.usage;
+      return { kind: "replace", frame: `data: ${JSON.stringify(frame)}\n` };
+    }
     if (!usage) return { kind: "forward" };
     (frame.usage as JsonObject).cost = usdNumber(meter.price(admission, usage as Usage));
     return { kind: "replace", frame: `data: ${JSON.stringify(frame)}\n` };

@@ -112,7 +112,8 @@ export class SseTap {
     }
     if (typeof frame !== "object" || frame === null) return { kind: "forward" };
     const obj = frame as JsonObject;
-    if (typeof obj.error === "object" && obj.error !== null && !("choices" in obj)) {
+    // OpenAI's error frame is `{error}` alone; OpenRouter's also carries choices (finish_reason "error").
+    if (typeof obj.error === "object" && obj.error !== null) {
       this.upstreamError = obj.error as JsonObject;
       return { kind: "forward" };
     }

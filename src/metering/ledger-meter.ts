@@ -1,6 +1,7 @@
 import type { Config } from "../config.ts";
 import type { Database } from "../db/client.ts";
 import { creditRow, getTransaction, insertCredit, orgLedgerBalance } from "../db/ledger.ts";
+import { getOrg, updateOrgBilling } from "../db/orgs.ts";
 import { GatewayError } from "../gateway/errors.ts";
 import type { Logger } from "../gateway/log.ts";
 import type { Metrics } from "../gateway/metrics.ts";
@@ -13,6 +14,7 @@ import { countChatPromptTokens, countTextTokens } from "../pricing/tokens.ts";
 import { billingMonthStart } from "./billing-month.ts";
 import type { CallEvent, CreditEvent } from "./events.ts";
 import type { Admission, CallEnd, CallStart, CreditResult, Meter, Settlement } from "./meter.ts";
+import type { Payments } from "./payments.ts";
 import { type PendingSettle, SettleSpool } from "./spool.ts";
 import type { MeteringStore } from "./store.ts";
 
@@ -39,6 +41,7 @@ export function createLedgerMeter(deps: {
   /** Where settles the store refused are kept over a restart (DATA_DIR/spool). */
   spoolDir?: string;
   metrics?: Metrics;
+  payments: Payments;
 }): Meter {
   const { config, store, database, clock, log } = deps;
   const markupBps = config.MARKUP_BPS;
@@ -70,6 +73,7 @@ export function createLedgerMeter(deps: {
         cost: p.cost,
         event: p.event,
         monthStart: p.monthStart,
+        rebuyBelow: p.rebuyBelow,
       });
     let result = await settle();
     if (!result.ok) {
@@ -78,6 +82,7 @@ export function createLedgerMeter(deps: {
       result = await settle();
     }
     if (!result.ok) throw new Error(`settle of ${p.requestId} found no balance after a reload`);
+    if (result.rebuy) recharges.add(recharge(p.orgId, p.requestId));
     return result.balance;
   };
   const spool = new SettleSpool(
@@ -88,6 +93,68 @@ export function createLedgerMeter(deps: {
     deps.spoolDir,
   );
   spool.recover().catch((err) => log.error("spool recovery failed", { err: String(err) }));
+
+  /** Auto-recharges in flight; shutdown waits for them. */
+  const recharges = new Set<Promise<void>>();
+
+  /**
+   * The one recharge a crossing settle requested: charge the difference to the target through the
+   * payments interface, credit it as an auto-rebuy purchase, and end the pending flag either way.
+   * Three failed payments in a row turn auto-recharge off.
+   */
+  const recharge = (orgId: string, requestId: string): Promise<void> => {
+    const run = async () => {
+      try {
+        const org = await getOrg(database.db, orgId); // fresh settings: the key cache may be behind
+        if (!org?.autoRebuyEnabled || org.autoRebuyMinThreshold === null || org.autoRebuyToBalance === null)
+          return;
+        const live = await store.getBalance(orgId);
+        const missing = org.autoRebuyToBalance - (live?.balance ?? org.autoRebuyToBalance);
+        if (missing <= 0) return;
+        const cents = Math.ceil(missing / NANOS_PER_CENT);
+        const id = `rebuy_${requestId}`;
+        const paid = await deps.payments.charge({
+          orgId,
+          customerId: org.stripeCustomerId,
+          paymentMethodId: org.stripePaymentMethodId,
+          amountCents: cents,
+          idempotencyKey: id,
+        });
+        if (paid.ok) {
+          await updateOrgBilling(database.db, orgId, { autoRebuyFailures: 0 });
+          await meter.credit({
+            orgId,
+            id,
+            amount: cents * NANOS_PER_CENT,
+            creditType: "purchase",
+            isAutoRebuy: true,
+            autoRebuyMinThreshold: org.autoRebuyMinThreshold,
+            autoRebuyToBalance: org.autoRebuyToBalance,
+          });
+          return;
+        }
+        const failures = org.autoRebuyFailures + 1;
+        await updateOrgBilling(database.db, orgId, {
+          autoRebuyFailures: failures,
+          ...(failures >= 3 ? { autoRebuyEnabled: false } : {}),
+        });
+        log.warn(
+          failures >= 3 ? "auto-recharge turned off after 3 failed payments" : "auto-recharge payment failed",
+          {
+            orgId,
+            failures,
+            reason: paid.reason,
+          },
+        );
+      } catch (err) {
+        log.error("auto-recharge failed", { orgId, err: String(err) });
+      } finally {
+        await store.clearRebuy(orgId).catch(() => undefined);
+      }
+    };
+    const done = run().finally(() => recharges.delete(done));
+    return done;
+  };
 
   const reclaimer = setInterval(() => {
     store.reclaimExpired(clock.now()).then(
@@ -101,7 +168,7 @@ export function createLedgerMeter(deps: {
     billingError: { hasBillingPermission: true, isTrial: start.org.isTrial },
   });
 
-  return {
+  const meter: Meter = {
     async admit(start) {
       const { org } = start;
       if (start.byoKey !== undefined || org.billingMode === "byo") {
@@ -238,6 +305,7 @@ export function createLedgerMeter(deps: {
         cost: byo ? 0 : cost.total,
         event: JSON.stringify(event),
         monthStart,
+        rebuyBelow: start.org.autoRebuy?.threshold,
       };
       try {
         const balance = await applySettle(pending);
@@ -306,9 +374,11 @@ export function createLedgerMeter(deps: {
 
     async close() {
       clearInterval(reclaimer);
+      await Promise.all(recharges);
       await spool.close();
     },
   };
+  return meter;
 }
 
 const NO_USAGE: Usage = {
@@ -318,6 +388,9 @@ const NO_USAGE: Usage = {
   completionTokens: 0,
   reasoningTokens: 0,
 };
+
+/** Stripe amounts are integer cents; a cent is 10^7 nanodollars. */
+const NANOS_PER_CENT = 10_000_000;
 
 /** No call is admitted while the metering store cannot be reached: it could not be paid for. */
 function unavailable(): GatewayError {

@@ -19,6 +19,8 @@ interface StreamEntry {
  * in this process only; the ledger is flushed to the database like Redis's.
  */
 export function createMemoryStore(): MeteringStore {
+  /** Orgs with an auto-recharge requested and not yet paid or failed. */
+  const rebuyPending = new Set<string>();
   /** Spend per org and billing month ("orgId:monthStart"). */
   const monthSpend = new Map<string, number>();
   const orgs = new Map<string, OrgState>();
@@ -77,7 +79,7 @@ export function createMemoryStore(): MeteringStore {
       return { ok: true, balance: org.bal, held: org.held };
     },
 
-    async settle({ orgId, requestId, cost, event, monthStart }) {
+    async settle({ orgId, requestId, cost, event, monthStart, rebuyBelow }) {
       assertNanos("settle cost", cost, 0);
       const org = orgs.get(orgId);
       if (done.has(requestId)) return { ok: true, balance: org?.bal ?? 0, duplicate: true };
@@ -94,7 +96,15 @@ export function createMemoryStore(): MeteringStore {
       }
       append(event, org.bal);
       markDone(requestId, cost);
-      return { ok: true, balance: org.bal, duplicate: false };
+      const rebuy = rebuyBelow !== undefined && org.bal < rebuyBelow && !rebuyPending.has(orgId);
+      if (rebuy) rebuyPending.add(orgId);
+      return rebuy
+        ? { ok: true, balance: org.bal, duplicate: false, rebuy }
+        : { ok: true, balance: org.bal, duplicate: false };
+    },
+
+    async clearRebuy(orgId) {
+      rebuyPending.delete(orgId);
     },
 
     async release({ orgId, requestId }) {

@@ -14,6 +14,8 @@ export interface CallerOrg {
   maxThresholdPerMonth: Nanos | null;
   /** Anchors the billing month. */
   billingCycleStartedAt: Date;
+  /** Auto-recharge: when a settle takes the balance below the threshold, recharge to the target. */
+  autoRebuy: { threshold: Nanos; toBalance: Nanos } | null;
 }
 
 /** The optional `x-planto-*` request headers that tag a usage record. */

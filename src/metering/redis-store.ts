@@ -185,10 +185,10 @@ export function createRedisStore(opts: {
       return { ok: true, balance: num(balance), held: num(held) };
     },
 
-    async settle({ orgId, requestId, cost, event, monthStart }) {
+    async settle({ orgId, requestId, cost, event, monthStart, rebuyBelow }) {
       assertNanos("settle cost", cost, 0);
       const k = keys(orgId);
-      const [status, balance] = (await run(
+      const [status, balance, rebuy] = (await run(
         "settle",
         k.org,
         k.holds,
@@ -201,9 +201,15 @@ export function createRedisStore(opts: {
         `${orgId}\n${requestId}`,
         DONE_TTL_SECONDS,
         `m${monthStart ?? 0}`,
+        rebuyBelow ?? -1,
       )) as Reply[];
       if (num(status) === -1) return { ok: false, reason: "not_loaded" };
-      return { ok: true, balance: num(balance), duplicate: num(status) === 1 };
+      const settled = { ok: true as const, balance: num(balance), duplicate: num(status) === 1 };
+      return num(rebuy) === 1 ? { ...settled, rebuy: true } : settled;
+    },
+
+    async clearRebuy(orgId) {
+      await client.hdel(keys(orgId).org, "rebuy");
     },
 
     async release({ orgId, requestId }) {

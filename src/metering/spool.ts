@@ -12,6 +12,8 @@ export interface PendingSettle {
   event: string;
   /** The billing month the call was admitted in. */
   monthStart?: number;
+  /** The org's auto-recharge threshold when the call was admitted. */
+  rebuyBelow?: number;
 }
 
 /**

@@ -51,7 +51,11 @@ export interface MeteringStore {
     event: string;
     /** Start of the billing month the call was admitted in; its spend counts there. */
     monthStart?: number;
+    /** The org's auto-recharge threshold: the settle that first takes the balance below it says rebuy. */
+    rebuyBelow?: Nanos;
   }): Promise<SettleOutcome>;
+  /** Ends a pending auto-recharge (paid or failed), so the next crossing may request another. */
+  clearRebuy(orgId: string): Promise<void>;
   /** Voids a hold whose call never started: no debit, no ledger event. Idempotent. */
   release(r: { orgId: string; requestId: string }): Promise<void>;
   /** Adds credits and appends `event`; idempotent by creditId (a repeat reports the first amount). */
@@ -98,7 +102,7 @@ export type ReserveOutcome =
   | { ok: false; reason: "not_loaded" };
 
 export type SettleOutcome =
-  | { ok: true; balance: Nanos; duplicate: boolean }
+  | { ok: true; balance: Nanos; duplicate: boolean; rebuy?: boolean }
   | { ok: false; reason: "not_loaded" };
 
 export type CreditOutcome =

@@ -163,3 +163,29 @@ describe.each(backends)("chat completions through the gateway (%s)", (backend) =
     expect(streamed.trimEnd().endsWith("data: [DONE]")).toBe(true);
   });
 });
+
+describe("OpenRouter's older stream shape (usage on the finish chunk)", () => {
+  let gw: TestGateway;
+  beforeAll(async () => {
+    gw = await startGateway({ env: { MARKUP_BPS: "1000" } });
+  });
+  afterAll(() => gw?.close());
+
+  it("never shows the client OpenRouter's own cost: usage is removed unless asked for, and carries the gateway's cost when asked", async () => {
+    const org = await gw.org({ credits: "1" });
+    const body = {
+      model: "anthropic/claude-sonnet-4",
+      messages,
+      stream: true,
+      mock: { usageOnChoice: true, usage: { cost: 0.5 } },
+    };
+    const unasked = await (await gw.post("/v1/chat/completions", org.key, body)).text();
+    expect(unasked).not.toContain('"usage":{');
+    expect(unasked).toContain('"finish_reason":"stop"');
+    const asked = await (
+      await gw.post("/v1/chat/completions", org.key, { ...body, stream_options: { include_usage: true } })
+    ).text();
+    const costs = [...asked.matchAll(/"cost":([0-9.e-]+)/g)].map((m) => Number(m[1]));
+    expect(costs).toEqual([0.55]); // OpenRouter's $0.50 as the base, plus 10% markup: the gateway's charge, once
+  });
+});

@@ -8,6 +8,7 @@ import { type Config, parseConfig } from "../../src/config.ts";
 import { type MockUpstream, startMockUpstream } from "../../src/dev/mock-upstream.ts";
 import { createApp } from "../../src/gateway/app.ts";
 import type { Clock } from "../../src/gateway/services.ts";
+import type { Payments } from "../../src/metering/payments.ts";
 import { createNodeServices, type NodeServices } from "../../src/node-services.ts";
 import { freshDatabaseUrl } from "./databases.ts";
 
@@ -44,7 +45,13 @@ export interface TestOrg {
 
 /** Starts a mock upstream and a gateway in this process on free ports. */
 export async function startGateway(
-  opts: { backend?: Backend; env?: Record<string, string>; clock?: Clock; mock?: MockUpstream } = {},
+  opts: {
+    backend?: Backend;
+    env?: Record<string, string>;
+    clock?: Clock;
+    mock?: MockUpstream;
+    payments?: Payments;
+  } = {},
 ): Promise<TestGateway> {
   const mock = opts.mock ?? (await startMockUpstream());
   const backend = opts.backend ?? "embedded";
@@ -65,7 +72,7 @@ export async function startGateway(
     ...opts.env,
   };
   const config = parseConfig(env);
-  const services = await createNodeServices(config, { clock: opts.clock });
+  const services = await createNodeServices(config, { clock: opts.clock, payments: opts.payments });
   const app = createApp(services);
   const server = serve({ fetch: app.fetch, port: 0, hostname: "127.0.0.1" }) as Server;
   await new Promise<void>((resolve) => server.once("listening", () => resolve()));

@@ -1,4 +1,4 @@
-import { bigint, boolean, pgTable, text, timestamp } from "drizzle-orm/pg-core";
+import { bigint, boolean, integer, pgTable, text, timestamp } from "drizzle-orm/pg-core";
 
 /** An org: who pays, how, and its billing settings. Money columns are nanodollars (1e-9 USD). */
 export const orgs = pgTable("orgs", {
@@ -12,6 +12,11 @@ export const orgs = pgTable("orgs", {
   autoRebuyEnabled: boolean("auto_rebuy_enabled").notNull().default(false),
   autoRebuyMinThreshold: bigint("auto_rebuy_min_threshold", { mode: "number" }),
   autoRebuyToBalance: bigint("auto_rebuy_to_balance", { mode: "number" }),
+  /** Consecutive failed auto-recharge payments; at 3 auto-recharge turns itself off. */
+  autoRebuyFailures: integer("auto_rebuy_failures").notNull().default(0),
+  /** Who Stripe charges off-session for auto-recharge. */
+  stripeCustomerId: text("stripe_customer_id"),
+  stripePaymentMethodId: text("stripe_payment_method_id"),
   notifyThreshold: bigint("notify_threshold", { mode: "number" }),
   maxThresholdPerMonth: bigint("max_threshold_per_month", { mode: "number" }),
   billingCycleStartedAt: timestamp("billing_cycle_started_at", { withTimezone: true, mode: "date" })

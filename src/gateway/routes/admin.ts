@@ -45,6 +45,8 @@ const billingPatchSchema = z
     notifyThreshold: usd.nullable(),
     maxThresholdPerMonth: usd.nullable(),
     billingCycleStartedAt: z.iso.datetime({ offset: true }),
+    stripeCustomerId: z.string().min(1).nullable(),
+    stripePaymentMethodId: z.string().min(1).nullable(),
   })
   .partial()
   .strict();
@@ -79,6 +81,8 @@ export function renderOrg(org: Org, balance: number | undefined): Record<string,
     autoRebuyEnabled: org.autoRebuyEnabled,
     autoRebuyMinThreshold: usdOrNull(org.autoRebuyMinThreshold),
     autoRebuyToBalance: usdOrNull(org.autoRebuyToBalance),
+    autoRebuyFailures: org.autoRebuyFailures,
+    stripeCustomerId: org.stripeCustomerId,
     notifyThreshold: usdOrNull(org.notifyThreshold),
     maxThresholdPerMonth: usdOrNull(org.maxThresholdPerMonth),
     billingCycleStartedAt: org.billingCycleStartedAt.toISOString(),
@@ -136,6 +140,10 @@ export function adminRoutes(services: Services): Hono {
       notifyThreshold: nanosOrNull(patch.notifyThreshold),
       maxThresholdPerMonth: nanosOrNull(patch.maxThresholdPerMonth),
       billingCycleStartedAt: patch.billingCycleStartedAt ? new Date(patch.billingCycleStartedAt) : undefined,
+      stripeCustomerId: patch.stripeCustomerId,
+      stripePaymentMethodId: patch.stripePaymentMethodId,
+      // Turning auto-recharge back on starts its failure count afresh.
+      ...(patch.autoRebuyEnabled ? { autoRebuyFailures: 0 } : {}),
     });
     if (!org) throw new GatewayError("not_found", `org '${id}' does not exist`);
     services.keys.invalidate(); // the hot path reads billing settings with the key

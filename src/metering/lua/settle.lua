@@ -13,12 +13,15 @@ ARGV[3] ledger event (JSON)
 ARGV[4] expiry zset member
 ARGV[5] done marker TTL (seconds)
 ARGV[6] the field of the billing month the call was admitted in, "m<monthStart>"
+ARGV[7] the org's auto-recharge threshold, or -1 for none
 
 Settle always succeeds once the balance is loaded, even when the cost exceeds the hold: the balance
 may then go below zero, by at most this call's excess over its hold. A cost of 0 debits nothing but
 still appends the event: it is the call's usage record.
-Returns {status, balance}: 0 settled, 1 duplicate (already settled; nothing changed),
--1 not loaded (Redis lost the balance since the reserve: load it and retry).
+Returns {status, balance, rebuy}: status 0 settled, 1 duplicate (already settled; nothing
+changed), -1 not loaded (Redis lost the balance since the reserve: load it and retry). rebuy is 1
+for the one settle that took the balance below the auto-recharge threshold while no recharge was
+pending: it sets the org's `rebuy` flag, so concurrent settles crossing the line request one.
 ]]
 local bal = redis.call('HGET', KEYS[1], 'bal')
 if redis.call('EXISTS', KEYS[4]) == 1 then return {1, tonumber(bal or '0')} end
@@ -39,4 +42,9 @@ else
 end
 redis.call('XADD', KEYS[5], '*', 'e', ARGV[3], 'b', bal)
 redis.call('SET', KEYS[4], ARGV[2], 'EX', ARGV[5])
-return {0, bal}
+local rebuy = 0
+local threshold = tonumber(ARGV[7])
+if threshold >= 0 and bal < threshold then
+  rebuy = redis.call('HSETNX', KEYS[1], 'rebuy', ARGV[1])
+end
+return {0, bal, rebuy}

@@ -1,0 +1,98 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { ChargeRequest, ChargeResult, Payments } from "../../src/metering/payments.ts";
+import { startGateway, type TestGateway } from "../harness/gateway.ts";
+import { waitUntil } from "../harness/ports.ts";
+
+/** Records every charge; fails while `failing` is set. */
+class RecordingPayments implements Payments {
+  charges: ChargeRequest[] = [];
+  failing = false;
+  async charge(request: ChargeRequest): Promise<ChargeResult> {
+    this.charges.push(request);
+    await new Promise((r) => setTimeout(r, 20));
+    return this.failing
+      ? { ok: false, reason: "card declined" }
+      : { ok: true, paymentId: `pi_${this.charges.length}` };
+  }
+}
+
+describe("auto-recharge", () => {
+  const payments = new RecordingPayments();
+  let gw: TestGateway;
+  beforeAll(async () => {
+    gw = await startGateway({ backend: "postgres+redis", payments });
+  });
+  afterAll(() => gw?.close());
+
+  const settings = {
+    autoRebuyEnabled: true,
+    autoRebuyMinThreshold: "0.5",
+    autoRebuyToBalance: "2",
+    stripeCustomerId: "cus_1",
+    stripePaymentMethodId: "pm_1",
+  };
+  // Each call costs exactly $0.002 (1000 prompt tokens of gpt-4.1).
+  const call = (key: string) =>
+    gw.post("/v1/chat/completions", key, {
+      model: "gpt-4.1",
+      messages: [{ role: "user", content: "x" }],
+      max_tokens: 10,
+      mock: { usage: { prompt_tokens: 1000, completion_tokens: 0 } },
+    });
+  const credits = async (key: string) =>
+    (
+      (await (await gw.post("/billing/credits_transactions", key, { transactionType: "credit" })).json()) as {
+        transactions: Array<Record<string, unknown>>;
+      }
+    ).transactions;
+
+  it("requests exactly one recharge when 50 concurrent settles cross the threshold, and credits it as an auto-rebuy", async () => {
+    const org = await gw.org({ credits: "0.55" });
+    expect((await gw.admin("PATCH", `/admin/orgs/${org.id}/billing`, settings)).status).toBe(200);
+    // 50 calls take $0.55 to $0.45, below the $0.50 threshold.
+    const results = await Promise.all(Array.from({ length: 50 }, () => call(org.key)));
+    expect(results.every((r) => r.status === 200)).toBe(true);
+    await waitUntil("the recharge credit", async () => (await credits(org.key)).length === 2, 5_000);
+    await new Promise((r) => setTimeout(r, 200)); // a second request would have come by now
+    const mine = payments.charges.filter((c) => c.orgId === org.id);
+    expect(mine).toHaveLength(1);
+    expect(mine[0]).toMatchObject({ customerId: "cus_1", paymentMethodId: "pm_1" });
+    // It fills up to $2 from the balance it found; calls still settling after it went on.
+    const cents = mine[0]?.amountCents as number;
+    expect(cents).toBeGreaterThanOrEqual(150);
+    expect(cents).toBeLessThanOrEqual(155);
+    expect((await credits(org.key))[0]).toMatchObject({
+      creditType: "purchase",
+      creditIsAutoRebuy: true,
+      creditAutoRebuyMinThreshold: "0.5",
+      creditAutoRebuyToBalance: "2",
+      amount: (cents / 100).toString(),
+    });
+    expect(await gw.services.meter.balance(org.id)).toBe(550_000_000 - 50 * 2_000_000 + cents * 10_000_000);
+  });
+
+  it("turns itself off after 3 consecutive failed payments", async () => {
+    const org = await gw.org({ credits: "0.5015" }); // the first call goes below $0.50
+    await gw.admin("PATCH", `/admin/orgs/${org.id}/billing`, settings);
+    const attempts = () => payments.charges.filter((c) => c.orgId === org.id).length;
+    payments.failing = true;
+    try {
+      for (let i = 1; i <= 3; i++) {
+        expect((await call(org.key)).status).toBe(200);
+        await waitUntil(`failed attempt ${i}`, async () => attempts() === i, 5_000);
+        await new Promise((r) => setTimeout(r, 100)); // the attempt's flag is cleared after it
+      }
+      const after = await gw.admin<{ autoRebuyEnabled: boolean; autoRebuyFailures: number }>(
+        "GET",
+        `/admin/orgs/${org.id}`,
+      );
+      expect(after.body).toMatchObject({ autoRebuyEnabled: false, autoRebuyFailures: 3 });
+      await new Promise((r) => setTimeout(r, gw.config.KEY_CACHE_TTL_MS + 100));
+      expect((await call(org.key)).status).toBe(200);
+      await new Promise((r) => setTimeout(r, 200));
+      expect(attempts()).toBe(3);
+    } finally {
+      payments.failing = false;
+    }
+  });
+});
