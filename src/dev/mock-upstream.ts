@@ -457,15 +457,7 @@ async function answerChat(
     const headers = { "content-type": "text/event-stream", "cache-control": "no-cache", ...extra };
     return sendStream(res, state, knobs, plan, headers);
   }
-  if (knobs.firstByteDelayMs) {
-    await sleep(knobs.firstByteDelayMs);
-    if (state.closed) return;
-  }
-  if (knobs.abortAfterChunks !== undefined) {
-    state.selfDestroyed = true;
-    res.destroy();
-    return;
-  }
+  if (!(await beforePlainAnswer(knobs, res, state))) return;
   const content = JSON.stringify(knobs.chunkText.repeat(knobs.chunks));
   const payload =
     flavour === "openai"
@@ -478,6 +470,20 @@ async function answerChat(
         `"message":{"role":"assistant","content":${content},"refusal":null,"reasoning":null}}]` +
         `${knobs.noUsage ? "" : `,"usage":${openRouterUsage(numbers)}`}}`;
   sendJson(res, 200, payload, extra);
+}
+
+/** The plain answers' knobs: wait for the first byte, or drop the socket unanswered. Says whether to answer. */
+async function beforePlainAnswer(knobs: Knobs, res: ServerResponse, state: ResponseState): Promise<boolean> {
+  if (knobs.firstByteDelayMs) {
+    await sleep(knobs.firstByteDelayMs);
+    if (state.closed) return false;
+  }
+  if (knobs.abortAfterChunks !== undefined) {
+    state.selfDestroyed = true;
+    res.destroy();
+    return false;
+  }
+  return true;
 }
 
 async function answerApply(
@@ -493,15 +499,7 @@ async function answerApply(
     const headers = { "content-type": "text/event-stream", "cache-control": "no-cache" };
     return sendStream(res, state, knobs, applyPlan(merged, knobs, numbers), headers);
   }
-  if (knobs.firstByteDelayMs) {
-    await sleep(knobs.firstByteDelayMs);
-    if (state.closed) return;
-  }
-  if (knobs.abortAfterChunks !== undefined) {
-    state.selfDestroyed = true;
-    res.destroy();
-    return;
-  }
+  if (!(await beforePlainAnswer(knobs, res, state))) return;
   const usage = knobs.noUsage ? "" : `,"usage":${relaceUsage(numbers)}`;
   sendJson(res, 200, `{"mergedCode":${JSON.stringify(merged)}${usage}}`);
 }
