@@ -72,6 +72,7 @@ export async function createNodeServices(
   const flusher = new Flusher(store, database, log, {
     consumer: config.FLUSHER_CONSUMER ?? `${hostname()}-${process.pid}`,
     claimIdleMs: config.FLUSH_CLAIM_IDLE_MS,
+    intervalMs: config.FLUSH_INTERVAL_MS,
     onError: () => services.metrics.databaseErrors.inc(),
   });
   flusher.start();

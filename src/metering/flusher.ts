@@ -13,11 +13,17 @@ export const FLUSH_GROUP = "flusher";
  * retried until it goes through: nothing is dropped. Entries left pending by a dead consumer are
  * claimed after `claimIdleMs`. Two lanes write at once, so reading the next batch from Redis
  * overlaps the Postgres commit of the last one.
+ *
+ * A lane whose read came back short of a full batch waits out `intervalMs` before reading again:
+ * under load a read then takes hundreds of events at once instead of a handful, and the fixed cost
+ * of a batch (the stream reads and acks, a Postgres transaction) stops being paid per event. A
+ * full batch means more is waiting, so the lane goes again at once.
  */
 export class Flusher {
   private running = false;
   private loops: Promise<void>[] = [];
   private readonly pending: LedgerEntry[][];
+  private readonly sleepers = new Set<() => void>();
   flushed = 0;
 
   constructor(
@@ -30,6 +36,8 @@ export class Flusher {
       blockMs?: number;
       claimIdleMs?: number;
       lanes?: number;
+      /** How long a lane waits after a short read (default 100 ms). */
+      intervalMs?: number;
       /** Told of every failed flush (the metrics count them). */
       onError?: (err: unknown) => void;
     },
@@ -46,6 +54,7 @@ export class Flusher {
   /** Stops after the batches in hand are written (or their retry window ends). */
   async stop(): Promise<void> {
     this.running = false;
+    for (const wake of this.sleepers) wake();
     await Promise.all(this.loops);
   }
 
@@ -77,7 +86,13 @@ export class Flusher {
     let lastClaim = 0;
     let backoff = 100;
     const claimIdleMs = this.opts.claimIdleMs ?? 30_000;
+    const intervalMs = this.opts.intervalMs ?? 100;
+    const batchSize = this.opts.batchSize ?? 2000;
+    // The lanes read half an interval apart, so one reads while the other commits.
+    if (lane > 0) await this.pause((intervalMs * lane) / this.pending.length);
     while (this.running) {
+      const started = Date.now();
+      let full = false;
       try {
         let batch = this.pending[lane] ?? [];
         if (batch.length === 0) {
@@ -90,9 +105,10 @@ export class Flusher {
               count: this.opts.batchSize ?? 2000,
             });
           }
-          if (batch.length === 0) batch = await this.read(this.opts.blockMs ?? 200);
+          if (batch.length === 0) batch = await this.read(this.opts.blockMs ?? 0);
           this.pending[lane] = batch;
         }
+        full = batch.length >= batchSize;
         if (batch.length > 0) {
           await this.write(batch);
           this.pending[lane] = [];
@@ -106,8 +122,24 @@ export class Flusher {
         });
         await new Promise((r) => setTimeout(r, backoff));
         backoff = Math.min(backoff * 2, 5_000);
+        continue;
       }
+      if (!full) await this.pause(started + intervalMs - Date.now());
     }
+  }
+
+  /** Sleeps up to `ms`, cut short by stop(). */
+  private pause(ms: number): Promise<void> {
+    if (ms <= 0 || !this.running) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.sleepers.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.sleepers.add(done);
+    });
   }
 
   private read(blockMs: number): Promise<LedgerEntry[]> {

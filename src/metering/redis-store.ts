@@ -69,6 +69,7 @@ export function createRedisStore(opts: {
     connectTimeout: 2_000,
     retryStrategy: (times: number) => Math.min(times * 100, 1_000),
   };
+  const isCluster = Boolean(opts.clusterNodes);
   const client: Client = opts.clusterNodes
     ? new Cluster(
         opts.clusterNodes.split(",").map((hp) => {
@@ -124,18 +125,31 @@ export function createRedisStore(opts: {
       return { shard, id, event, balance };
     });
 
-  const readShard = async (group: string, consumer: string, shard: number, count: number) => {
-    const reply = (await client.xreadgroup(
-      "GROUP",
-      group,
-      consumer,
-      "COUNT",
-      count,
-      "STREAMS",
-      shardKey(shard, "ledger"),
-      ">",
-    )) as [string, [string, string[]][]][] | null;
-    return reply?.[0] ? toEntries(shard, reply[0][1]) : [];
+  /** Reads up to `count` new entries from each of `shards`' streams. */
+  const readShards = async (group: string, consumer: string, shards: number[], count: number) => {
+    const read = async (some: number[]) => {
+      const reply = (await client.xreadgroup(
+        "GROUP",
+        group,
+        consumer,
+        "COUNT",
+        count,
+        "STREAMS",
+        ...some.map((shard) => shardKey(shard, "ledger")),
+        ...some.map(() => ">"),
+      )) as [string, [string, string[]][]][] | null;
+      return (reply ?? []).map(([key, raw]) => {
+        const shard = some[some.findIndex((s) => shardKey(s, "ledger") === key)] ?? 0;
+        return { shard, entries: toEntries(shard, raw) };
+      });
+    };
+    // One command for every stream on a single Redis; on a cluster the shards live in different
+    // slots, so each is read on its own.
+    const replies = isCluster
+      ? (await Promise.all(shards.map((shard) => read([shard])))).flat()
+      : await read(shards);
+    const byShard = new Map(replies.map((r) => [r.shard, r.entries]));
+    return shards.map((shard) => ({ shard, entries: byShard.get(shard) ?? [] }));
   };
 
   /**
@@ -148,9 +162,7 @@ export function createRedisStore(opts: {
     let shards = Array.from({ length: SHARDS }, (_, shard) => shard);
     for (let round = 0; round < 3 && out.length < count && shards.length > 0; round++) {
       const share = Math.max(1, Math.ceil((count - out.length) / shards.length));
-      const results = await Promise.all(
-        shards.map(async (shard) => ({ shard, entries: await readShard(group, consumer, shard, share) })),
-      );
+      const results = await readShards(group, consumer, shards, share);
       for (const r of results) out.push(...r.entries);
       shards = results.filter((r) => r.entries.length === share).map((r) => r.shard);
     }
