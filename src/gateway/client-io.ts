@@ -15,6 +15,9 @@ export interface StreamSink {
   end(): void;
 }
 
+/** How long a streamed response's headers may wait for its first chunk to go out with. */
+const HEADERS_ALONE_AFTER_MS = 20;
+
 type NodeBindings = { incoming: IncomingMessage; outgoing: ServerResponse };
 
 function nodeBindings(c: Context): NodeBindings | undefined {
@@ -91,9 +94,20 @@ export async function stream(
   if (node) {
     const res = node.outgoing;
     res.writeHead(status, headers);
-    res.flushHeaders();
+    // The headers leave with the first chunk, in one write: a separate write for them cost a
+    // syscall (and a wake-up of the client) per call. An upstream slow to send its first chunk gets
+    // them sent alone after HEADERS_ALONE_AFTER_MS, so the client still sees the response begin.
+    let headersTimer: NodeJS.Timeout | undefined = setTimeout(() => {
+      headersTimer = undefined;
+      if (!res.destroyed) res.flushHeaders();
+    }, HEADERS_ALONE_AFTER_MS);
+    const firstWrite = () => {
+      clearTimeout(headersTimer);
+      headersTimer = undefined;
+    };
     await pump({
       write(chunk) {
+        if (headersTimer) firstWrite();
         if (res.destroyed) return undefined;
         if (res.write(chunk)) return undefined;
         return new Promise<void>((resolve) => {
@@ -107,6 +121,7 @@ export async function stream(
         });
       },
       end() {
+        if (headersTimer) firstWrite();
         if (!res.destroyed) res.end();
       },
     });

@@ -73,37 +73,39 @@ export class SseTap {
     return payloads;
   }
 
+  /**
+   * Finds the lines that carry a usage object or an error with one search of the whole buffer per
+   * marker (not per line: a chunk of twenty frames is one buffer), then acts on those lines only.
+   */
   private scan(bytes: Buffer): Buffer[] {
     this.noteDone(bytes);
-    if (!USAGE_MARKERS.some((m) => bytes.includes(m)) && !bytes.includes(ERROR_KEY)) return [bytes];
+    const lines = markedLines(bytes);
+    if (lines === undefined) return [bytes];
     const out: Buffer[] = [];
-    let start = 0;
     let kept = 0; // start of the run of bytes still to forward unchanged
-    while (start < bytes.length) {
-      let end = bytes.indexOf(NEWLINE, start);
-      end = end < 0 ? bytes.length : end + 1;
-      const line = bytes.subarray(start, end);
-      const action = this.inspectLine(line);
-      if (action.kind !== "forward") {
-        if (start > kept) out.push(bytes.subarray(kept, start));
-        if (action.kind === "replace") out.push(Buffer.from(action.frame));
-        kept = end;
-        // A dropped frame takes its blank separator line with it.
-        if (action.kind === "drop" && bytes[kept] === NEWLINE) kept += 1;
-        else if (action.kind === "drop" && bytes[kept] === 0x0d && bytes[kept + 1] === NEWLINE) kept += 2;
-        start = kept;
-        continue;
-      }
-      start = end;
+    for (const { start, end, usage } of lines) {
+      if (start < kept) continue;
+      const action = this.inspectLine(bytes.subarray(start, end), usage);
+      if (action.kind === "forward") continue;
+      if (start > kept) out.push(bytes.subarray(kept, start));
+      if (action.kind === "replace") out.push(Buffer.from(action.frame));
+      kept = end;
+      // A dropped frame takes its blank separator line with it.
+      if (action.kind === "drop" && bytes[kept] === NEWLINE) kept += 1;
+      else if (action.kind === "drop" && bytes[kept] === 0x0d && bytes[kept + 1] === NEWLINE) kept += 2;
     }
+    if (kept === 0) return [bytes];
     if (kept < bytes.length) out.push(bytes.subarray(kept));
     return out;
   }
 
-  private inspectLine(line: Buffer): UsageFrameAction {
-    if (!line.subarray(0, DATA_PREFIX.length).equals(DATA_PREFIX)) return { kind: "forward" };
-    const hasUsage = USAGE_MARKERS.some((m) => line.includes(m));
-    if (!hasUsage && !line.includes(ERROR_KEY)) return { kind: "forward" };
+  private inspectLine(line: Buffer, hasUsage: boolean): UsageFrameAction {
+    if (
+      line.length < DATA_PREFIX.length ||
+      line.compare(DATA_PREFIX, 0, DATA_PREFIX.length, 0, DATA_PREFIX.length) !== 0
+    ) {
+      return { kind: "forward" };
+    }
     let frame: unknown;
     try {
       frame = JSON.parse(line.subarray(DATA_PREFIX.length).toString("utf8"));
@@ -127,6 +129,36 @@ export class SseTap {
     if (this.done) return;
     if (bytes.lastIndexOf(DONE) >= 0) this.done = true;
   }
+}
+
+interface MarkedLine {
+  start: number;
+  /** Just past the line's newline (or the end of the buffer). */
+  end: number;
+  /** The line carries a usage object (else only an error key). */
+  usage: boolean;
+}
+
+/** The lines of `bytes` that hold a usage object or an error key, in order; undefined for none. */
+function markedLines(bytes: Buffer): MarkedLine[] | undefined {
+  let lines: MarkedLine[] | undefined;
+  const mark = (marker: Buffer, usage: boolean) => {
+    for (let at = bytes.indexOf(marker); at >= 0; ) {
+      const start = bytes.lastIndexOf(NEWLINE, at) + 1;
+      const newline = bytes.indexOf(NEWLINE, at);
+      const end = newline < 0 ? bytes.length : newline + 1;
+      lines ??= [];
+      const same = lines.find((l) => l.start === start);
+      if (same) same.usage ||= usage;
+      else lines.push({ start, end, usage });
+      if (end >= bytes.length) break;
+      at = bytes.indexOf(marker, end);
+    }
+  };
+  for (const marker of USAGE_MARKERS) mark(marker, true);
+  mark(ERROR_KEY, false);
+  if (lines && lines.length > 1) lines.sort((a, b) => a.start - b.start);
+  return lines;
 }
 
 /** True when a usage frame carries nothing but usage (OpenAI's `choices: []` frame). */
