@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { performance } from "node:perf_hooks";
 import { openDatabase } from "../src/db/client.ts";
 import { createLogger } from "../src/gateway/log.ts";
+import { encodeCallEvent } from "../src/metering/events.ts";
 import { Flusher } from "../src/metering/flusher.ts";
 import { createRedisStore } from "../src/metering/redis-store.ts";
 import { startPostgres } from "../test/harness/postgres.ts";
@@ -22,8 +23,7 @@ const orgs = Array.from({ length: 200 }, () => `org_${randomUUID()}`);
 for (const orgId of orgs) await store.loadBalance({ orgId, balance: 1_000_000_000_000 });
 const now = Date.now();
 const event = (id: string, orgId: string) =>
-  JSON.stringify({
-    kind: "debit",
+  encodeCallEvent({
     id,
     orgId,
     keyId: "key_bench",

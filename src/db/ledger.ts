@@ -1,9 +1,15 @@
-import { and, desc, eq, getTableColumns, getTableName, gte, type SQL, sql } from "drizzle-orm";
-import type { PgTable } from "drizzle-orm/pg-core";
-import type { CallEvent, CreditEvent, LedgerEvent } from "../metering/events.ts";
+import { and, desc, eq, gte, sql } from "drizzle-orm";
+import {
+  type CALL_FIELDS,
+  CALL_TAG,
+  type CREDIT_FIELDS,
+  CREDIT_TAG,
+  type CreditEvent,
+  callPosition,
+  creditPosition,
+} from "../metering/events.ts";
 import type { Db } from "./client.ts";
 import { creditTransactions } from "./schema/credit-transactions.ts";
-import { usageRecords } from "./schema/usage-records.ts";
 
 export type CreditTransactionRow = typeof creditTransactions.$inferSelect;
 
@@ -18,41 +24,12 @@ export async function orgLedgerBalance(db: Db, orgId: string): Promise<number> {
   return Number(row?.balance ?? 0);
 }
 
-/** A ledger event with the balance the store left after applying it. */
-export interface AppliedEvent {
-  event: LedgerEvent;
+/** A ledger stream entry as the flusher hands it over: the encoded event and the balance after it. */
+export interface LedgerRecord {
+  /** The event as encoded on the stream (src/metering/events.ts). */
+  event: string;
   /** Balance after the event, from the store; undefined for usage events (no money moved). */
   balanceAfter: number | undefined;
-}
-
-function debitRow(e: CallEvent, balanceAfter: number): typeof creditTransactions.$inferInsert {
-  return {
-    id: e.id,
-    orgId: e.orgId,
-    transactionType: "debit",
-    amount: e.amount,
-    startBalance: balanceAfter + e.amount,
-    endBalance: balanceAfter,
-    createdAt: new Date(e.endedAt),
-    userId: e.tags.userId ?? null,
-    debitInputTokens: e.inputTokens,
-    debitCachedTokens: e.cachedTokens,
-    debitOutputTokens: e.outputTokens,
-    debitModelInputPricePerToken: e.inputPricePerToken,
-    debitModelOutputPricePerToken: e.outputPricePerToken,
-    debitBaseAmount: e.base,
-    debitSurcharge: e.surcharge,
-    debitCacheDiscount: e.cacheDiscount,
-    debitModelProvider: e.provider,
-    debitModelName: e.model,
-    debitModelPackName: e.tags.modelPack ?? null,
-    debitModelRole: e.tags.modelRole ?? null,
-    // The Planto CLI reads purpose as non-null on every debit.
-    debitPurpose: e.tags.purpose ?? (e.route === "apply" ? "apply" : "chat"),
-    debitPlanId: e.tags.planId ?? null,
-    debitPlanName: e.tags.planName ?? null,
-    debitSessionId: e.tags.sessionId ?? null,
-  };
 }
 
 export function creditRow(e: CreditEvent, balanceAfter: number): typeof creditTransactions.$inferInsert {
@@ -71,85 +48,137 @@ export function creditRow(e: CreditEvent, balanceAfter: number): typeof creditTr
   };
 }
 
-function usageRow(e: CallEvent): typeof usageRecords.$inferInsert {
-  return {
-    id: e.id,
-    orgId: e.orgId,
-    keyId: e.keyId,
-    route: e.route,
-    provider: e.provider,
-    model: e.model,
-    byo: e.byo,
-    inputTokens: e.inputTokens,
-    cachedTokens: e.cachedTokens,
-    cacheWriteTokens: e.cacheWriteTokens,
-    outputTokens: e.outputTokens,
-    reasoningTokens: e.reasoningTokens,
-    charged: e.amount,
-    listPrice: e.listPrice,
-    base: e.base,
-    surcharge: e.surcharge,
-    cacheDiscount: e.cacheDiscount,
-    planId: e.tags.planId ?? null,
-    planName: e.tags.planName ?? null,
-    sessionId: e.tags.sessionId ?? null,
-    userId: e.tags.userId ?? null,
-    purpose: e.tags.purpose ?? null,
-    modelRole: e.tags.modelRole ?? null,
-    modelPack: e.tags.modelPack ?? null,
-    startedAt: new Date(e.startedAt),
-    firstTokenAt: e.firstTokenAt === null ? null : new Date(e.firstTokenAt),
-    endedAt: new Date(e.endedAt),
-    stoppedEarly: e.stoppedEarly,
-    clientCancelled: e.clientCancelled,
-    upstreamError: e.upstreamError,
-    noReportedUsage: e.noReportedUsage,
-  };
-}
+/**
+ * SQL reading a field of an encoded event `e` (a jsonb array; position 0 is the tag) as a column
+ * value. jsonb is parsed once per batch and reads a position in constant time.
+ */
+type Cast = "text" | "bigint" | "integer" | "boolean" | "timestamptz";
+const read = (position: number, cast: Cast): string => {
+  const text = `(e->>${position})`;
+  if (cast === "timestamptz") return `to_timestamp(${text}::bigint / 1000.0)`;
+  return cast === "text" ? text : `${text}::${cast}`;
+};
+const call = (field: (typeof CALL_FIELDS)[number], cast: Cast) => read(callPosition(field), cast);
+const credit = (field: (typeof CREDIT_FIELDS)[number], cast: Cast) => read(creditPosition(field), cast);
+
+/** usage_records column ← its value, for every call event. */
+const USAGE_COLUMNS: Record<string, string> = {
+  id: call("id", "text"),
+  org_id: call("orgId", "text"),
+  key_id: call("keyId", "text"),
+  route: call("route", "text"),
+  provider: call("provider", "text"),
+  model: call("model", "text"),
+  byo: call("byo", "boolean"),
+  input_tokens: call("inputTokens", "integer"),
+  cached_tokens: call("cachedTokens", "integer"),
+  cache_write_tokens: call("cacheWriteTokens", "integer"),
+  output_tokens: call("outputTokens", "integer"),
+  reasoning_tokens: call("reasoningTokens", "integer"),
+  charged: call("amount", "bigint"),
+  list_price: call("listPrice", "bigint"),
+  base: call("base", "bigint"),
+  surcharge: call("surcharge", "bigint"),
+  cache_discount: call("cacheDiscount", "bigint"),
+  plan_id: call("planId", "text"),
+  plan_name: call("planName", "text"),
+  session_id: call("sessionId", "text"),
+  user_id: call("userId", "text"),
+  purpose: call("purpose", "text"),
+  model_role: call("modelRole", "text"),
+  model_pack: call("modelPack", "text"),
+  started_at: call("startedAt", "timestamptz"),
+  first_token_at: call("firstTokenAt", "timestamptz"),
+  ended_at: call("endedAt", "timestamptz"),
+  stopped_early: call("stoppedEarly", "boolean"),
+  client_cancelled: call("clientCancelled", "boolean"),
+  upstream_error: call("upstreamError", "boolean"),
+  no_reported_usage: call("noReportedUsage", "boolean"),
+};
+
+/** credit_transactions column ← its value, for the call events that moved money. */
+const DEBIT_COLUMNS: Record<string, string> = {
+  id: call("id", "text"),
+  org_id: call("orgId", "text"),
+  transaction_type: "'debit'",
+  amount: call("amount", "bigint"),
+  start_balance: `coalesce(balance, 0) + ${call("amount", "bigint")}`,
+  end_balance: "coalesce(balance, 0)",
+  created_at: call("endedAt", "timestamptz"),
+  user_id: call("userId", "text"),
+  debit_input_tokens: call("inputTokens", "integer"),
+  debit_cached_tokens: call("cachedTokens", "integer"),
+  debit_output_tokens: call("outputTokens", "integer"),
+  debit_model_input_price_per_token: call("inputPricePerToken", "text"),
+  debit_model_output_price_per_token: call("outputPricePerToken", "text"),
+  debit_base_amount: call("base", "bigint"),
+  debit_surcharge: call("surcharge", "bigint"),
+  debit_cache_discount: call("cacheDiscount", "bigint"),
+  debit_model_provider: call("provider", "text"),
+  debit_model_name: call("model", "text"),
+  debit_model_pack_name: call("modelPack", "text"),
+  debit_model_role: call("modelRole", "text"),
+  // The Planto CLI reads purpose as non-null on every debit.
+  debit_purpose: `coalesce(${call("purpose", "text")}, case when ${call("route", "text")} = 'apply' then 'apply' else 'chat' end)`,
+  debit_plan_id: call("planId", "text"),
+  debit_plan_name: call("planName", "text"),
+  debit_session_id: call("sessionId", "text"),
+};
+
+/** credit_transactions column ← its value, for credit events. */
+const CREDIT_COLUMNS: Record<string, string> = {
+  id: credit("id", "text"),
+  org_id: credit("orgId", "text"),
+  transaction_type: "'credit'",
+  amount: credit("amount", "bigint"),
+  start_balance: `coalesce(balance, 0) - ${credit("amount", "bigint")}`,
+  end_balance: "coalesce(balance, 0)",
+  created_at: credit("createdAt", "timestamptz"),
+  credit_type: credit("creditType", "text"),
+  credit_is_auto_rebuy: credit("isAutoRebuy", "boolean"),
+  credit_auto_rebuy_min_threshold: credit("autoRebuyMinThreshold", "bigint"),
+  credit_auto_rebuy_to_balance: credit("autoRebuyToBalance", "bigint"),
+};
+
+/** Every credit_transactions column a debit or a credit fills. */
+const TRANSACTION_COLUMNS = [...new Set([...Object.keys(DEBIT_COLUMNS), ...Object.keys(CREDIT_COLUMNS)])];
+const selectList = (names: string[], valuesOf: Record<string, string>) =>
+  names.map((name) => valuesOf[name] ?? "null").join(", ");
 
 /**
- * Inserts many rows as ONE statement with ONE parameter: the rows as a JSON array, expanded by
- * json_populate_recordset into the table's own row type. Building per-row SQL with the query builder
- * cost more CPU than the rest of a call; this keeps the flusher's work per event to a JSON encode.
- * Rows whose id exists are skipped.
+ * One statement for a whole batch, with one parameter: `[[balanceAfter, event], …]` as jsonb. The
+ * flusher only concatenates the entries' text; Postgres builds the usage records, debits and credits
+ * from the events' positions, in one transaction. Rows whose id is there already are skipped, so
+ * replaying entries the flusher wrote but could not ack (it died in between) changes nothing.
  */
-function bulkInsert(table: PgTable, rows: Record<string, unknown>[]): SQL {
-  const columns = Object.entries(getTableColumns(table));
-  const json = JSON.stringify(
-    rows.map((row) => {
-      const out: Record<string, unknown> = {};
-      for (const [key, column] of columns) {
-        const v = row[key];
-        out[column.name] = v instanceof Date ? v.toISOString() : (v ?? null);
-      }
-      return out;
-    }),
-  );
-  const names = sql.raw(columns.map(([, c]) => `"${c.name}"`).join(", "));
-  const name = sql.raw(`"${getTableName(table)}"`);
-  return sql`insert into ${name} (${names}) select ${names} from json_populate_recordset(null::${name}, ${json}::json) on conflict (id) do nothing`;
+const [BATCH_SQL_HEAD, BATCH_SQL_TAIL] = `
+with entries as (
+  select (x->>0)::bigint as balance, x->1 as e from jsonb_array_elements($batch::jsonb) as x
+), usage as (
+  insert into usage_records (${Object.keys(USAGE_COLUMNS).join(", ")})
+  select ${selectList(Object.keys(USAGE_COLUMNS), USAGE_COLUMNS)}
+  from entries where e->>0 = '${CALL_TAG}'
+  on conflict (id) do nothing
+)
+insert into credit_transactions (${TRANSACTION_COLUMNS.join(", ")})
+select ${selectList(TRANSACTION_COLUMNS, DEBIT_COLUMNS)}
+from entries where e->>0 = '${CALL_TAG}' and ${call("amount", "bigint")} > 0
+union all
+select ${selectList(TRANSACTION_COLUMNS, CREDIT_COLUMNS)}
+from entries where e->>0 = '${CREDIT_TAG}'
+on conflict (id) do nothing`.split("$batch") as [string, string];
+
+/** The batch parameter, by concatenation: the events are JSON already. */
+function batchParameter(batch: LedgerRecord[]): string {
+  const parts: string[] = [];
+  for (const r of batch) parts.push(`[${r.balanceAfter ?? "null"},${r.event}]`);
+  return `[${parts.join(",")}]`;
 }
 
-/**
- * Writes a batch of ledger events in one transaction. Rows whose id is already there are skipped,
- * so replaying entries the flusher wrote but could not ack (it died in between) changes nothing.
- */
-export async function writeLedgerBatch(db: Db, batch: AppliedEvent[]): Promise<void> {
-  const transactions: (typeof creditTransactions.$inferInsert)[] = [];
-  const usage: (typeof usageRecords.$inferInsert)[] = [];
-  for (const { event, balanceAfter } of batch) {
-    if (event.kind === "credit") {
-      transactions.push(creditRow(event, balanceAfter ?? 0));
-      continue;
-    }
-    usage.push(usageRow(event));
-    if (event.kind === "debit") transactions.push(debitRow(event, balanceAfter ?? 0));
-  }
-  if (transactions.length === 0 && usage.length === 0) return;
-  await db.transaction(async (tx) => {
-    if (transactions.length) await tx.execute(bulkInsert(creditTransactions, transactions));
-    if (usage.length) await tx.execute(bulkInsert(usageRecords, usage));
-  });
+/** Writes a batch of ledger records as one statement (one transaction). */
+export async function writeLedgerBatch(db: Db, batch: LedgerRecord[]): Promise<void> {
+  if (batch.length === 0) return;
+  await db.execute(sql`${sql.raw(BATCH_SQL_HEAD)}${batchParameter(batch)}${sql.raw(BATCH_SQL_TAIL)}`);
 }
 
 export async function getTransaction(db: Db, id: string): Promise<CreditTransactionRow | null> {

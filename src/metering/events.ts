@@ -1,14 +1,21 @@
 import type { CallTags } from "./meter.ts";
 
 /**
- * What the metering store's ledger stream carries, one JSON object per entry, for the flusher to
- * write to Postgres. The ids are the idempotency keys there: a debit's id is its request id.
+ * What the metering store's ledger stream carries, one entry per event, for the flusher to write
+ * to Postgres. The ids are the idempotency keys there: a debit's id is its request id.
+ *
+ * On the stream an event is a JSON array of its fields in a fixed order behind a one-letter tag
+ * (`encodeCallEvent`, `encodeCreditEvent`), not an object: every byte of it passes through the
+ * settle script, the stream, the flusher and Postgres, and an array is a third of the size. The
+ * flusher does not decode it at all: Postgres builds the rows from the positions (src/db/ledger.ts).
  */
 export type LedgerEvent = CallEvent | CreditEvent;
 
-/** A metered call: `debit` when money moved, `usage` when it did not (BYO, or nothing to charge). */
+/**
+ * A metered call. It is a debit when money moved (amount > 0), a usage record only when it did not
+ * (BYO, or nothing to charge).
+ */
 export interface CallEvent {
-  kind: "debit" | "usage";
   id: string;
   orgId: string;
   keyId: string;
@@ -43,7 +50,6 @@ export interface CallEvent {
 export type CreditType = "trial" | "grant" | "admin_grant" | "purchase" | "switch";
 
 export interface CreditEvent {
-  kind: "credit";
   id: string;
   orgId: string;
   amount: number;
@@ -52,4 +58,111 @@ export interface CreditEvent {
   autoRebuyMinThreshold: number | null;
   autoRebuyToBalance: number | null;
   createdAt: number;
+}
+
+/** The tag (position 0) of an encoded call event. */
+export const CALL_TAG = "c";
+/** The tag (position 0) of an encoded credit event. */
+export const CREDIT_TAG = "k";
+
+type FlatCall = Omit<CallEvent, "tags"> & { [K in keyof Required<CallTags>]: string | null };
+
+/** The fields of an encoded call event, from position 1 on. Append only: entries may be in flight. */
+export const CALL_FIELDS = [
+  "id",
+  "orgId",
+  "keyId",
+  "amount",
+  "base",
+  "surcharge",
+  "cacheDiscount",
+  "listPrice",
+  "inputTokens",
+  "cachedTokens",
+  "cacheWriteTokens",
+  "outputTokens",
+  "reasoningTokens",
+  "inputPricePerToken",
+  "outputPricePerToken",
+  "provider",
+  "model",
+  "route",
+  "byo",
+  "planId",
+  "planName",
+  "sessionId",
+  "userId",
+  "purpose",
+  "modelRole",
+  "modelPack",
+  "startedAt",
+  "firstTokenAt",
+  "endedAt",
+  "stoppedEarly",
+  "clientCancelled",
+  "upstreamError",
+  "noReportedUsage",
+] as const satisfies readonly (keyof FlatCall)[];
+
+/** The fields of an encoded credit event, from position 1 on. Append only. */
+export const CREDIT_FIELDS = [
+  "id",
+  "orgId",
+  "amount",
+  "creditType",
+  "isAutoRebuy",
+  "autoRebuyMinThreshold",
+  "autoRebuyToBalance",
+  "createdAt",
+] as const satisfies readonly (keyof CreditEvent)[];
+
+/** The position of a field in an encoded event (the tag is position 0). */
+export function callPosition(field: (typeof CALL_FIELDS)[number]): number {
+  return CALL_FIELDS.indexOf(field) + 1;
+}
+export function creditPosition(field: (typeof CREDIT_FIELDS)[number]): number {
+  return CREDIT_FIELDS.indexOf(field) + 1;
+}
+
+export function encodeCallEvent(e: CallEvent): string {
+  const { tags } = e;
+  const flat: FlatCall = {
+    ...e,
+    planId: tags.planId ?? null,
+    planName: tags.planName ?? null,
+    sessionId: tags.sessionId ?? null,
+    userId: tags.userId ?? null,
+    purpose: tags.purpose ?? null,
+    modelRole: tags.modelRole ?? null,
+    modelPack: tags.modelPack ?? null,
+  };
+  const out: unknown[] = [CALL_TAG];
+  for (const field of CALL_FIELDS) out.push(flat[field]);
+  return JSON.stringify(out);
+}
+
+export function encodeCreditEvent(e: CreditEvent): string {
+  const out: unknown[] = [CREDIT_TAG];
+  for (const field of CREDIT_FIELDS) out.push(e[field]);
+  return JSON.stringify(out);
+}
+
+const TAG_PREFIXES = [`["${CALL_TAG}",`, `["${CREDIT_TAG}",`];
+
+/** A cheap look at the first bytes: the entry is an encoded event (or claims to be one). */
+export function hasEventTag(text: string): boolean {
+  return text.startsWith(TAG_PREFIXES[0] as string) || text.startsWith(TAG_PREFIXES[1] as string);
+}
+
+/** True when `text` is an event the flusher can hand to Postgres: an array behind a known tag. */
+export function isEncodedEvent(text: string): boolean {
+  try {
+    const value: unknown = JSON.parse(text);
+    if (!Array.isArray(value)) return false;
+    if (value[0] === CALL_TAG) return value.length >= CALL_FIELDS.length + 1;
+    if (value[0] === CREDIT_TAG) return value.length >= CREDIT_FIELDS.length + 1;
+    return false;
+  } catch {
+    return false;
+  }
 }

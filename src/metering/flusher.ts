@@ -1,7 +1,7 @@
 import type { Database } from "../db/client.ts";
-import { type AppliedEvent, writeLedgerBatch } from "../db/ledger.ts";
+import { type LedgerRecord, writeLedgerBatch } from "../db/ledger.ts";
 import type { Logger } from "../gateway/log.ts";
-import type { LedgerEvent } from "./events.ts";
+import { hasEventTag, isEncodedEvent } from "./events.ts";
 import type { LedgerEntry, MeteringStore } from "./store.ts";
 
 export const FLUSH_GROUP = "flusher";
@@ -152,16 +152,44 @@ export class Flusher {
   }
 
   private async write(entries: LedgerEntry[]): Promise<void> {
-    const batch: AppliedEvent[] = [];
-    for (const entry of entries) {
-      try {
-        batch.push({ event: JSON.parse(entry.event) as LedgerEvent, balanceAfter: entry.balance });
-      } catch {
-        this.log.error("unreadable ledger entry skipped", { shard: entry.shard, id: entry.id });
-      }
+    // Postgres reads the events by position and would skip an entry without a known tag: such an
+    // entry is logged whole (it holds ids and amounts, never keys or prompts) instead of lost.
+    const tagged = this.readable(entries, hasEventTag);
+    try {
+      await writeLedgerBatch(this.database.db, tagged.map(record));
+    } catch (err) {
+      // Postgres refused the batch's data (a field missing or of the wrong type): find the entries
+      // it cannot read and write the rest. Anything else (Postgres down) is for the caller to retry.
+      if (!isDataError(err)) throw err;
+      await writeLedgerBatch(this.database.db, this.readable(tagged, isEncodedEvent).map(record));
     }
-    await writeLedgerBatch(this.database.db, batch);
     await this.store.ackLedger(FLUSH_GROUP, entries);
     this.flushed += entries.length;
   }
+
+  /** The entries whose event passes `check`; the others are logged whole. */
+  private readable(entries: LedgerEntry[], check: (event: string) => boolean): LedgerEntry[] {
+    const out: LedgerEntry[] = [];
+    for (const entry of entries) {
+      if (check(entry.event)) out.push(entry);
+      else
+        this.log.error("unreadable ledger entry skipped", {
+          shard: entry.shard,
+          id: entry.id,
+          entry: entry.event,
+        });
+    }
+    return out;
+  }
+}
+
+function record(entry: LedgerEntry): LedgerRecord {
+  return { event: entry.event, balanceAfter: entry.balance };
+}
+
+/** Postgres's data exceptions (class 22) and not-null violations (23502): bad data, not an outage. */
+function isDataError(err: unknown): boolean {
+  const e = err as { code?: unknown; cause?: { code?: unknown } } | undefined;
+  const code = e?.code ?? e?.cause?.code;
+  return typeof code === "string" && (code.startsWith("22") || code === "23502");
 }

@@ -12,7 +12,7 @@ import { computeCost, estimateReservation } from "../pricing/cost.ts";
 import { type Nanos, parseUsd } from "../pricing/money.ts";
 import { countChatPromptTokens, countTextTokens } from "../pricing/tokens.ts";
 import { billingMonthStart } from "./billing-month.ts";
-import type { CallEvent, CreditEvent } from "./events.ts";
+import { type CallEvent, type CreditEvent, encodeCallEvent, encodeCreditEvent } from "./events.ts";
 import type { Admission, CallEnd, CallStart, CreditResult, Meter, Settlement } from "./meter.ts";
 import type { Payments } from "./payments.ts";
 import { type PendingSettle, SettleSpool } from "./spool.ts";
@@ -269,7 +269,6 @@ export function createLedgerMeter(deps: {
       const usage = end.usage ?? (answered ? countUsage(start, end) : NO_USAGE);
       const cost = computeCost(start.model, usage, { markupBps, upstreamCostUsd: usage.upstreamCostUsd });
       const event: CallEvent = {
-        kind: byo || cost.total === 0 ? "usage" : "debit",
         id: start.requestId,
         orgId: start.org.id,
         keyId: start.keyId,
@@ -303,7 +302,7 @@ export function createLedgerMeter(deps: {
         orgId: start.org.id,
         requestId: start.requestId,
         cost: byo ? 0 : cost.total,
-        event: JSON.stringify(event),
+        event: encodeCallEvent(event),
         monthStart,
         rebuyBelow: start.org.autoRebuy?.threshold,
       };
@@ -340,7 +339,6 @@ export function createLedgerMeter(deps: {
         return { ok: true, transaction: existing, duplicate: true };
       }
       const event: CreditEvent = {
-        kind: "credit",
         id: input.id,
         orgId: input.orgId,
         amount: input.amount,
@@ -355,7 +353,7 @@ export function createLedgerMeter(deps: {
           orgId: input.orgId,
           creditId: input.id,
           amount: input.amount,
-          event: JSON.stringify(event),
+          event: encodeCreditEvent(event),
         });
       let result = await apply();
       if (!result.ok) {

@@ -4,6 +4,7 @@ import { describe, expect, inject, it } from "vitest";
 import { openDatabase } from "../../src/db/client.ts";
 import { startMockUpstream } from "../../src/dev/mock-upstream.ts";
 import { createLogger } from "../../src/gateway/log.ts";
+import { encodeCallEvent } from "../../src/metering/events.ts";
 import { Flusher } from "../../src/metering/flusher.ts";
 import { reconcile } from "../../src/metering/reconcile.ts";
 import { createRedisStore } from "../../src/metering/redis-store.ts";
@@ -96,8 +97,7 @@ describe("faults", () => {
       const orgId = `org_${randomUUID()}`;
       await store.loadBalance({ orgId, balance: 1_000_000 });
       const event = (id: string, amount: number) =>
-        JSON.stringify({
-          kind: "debit",
+        encodeCallEvent({
           id,
           orgId,
           keyId: "k",
