@@ -1,5 +1,5 @@
 import { formatUsd, type Nanos } from "../pricing/money.ts";
-import type { AnsweredCall } from "./stats.ts";
+import type { BookedCall } from "./stats.ts";
 
 /**
  * The books check, on data alone (fetching it is ledger.ts's job), so it can be tested with
@@ -8,6 +8,7 @@ import type { AnsweredCall } from "./stats.ts";
  * - a 200 the gateway priced above zero has exactly one debit, of exactly the price it told the
  *   caller (the usage frame's `cost`, or `x-planto-cost`);
  * - a 200 priced at zero, and any call answered with an error, has none;
+ * - a 200 always carries its request id (without it, its debit cannot be found);
  * - a stream that broke off before its usage frame has at most one (its amount was never told);
  * - no debit is left over that belongs to none of the run's calls;
  * - the ledger's net (debits − credits of the run) equals the balance before − the balance after.
@@ -21,7 +22,7 @@ export interface LedgerEntry {
 }
 
 export interface BooksInput {
-  calls: AnsweredCall[];
+  calls: BookedCall[];
   /** The org's ledger entries written during the run (what was there before it left out). */
   ledger: LedgerEntry[];
   balanceBefore: Nanos;
@@ -35,6 +36,7 @@ export type DifferenceKind =
   | "debit_for_free_call"
   | "debit_for_failed_call"
   | "unexpected_debit"
+  | "no_request_id"
   | "balance_mismatch";
 
 export interface BooksDifference {
@@ -54,6 +56,8 @@ export interface BooksResult {
   unverified: number;
   /** Calls answered with an error status (none may have a debit). */
   refused: number;
+  /** Calls that got no answer at all (network, timeout before the headers): their ids are unknown. */
+  unanswered: number;
   debits: number;
   /** USD: what the callers were told, and what the ledger debited. */
   expectedTotal: string;
@@ -101,13 +105,21 @@ export function checkBooks(input: BooksInput): BooksResult {
   let verified = 0;
   let unverified = 0;
   let refused = 0;
+  let unanswered = 0;
   let expectedTotal = 0;
   const seen = new Set<string>();
   for (const call of input.calls) {
-    if (seen.has(call.requestId)) continue; // a request id answers one call
-    seen.add(call.requestId);
-    const found = debitsById.get(call.requestId) ?? [];
     const requestId = call.requestId;
+    if (requestId === undefined) {
+      // Error bodies carry no request id; a refused call is covered by "no debit left unmatched".
+      if (call.status === 0) unanswered += 1;
+      else if (call.status !== 200) refused += 1;
+      else differ({ kind: "no_request_id", detail: "a 200 without x-request-id: its debit cannot be found" });
+      continue;
+    }
+    if (seen.has(requestId)) continue; // a request id answers one call
+    seen.add(requestId);
+    const found = debitsById.get(requestId) ?? [];
     if (found.length > 1) {
       differ({
         kind: "double_debit",
@@ -171,7 +183,10 @@ export function checkBooks(input: BooksInput): BooksResult {
       kind: "unexpected_debit",
       requestId: id,
       actual: amounts.map(formatUsd).join(" + "),
-      detail: "a debit that matches none of the run's answered calls",
+      detail:
+        unanswered > 0
+          ? `a debit that matches none of the run's answered calls (${unanswered} got no answer: a call the gateway finished after the caller gave up looks like this)`
+          : "a debit that matches none of the run's answered calls",
     });
   }
 
@@ -191,6 +206,7 @@ export function checkBooks(input: BooksInput): BooksResult {
     verified,
     unverified,
     refused,
+    unanswered,
     debits: debitCount,
     expectedTotal: formatUsd(expectedTotal),
     debitedTotal: formatUsd(debitedTotal),

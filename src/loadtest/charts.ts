@@ -242,7 +242,8 @@ export interface LineSeries {
 export function timeChart(opts: {
   title: string;
   lines: LineSeries[];
-  bars?: { label: string; color: string; points: Array<[number, number]>; width: number };
+  /** One bar per interval [from, to) of x, e.g. errors per second. */
+  bars?: { label: string; color: string; intervals: Array<{ from: number; to: number; value: number }> };
   xLabel: string;
   yLabel: string;
   y2Label?: string;
@@ -268,7 +269,7 @@ export function timeChart(opts: {
   const x = (v: number) => x0 + (v / xTop) * (x1 - x0);
   const leftValues = [
     ...opts.lines.filter((l) => !l.right).flatMap((l) => l.points.map((p) => p[1] ?? 0)),
-    ...(opts.bars?.points.map((p) => p[1]) ?? []),
+    ...(opts.bars?.intervals.map((b) => b.value) ?? []),
   ];
   const yTicks = niceTicks(Math.max(0, ...leftValues));
   const yTop = yTicks[yTicks.length - 1] ?? 1;
@@ -298,11 +299,14 @@ export function timeChart(opts: {
     );
   }
   if (opts.bars) {
-    const w = Math.max(2, (opts.bars.width / xTop) * (x1 - x0) * 0.7);
-    for (const [bx, by] of opts.bars.points) {
-      if (by <= 0) continue;
+    for (const b of opts.bars.intervals) {
+      if (b.value <= 0) continue;
+      // Inset so that neighbouring intervals read as separate bars.
+      const inset = Math.min(3, (x(b.to) - x(b.from)) * 0.15);
+      const bx = x(b.from) + inset;
+      const w = Math.max(2, x(b.to) - x(b.from) - 2 * inset);
       out.push(
-        `<rect x="${(x(bx) - w / 2).toFixed(1)}" y="${y(by).toFixed(1)}" width="${w.toFixed(1)}" height="${(y0 - y(by)).toFixed(1)}" fill="${opts.bars.color}" opacity="0.8"><title>${escapeHtml(`${opts.bars.label}: ${trim(by)} at ${trim(bx)} s`)}</title></rect>`,
+        `<rect x="${bx.toFixed(1)}" y="${y(b.value).toFixed(1)}" width="${w.toFixed(1)}" height="${(y0 - y(b.value)).toFixed(1)}" fill="${opts.bars.color}" opacity="0.8" rx="1"><title>${escapeHtml(`${opts.bars.label}: ${trim(b.value)} from ${trim(b.from)} to ${trim(b.to)} s`)}</title></rect>`,
       );
     }
   }

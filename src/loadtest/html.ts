@@ -46,6 +46,7 @@ function booksSection(r: Report): string {
     ["calls checked to the nanodollar", num(b.verified)],
     ["calls without a price (broken-off streams; at most one debit each)", num(b.unverified)],
     ["calls answered with an error (none may be debited)", num(b.refused)],
+    ["calls that got no answer (network, timeout)", num(b.unanswered)],
     ["debits in the ledger", num(b.debits)],
     ["told the callers", `$${b.expectedTotal}`],
     ["debited in the ledger", `$${b.debitedTotal}`],
@@ -100,7 +101,6 @@ export function renderHtml(r: Report): string {
   const [ttftV, ttftU] = split(s.ttft.p50);
   const [latV, latU] = split(s.latency.p50);
 
-  const step = r.series.length > 1 ? (r.series[r.series.length - 1]?.t ?? 1) / r.series.length : 1;
   const throughput = timeChart({
     title: "Throughput over time",
     lines: [
@@ -123,11 +123,10 @@ export function renderHtml(r: Report): string {
     bars: {
       label: "errors / s",
       color: COLORS.error,
-      points: r.series.map((p, i) => {
+      intervals: r.series.map((p, i) => {
         const from = r.series[i - 1]?.t ?? 0;
-        return [(from + p.t) / 2, p.errors / Math.max(1e-3, p.t - from)];
+        return { from, to: p.t, value: p.errors / Math.max(1e-3, p.t - from) };
       }),
-      width: step,
     },
     xLabel: "time since start (s)",
     yLabel: "calls per second",

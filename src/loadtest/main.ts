@@ -30,7 +30,9 @@ export async function loadtest(argv: string[], io: LoadtestIo = defaultIo): Prom
     return 0;
   }
   const options = opts;
-  const log = (line: string) => io.err.write(`loadtest: ${line}\n`);
+  // On a terminal, a message first clears the progress line it would otherwise run into.
+  const clear = io.err.isTTY ? "\r\x1b[2K" : "";
+  const log = (line: string) => io.err.write(`${clear}loadtest: ${line}\n`);
   const runId = `lt_${new Date().toISOString().replace(/\D/g, "").slice(0, 14)}_${randomBytes(3).toString("hex")}`;
 
   // Ctrl-C while starting or tearing down exits at once (exit handlers kill the children);
@@ -86,12 +88,12 @@ export async function loadtest(argv: string[], io: LoadtestIo = defaultIo): Prom
 
     let books: BooksSection = { checked: false, reason: target.books.reason };
     if (api && snapshot) {
-      const expectedDebits = recorder.answered.filter((c) => c.status === 200 && (c.cost ?? 0) > 0).length;
+      const expectedDebits = recorder.booked.filter((c) => c.status === 200 && (c.cost ?? 0) > 0).length;
       log(`checking the books: waiting for the ledger to show ${expectedDebits} debits`);
       try {
         const after = await ledgerAfterRun(api, snapshot, expectedDebits, options.flushTimeoutMs);
         const result = checkBooks({
-          calls: recorder.answered,
+          calls: recorder.booked,
           ledger: after.entries,
           balanceBefore: snapshot.balance,
           balanceAfter: after.balance,

@@ -18,9 +18,11 @@ export interface CallResult {
   cost: Nanos | null;
 }
 
-/** A call the books check accounts for: one the gateway gave an id to. */
-export interface AnsweredCall {
-  requestId: string;
+/** A call as the books check accounts for it. */
+export interface BookedCall {
+  /** The gateway's x-request-id; undefined when no answer (or an error without one) came back. */
+  requestId: string | undefined;
+  /** HTTP status; 0 when no response arrived. */
   status: number;
   /** What the caller was told it cost; null when a stream broke off before its usage frame. */
   cost: Nanos | null;
@@ -70,7 +72,7 @@ function roundPercentiles(p: Percentiles): Percentiles {
 /**
  * Collects the run's numbers with bounded memory: histograms for latency (successful calls only;
  * an error's time says little about the gateway's speed), counts by error code and by model, one
- * TimePoint per tick, and — only when the books are checked — one small record per answered call.
+ * TimePoint per tick, and — only when the books are checked — one small record per call.
  */
 export class Recorder {
   readonly ttft = new Histogram();
@@ -80,7 +82,7 @@ export class Recorder {
   errors = 0;
   readonly errorsByCode = new Map<string, number>();
   readonly series: TimePoint[] = [];
-  readonly answered: AnsweredCall[] = [];
+  readonly booked: BookedCall[] = [];
   private readonly byModel = new Map<
     string,
     { requests: number; ok: number; errors: number; ttft: Histogram; latency: Histogram }
@@ -94,7 +96,7 @@ export class Recorder {
   };
   private lastTickS = 0;
 
-  constructor(private readonly keepAnswered: boolean) {}
+  constructor(private readonly keepBooked: boolean) {}
 
   record(r: CallResult): void {
     this.completed += 1;
@@ -123,9 +125,7 @@ export class Recorder {
       model.errors += 1;
       this.errorsByCode.set(r.errorCode, (this.errorsByCode.get(r.errorCode) ?? 0) + 1);
     }
-    if (this.keepAnswered && r.requestId !== undefined) {
-      this.answered.push({ requestId: r.requestId, status: r.status, cost: r.cost });
-    }
+    if (this.keepBooked) this.booked.push({ requestId: r.requestId, status: r.status, cost: r.cost });
   }
 
   /** Closes the current interval at `nowS` seconds into the run. */

@@ -68,7 +68,7 @@ export function summaryText(r: Report, paths: { json: string; html: string } | u
       ? `ledger caught up in ${(b.ledgerWaitMs / 1000).toFixed(1)} s`
       : `ledger had not caught up after ${(b.ledgerWaitMs / 1000).toFixed(0)} s`;
     lines.push(
-      `  books: ${b.pass ? "PASS" : "FAIL"} · ${num(b.verified)} calls priced $${b.expectedTotal}, ${num(b.debits)} debits $${b.debitedTotal}${b.unverified ? `, ${num(b.unverified)} unpriced` : ""}${b.refused ? `, ${num(b.refused)} refused` : ""}`,
+      `  books: ${b.pass ? "PASS" : "FAIL"} · ${num(b.verified)} calls priced $${b.expectedTotal}, ${num(b.debits)} debits $${b.debitedTotal}${b.unverified ? `, ${num(b.unverified)} unpriced` : ""}${b.refused ? `, ${num(b.refused)} refused` : ""}${b.unanswered ? `, ${num(b.unanswered)} unanswered` : ""}`,
     );
     lines.push(
       `         balance $${b.balanceBefore} → $${b.balanceAfter} (−$${b.balanceChange}) · ledger debits − credits $${b.ledgerNet} · ${wait}`,
@@ -125,7 +125,7 @@ export function progressWriter(stream: NodeJS.WriteStream, everyS = 5) {
     update(line: string) {
       ticks += 1;
       if (tty) {
-        stream.write(`\r\x1b[2K${line.slice(0, Math.max(20, (stream.columns ?? 120) - 1))}`);
+        stream.write(`\r\x1b[2K${line.slice(0, Math.max(20, (stream.columns || 120) - 1))}`);
         drawn = true;
       } else if (ticks % everyS === 0) {
         stream.write(`${line}\n`);

@@ -1,13 +1,13 @@
 import { describe, expect, it } from "vitest";
 import { type BooksInput, checkBooks, type LedgerEntry } from "../../src/loadtest/books.ts";
 import { type BillingApi, ledgerAfterRun, snapshotLedger } from "../../src/loadtest/ledger.ts";
-import type { AnsweredCall } from "../../src/loadtest/stats.ts";
+import type { BookedCall } from "../../src/loadtest/stats.ts";
 
 const BEFORE = 1_000_000_000_000; // $1000 in nanodollars
 
 /** A consistent run: three priced 200s, a free one, a refused one, and their debits. */
 function books(): BooksInput {
-  const calls: AnsweredCall[] = [
+  const calls: BookedCall[] = [
     { requestId: "req_a", status: 200, cost: 120_000 },
     { requestId: "req_b", status: 200, cost: 75_001 },
     { requestId: "req_c", status: 200, cost: 1 },
@@ -32,6 +32,7 @@ describe("books check", () => {
       verified: 4,
       unverified: 0,
       refused: 1,
+      unanswered: 0,
       debits: 3,
       expectedTotal: "0.000195002",
       debitedTotal: "0.000195002",
@@ -120,6 +121,24 @@ describe("books check", () => {
     input.ledger.push({ id: "req_cut", type: "debit", amount: 9 });
     input.balanceAfter -= 9;
     expect(kinds(input)).toEqual(["double_debit"]);
+  });
+
+  it("counts calls without a request id, and a 200 without one is a difference", () => {
+    const input = books();
+    input.calls.push(
+      { requestId: undefined, status: 402, cost: null },
+      { requestId: undefined, status: 402, cost: null },
+      { requestId: undefined, status: 0, cost: null },
+    );
+    expect(checkBooks(input)).toMatchObject({ pass: true, refused: 3, unanswered: 1 });
+    // A debit nobody can claim, in a run where a call got no answer: still a difference, explained.
+    input.ledger.push({ id: "req_ghost", type: "debit", amount: 5 });
+    input.balanceAfter -= 5;
+    const ghost = checkBooks(input).differences[0];
+    expect(ghost).toMatchObject({ kind: "unexpected_debit", requestId: "req_ghost" });
+    expect(ghost?.detail).toContain("1 got no answer");
+    input.calls.push({ requestId: undefined, status: 200, cost: 10 });
+    expect(kinds(input)).toEqual(["no_request_id", "unexpected_debit"]);
   });
 
   it("lists at most 200 differences but counts them all", () => {

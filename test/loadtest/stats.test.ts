@@ -112,7 +112,7 @@ describe("Recorder", () => {
     expect(r.latencySummary().max).toBe(10);
     expect(r.models().a).toMatchObject({ requests: 99, ok: 98, errors: 1 });
     expect(r.models().b).toMatchObject({ requests: 1, ok: 0, errors: 1 });
-    expect(r.answered).toHaveLength(0); // kept only when the books are checked
+    expect(r.booked).toHaveLength(0); // kept only when the books are checked
   });
 
   it("closes one time point per tick with that interval's rate and percentiles", () => {
@@ -128,6 +128,7 @@ describe("Recorder", () => {
     expect(second.ttftP99).toBeCloseTo(3, 1);
     expect(second.latencyP50).toBeCloseTo(50, 0);
     expect(r.series).toHaveLength(2);
-    expect(r.answered).toHaveLength(71);
+    expect(r.booked).toHaveLength(71);
+    expect(r.booked.at(-1)).toEqual({ requestId: "req_a_1", status: 0, cost: 1000 });
   });
 });
