@@ -222,23 +222,25 @@ export function startLoad(
     elapsedS: elapsedS(),
   });
   let lastTick = 0;
-  const tick = (at: number) => {
+  const tick = (at: number, extend = false) => {
     lastTick = at;
-    onTick(recorder.tick(at, peakInFlight), totals());
+    onTick(recorder.tick(at, peakInFlight, extend), totals());
     peakInFlight = inFlight;
   };
   const ticker = setInterval(() => tick(elapsedS()), 1000);
 
   const done = (async () => {
+    let end: number;
     try {
       await Promise.all(Array.from({ length: shape.concurrency }, (_, i) => worker(i)));
     } finally {
+      end = elapsedS();
       clearInterval(ticker);
       await pool.close().catch(() => undefined);
     }
-    const end = elapsedS();
-    // The last, partial interval (dropped when it is only the few ms after the final tick).
-    if (end - lastTick > 0.05 || recorder.series.length === 0) tick(end);
+    // The last, partial interval: its own point when it is long enough to have a rate, else
+    // folded into the one before.
+    tick(end, end - lastTick < 0.25);
     const cpu = process.cpuUsage(cpu0);
     const generatorCpu = Math.round(((cpu.user + cpu.system) / 1e3 / (end * 1000)) * 1000) / 10;
     return { startedAt, elapsedS: end, generatorCpu };

@@ -94,7 +94,15 @@ export class Recorder {
     ttft: new Histogram(),
     latency: new Histogram(),
   };
+  private readonly previous = {
+    completed: 0,
+    ok: 0,
+    errors: 0,
+    ttft: new Histogram(),
+    latency: new Histogram(),
+  };
   private lastTickS = 0;
+  private previousStartS = 0;
 
   constructor(private readonly keepBooked: boolean) {}
 
@@ -128,23 +136,48 @@ export class Recorder {
     if (this.keepBooked) this.booked.push({ requestId: r.requestId, status: r.status, cost: r.cost });
   }
 
-  /** Closes the current interval at `nowS` seconds into the run. */
-  tick(nowS: number, inFlight: number): TimePoint {
+  /**
+   * Closes the current interval at `nowS` seconds into the run. With `extend`, the interval is
+   * folded into the last one instead (the few ms between the last tick and the end of a run would
+   * otherwise be a point of its own, with a rate of a few calls over a few ms).
+   */
+  tick(nowS: number, inFlight: number, extend = false): TimePoint {
     const w = this.window;
-    const seconds = Math.max(1e-3, nowS - this.lastTickS);
+    const last = this.series[this.series.length - 1];
+    const folding = extend && last !== undefined;
+    const p = this.previous;
+    if (folding) {
+      p.completed += w.completed;
+      p.ok += w.ok;
+      p.errors += w.errors;
+      p.ttft.add(w.ttft);
+      p.latency.add(w.latency);
+    } else {
+      // The interval just closed is kept (one set of histograms) so that it can be extended.
+      p.completed = w.completed;
+      p.ok = w.ok;
+      p.errors = w.errors;
+      p.ttft.reset();
+      p.ttft.add(w.ttft);
+      p.latency.reset();
+      p.latency.add(w.latency);
+      this.previousStartS = this.lastTickS;
+    }
+    const seconds = Math.max(1e-3, nowS - this.previousStartS);
     const point: TimePoint = {
       t: round3(nowS),
-      completed: w.completed,
-      ok: w.ok,
-      errors: w.errors,
-      rps: round3(w.completed / seconds),
-      inFlight,
-      ttftP50: round3(w.ttft.percentile(50)),
-      ttftP99: round3(w.ttft.percentile(99)),
-      latencyP50: round3(w.latency.percentile(50)),
-      latencyP99: round3(w.latency.percentile(99)),
+      completed: p.completed,
+      ok: p.ok,
+      errors: p.errors,
+      rps: round3(p.completed / seconds),
+      inFlight: folding ? Math.max(last.inFlight, inFlight) : inFlight,
+      ttftP50: round3(p.ttft.percentile(50)),
+      ttftP99: round3(p.ttft.percentile(99)),
+      latencyP50: round3(p.latency.percentile(50)),
+      latencyP99: round3(p.latency.percentile(99)),
     };
-    this.series.push(point);
+    if (folding) this.series[this.series.length - 1] = point;
+    else this.series.push(point);
     this.lastTickS = nowS;
     w.completed = 0;
     w.ok = 0;

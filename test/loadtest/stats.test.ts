@@ -130,5 +130,12 @@ describe("Recorder", () => {
     expect(r.series).toHaveLength(2);
     expect(r.booked).toHaveLength(71);
     expect(r.booked.at(-1)).toEqual({ requestId: "req_a_1", status: 0, cost: 1000 });
+    // The few ms after the last tick fold into the last point: no point of 3 calls over 20 ms.
+    for (let i = 0; i < 3; i++) r.record(ok("a", 3, 50));
+    const folded = r.tick(1.52, 2, true);
+    expect(r.series).toHaveLength(2);
+    expect(folded).toMatchObject({ t: 1.52, completed: 24, ok: 23, errors: 1, inFlight: 4 });
+    expect(folded.rps).toBeCloseTo(24 / 0.52, 2);
+    expect(r.series.reduce((n, p) => n + p.completed, 0)).toBe(r.completed);
   });
 });
