@@ -121,28 +121,41 @@ export interface LedgerAfter {
   caughtUp: boolean;
 }
 
+/** How many debits the run can have left: `atLeast` priced calls, up to `atMost` with the unpriced. */
+export interface ExpectedDebits {
+  atLeast: number;
+  atMost: number;
+}
+
 /**
- * Waits (at most `timeoutMs`) until the ledger shows at least `expectedDebits` new debits and then
- * stays still for a poll, so a late extra debit is seen too; then reads the run's entries and the
- * balance. The balance is read last: once the ledger has every debit, every settle is done.
+ * Waits (at most `timeoutMs`) for the ledger to show the run's debits, then reads the run's entries
+ * and the balance (last: once the ledger has every debit, every settle is done). Caught up means
+ * every debit the run can have is there and the count held still for a poll, so a late extra debit
+ * is seen too; or at least the priced ones are there and the count held still for `quietMs` (a
+ * stream that broke off may or may not have been debited, so their number is not known).
  */
 export async function ledgerAfterRun(
   api: BillingApi,
   snapshot: LedgerSnapshot,
-  expectedDebits: number,
+  expected: ExpectedDebits,
   timeoutMs: number,
   pollMs = 250,
+  quietMs = 1_500,
 ): Promise<LedgerAfter> {
   const started = Date.now();
   let last = -1;
+  let stillSince = started;
   let caughtUp = false;
   for (;;) {
     const count = (await api.debitCountSince(snapshot.since)) - snapshot.debits;
-    if (count >= expectedDebits && count === last) {
+    const now = Date.now();
+    if (count !== last) stillSince = now;
+    const still = count === last;
+    if (still && (count >= expected.atMost || (count >= expected.atLeast && now - stillSince >= quietMs))) {
       caughtUp = true;
       break;
     }
-    if (Date.now() - started > timeoutMs) break;
+    if (now - started > timeoutMs) break;
     last = count;
     await new Promise((resolve) => setTimeout(resolve, pollMs));
   }

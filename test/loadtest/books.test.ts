@@ -191,17 +191,35 @@ describe("reading the ledger after the run", () => {
     const snapshot = await snapshotLedger(api);
     expect(snapshot).toMatchObject({ debits: 1, balance: BEFORE });
     api.setBalance(BEFORE - 30);
-    const after = await ledgerAfterRun(api, snapshot, 2, 5_000, 5);
+    const after = await ledgerAfterRun(api, snapshot, { atLeast: 2, atMost: 2 }, 5_000, 5);
     expect(after.caughtUp).toBe(true);
     expect(after.entries.map((e) => e.id)).toEqual(["req_1", "req_2"]);
     expect(after.balance).toBe(BEFORE - 30);
     expect(api.polls).toBeGreaterThanOrEqual(4); // caught up, then one more poll to see it stay still
   });
 
+  it("waits out a quiet spell for debits of unpriced calls that may never come", async () => {
+    // Two priced calls visible from the start, two unpriced ones never debited.
+    const api = fakeApi(
+      [],
+      [
+        { id: "req_1", type: "debit", amount: 10 },
+        { id: "req_2", type: "debit", amount: 20 },
+      ],
+      0,
+    );
+    const snapshot = { since: new Date(0), ids: new Set<string>(), debits: 0, balance: BEFORE };
+    const started = Date.now();
+    const after = await ledgerAfterRun(api, snapshot, { atLeast: 2, atMost: 4 }, 5_000, 5, 100);
+    expect(after.caughtUp).toBe(true);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(100);
+    expect(after.entries).toHaveLength(2);
+  });
+
   it("gives up after the timeout and says so", async () => {
     const api = fakeApi([], [{ id: "req_1", type: "debit", amount: 10 }], 1_000_000);
     const snapshot = await snapshotLedger(api);
-    const after = await ledgerAfterRun(api, snapshot, 1, 50, 5);
+    const after = await ledgerAfterRun(api, snapshot, { atLeast: 1, atMost: 1 }, 50, 5);
     expect(after.caughtUp).toBe(false);
     expect(after.entries).toEqual([]);
     expect(after.waitedMs).toBeGreaterThanOrEqual(50);
