@@ -1,5 +1,5 @@
 import { performance } from "node:perf_hooks";
-import { Pool } from "undici";
+import { type Dispatcher, Pool } from "undici";
 import { parseUsd, usdNumberToNanos } from "../pricing/money.ts";
 import { type LoadtestOptions, modelSchedule } from "./options.ts";
 import { errorCodeOf, SseScan } from "./sse-scan.ts";
@@ -42,6 +42,30 @@ export interface LoadRun {
   stop(): void;
   /** `generatorCpu`: this process's CPU time over the run, in % of one core. */
   done: Promise<{ startedAt: Date; elapsedS: number; generatorCpu: number }>;
+}
+
+interface Watch {
+  deadline: number;
+  body: Dispatcher.ResponseData["body"];
+  timedOut: boolean;
+}
+
+const SWEEP_MS = 100;
+
+/** Feeds a response body to `onChunk`; rejects if it fails or closes before its end. */
+function consume(body: Dispatcher.ResponseData["body"], onChunk: (chunk: Buffer) => void): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let ended = false;
+    body.on("data", onChunk);
+    body.once("end", () => {
+      ended = true;
+      resolve();
+    });
+    body.once("error", reject);
+    body.once("close", () => {
+      if (!ended) reject(new Error("the response body closed before its end"));
+    });
+  });
 }
 
 const FILLER = "The quick brown fox jumps over the lazy dog while the gateway meters every token. ";
@@ -143,14 +167,22 @@ export function startLoad(
   const mayIssue = () =>
     !stopped && (shape.requests === undefined ? performance.now() < deadline : issued < shape.requests);
 
+  // The per-call limit: until the headers, undici's headersTimeout; after them, one sweep over the
+  // calls in flight (a timer and an AbortController per call cost more than the SSE scan).
+  const watched = new Set<Watch>();
+  const sweeper = setInterval(() => {
+    const now = performance.now();
+    for (const w of watched) {
+      if (now < w.deadline) continue;
+      w.timedOut = true;
+      watched.delete(w);
+      w.body.destroy(new Error("the call took longer than --timeout"));
+    }
+  }, SWEEP_MS);
+
   const call = async (seq: number, model: string): Promise<CallResult> => {
     const started = performance.now();
-    const controller = new AbortController();
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      controller.abort();
-    }, shape.timeoutMs);
+    let watch: Watch | undefined;
     const result: CallResult = {
       model,
       status: 0,
@@ -166,8 +198,9 @@ export function startLoad(
         method: "POST",
         headers,
         body: body(model, seq),
-        signal: controller.signal,
       });
+      watch = { deadline: started + shape.timeoutMs, body: res.body, timedOut: false };
+      watched.add(watch);
       result.status = res.statusCode;
       const id = res.headers["x-request-id"];
       result.requestId = typeof id === "string" ? id : undefined;
@@ -175,7 +208,7 @@ export function startLoad(
         result.errorCode = errorBodyCode(res.statusCode, await res.body.text());
       } else if (shape.stream) {
         const scan = new SseScan();
-        for await (const chunk of res.body) scan.push(chunk as Buffer, performance.now());
+        await consume(res.body, (chunk) => scan.push(chunk, performance.now()));
         scan.end(performance.now());
         if (scan.firstContentAt !== undefined) result.ttftMs = scan.firstContentAt - started;
         if (scan.usage?.cost !== undefined) result.cost = usdNumberToNanos(scan.usage.cost);
@@ -189,11 +222,11 @@ export function startLoad(
         await res.body.arrayBuffer();
       }
     } catch (err) {
-      result.errorCode = transportCode(err, timedOut);
+      result.errorCode = transportCode(err, watch?.timedOut === true);
       // A body that broke off after a 200 cost what the gateway decided; the caller was not told.
       result.cost = null;
     } finally {
-      clearTimeout(timer);
+      if (watch) watched.delete(watch);
     }
     result.totalMs = performance.now() - started;
     return result;
@@ -236,6 +269,7 @@ export function startLoad(
     } finally {
       end = elapsedS();
       clearInterval(ticker);
+      clearInterval(sweeper);
       await pool.close().catch(() => undefined);
     }
     // The last, partial interval: its own point when it is long enough to have a rate, else

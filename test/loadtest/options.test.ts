@@ -111,6 +111,25 @@ describe("SseScan", () => {
     expect(scan.done).toBe(false);
   });
 
+  it("keeps multibyte text split across chunks, and is not fooled by [DONE] or error in content", () => {
+    const stream =
+      'data: {"choices":[{"delta":{"content":"héllo ✓ [DONE]"}}]}\n\n' +
+      'data: {"choices":[{"delta":{"content":"say \\"error\\": data: [DONE]"}}]}\n\n' +
+      'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"cost":1.5e-7}}\n\n';
+    const bytes = enc(stream);
+    for (const size of [1, 2, 3, 5, 64, bytes.length]) {
+      const scan = new SseScan();
+      for (let i = 0; i < bytes.length; i += size) scan.push(bytes.subarray(i, i + size), i);
+      scan.end(bytes.length);
+      expect(scan.firstContentAt).toBeDefined();
+      expect(scan.usage?.cost).toBe(1.5e-7);
+      expect(scan.error).toBeUndefined();
+      expect(scan.done).toBe(false); // no [DONE] line: the stream was cut
+      scan.push(enc("data: [DONE]\n\n"), 0);
+      expect(scan.done).toBe(true);
+    }
+  });
+
   it("takes a final line without its newline", () => {
     const scan = new SseScan();
     scan.push(enc('data: {"choices":[{"delta":{"content":"a"}}]}\n\ndata: [DONE]'), 1);
