@@ -1,3 +1,5 @@
+import { loadtest } from "../loadtest/main.ts";
+import { loadtestHelp } from "../loadtest/options.ts";
 import { usage, usageHelp } from "./usage.ts";
 
 /** `planto-gateway <command>`: the project's command line. */
@@ -11,7 +13,10 @@ if (command === "usage") {
     process.stderr.write(`usage: ${err instanceof Error ? err.message : String(err)}\n`);
     process.exitCode = 1;
   }
+} else if (command === "loadtest") {
+  process.exitCode = await loadtest(rest);
+  process.exit();
 } else {
-  out(`planto-gateway commands:\n  ${usageHelp}`);
+  out(`planto-gateway commands:\n  ${usageHelp}\n  ${loadtestHelp}`);
   process.exitCode = command ? 2 : 0;
 }
