@@ -1,4 +1,4 @@
-import { and, desc, eq, getTableColumns, getTableName, gte, type SQL, sql } from "drizzle-orm";
+import { and, desc, eq, getTableColumns, getTableName, gte, lt, type SQL, sql } from "drizzle-orm";
 import type { PgTable } from "drizzle-orm/pg-core";
 import type { CallEvent, CreditEvent, LedgerEvent } from "../metering/events.ts";
 import type { Db } from "./client.ts";
@@ -16,6 +16,21 @@ export async function orgLedgerBalance(db: Db, orgId: string): Promise<number> {
     .from(creditTransactions)
     .where(eq(creditTransactions.orgId, orgId));
   return Number(row?.balance ?? 0);
+}
+
+/**
+ * What the org was debited in [from, to): a billing month's spend, as the Postgres ledger has it.
+ * A debit counts in the month it was settled in (its created_at).
+ */
+export async function orgSpendBetween(db: Db, orgId: string, from: Date, to: Date): Promise<number> {
+  const t = creditTransactions;
+  const [row] = await db
+    .select({ spend: sql<string>`coalesce(sum(${t.amount}), 0)` })
+    .from(t)
+    .where(
+      and(eq(t.orgId, orgId), eq(t.transactionType, "debit"), gte(t.createdAt, from), lt(t.createdAt, to)),
+    );
+  return Number(row?.spend ?? 0);
 }
 
 /** A ledger event with the balance the store left after applying it. */

@@ -1,6 +1,6 @@
 import type { Config } from "../config.ts";
 import type { Database } from "../db/client.ts";
-import { creditRow, getTransaction, insertCredit, orgLedgerBalance } from "../db/ledger.ts";
+import { creditRow, getTransaction, insertCredit, orgLedgerBalance, orgSpendBetween } from "../db/ledger.ts";
 import { getOrg, updateOrgBilling } from "../db/orgs.ts";
 import { GatewayError } from "../gateway/errors.ts";
 import type { Logger } from "../gateway/log.ts";
@@ -11,7 +11,7 @@ import type { Catalog } from "../pricing/catalog.ts";
 import { computeCost, estimateReservation } from "../pricing/cost.ts";
 import { type Nanos, parseUsd } from "../pricing/money.ts";
 import { countChatPromptTokens, countTextTokens } from "../pricing/tokens.ts";
-import { billingMonthStart } from "./billing-month.ts";
+import { billingMonthStart, nextBillingMonthStart } from "./billing-month.ts";
 import type { CallEvent, CreditEvent } from "./events.ts";
 import type { Admission, CallEnd, CallStart, CreditResult, Meter, Settlement } from "./meter.ts";
 import type { Payments } from "./payments.ts";
@@ -46,9 +46,26 @@ export function createLedgerMeter(deps: {
   const { config, store, database, clock, log } = deps;
   const markupBps = config.MARKUP_BPS;
 
-  const loadBalance = async (orgId: string) => {
-    const balance = await orgLedgerBalance(database.db, orgId);
-    await store.loadBalance({ orgId, balance });
+  /**
+   * Rebuilds what the store lost (Redis restarted empty) from the Postgres ledger: the balance, and
+   * the spend of the billing month starting at `monthStart` (default: the current one), so that a
+   * monthly budget cannot be overshot after the restart. Runs once per org and store lifetime.
+   */
+  const loadBalance = async (orgId: string, monthStart?: number) => {
+    const [balance, org] = await Promise.all([
+      orgLedgerBalance(database.db, orgId),
+      getOrg(database.db, orgId),
+    ]);
+    let month: { start: number; spend: number } | undefined;
+    if (org) {
+      const from =
+        monthStart !== undefined && monthStart > 0
+          ? new Date(monthStart)
+          : billingMonthStart(org.billingCycleStartedAt, new Date(clock.now()));
+      const to = nextBillingMonthStart(org.billingCycleStartedAt, from);
+      month = { start: from.getTime(), spend: await orgSpendBetween(database.db, orgId, from, to) };
+    }
+    await store.loadBalance({ orgId, balance, month });
   };
 
   /** The store failed while admitting a call: counted, logged (the caller only learns it is down). */
@@ -78,7 +95,7 @@ export function createLedgerMeter(deps: {
     let result = await settle();
     if (!result.ok) {
       // Redis lost the balance mid-call (restarted empty): rebuild it, then charge.
-      await loadBalance(p.orgId);
+      await loadBalance(p.orgId, p.monthStart);
       result = await settle();
     }
     if (!result.ok) throw new Error(`settle of ${p.requestId} found no balance after a reload`);
@@ -237,7 +254,7 @@ export function createLedgerMeter(deps: {
       try {
         outcome = await reserve();
         if (!outcome.ok && outcome.reason === "not_loaded") {
-          await loadBalance(org.id);
+          await loadBalance(org.id, monthStart);
           outcome = await reserve();
         }
       } catch (err) {

@@ -133,10 +133,13 @@ export function createMemoryStore(): MeteringStore {
       append(event, undefined);
     },
 
-    async loadBalance({ orgId, balance }) {
+    async loadBalance({ orgId, balance, month }) {
       assertNanos("balance", balance);
+      if (month) assertNanos("month spend", month.spend, 0);
       if (orgs.has(orgId)) return false;
       orgs.set(orgId, { bal: balance, held: 0, holds: new Map() });
+      if (month && !monthSpend.has(`${orgId}:${month.start}`))
+        monthSpend.set(`${orgId}:${month.start}`, month.spend);
       return true;
     },
 

@@ -237,9 +237,17 @@ export function createRedisStore(opts: {
       await client.xadd(keys(orgId).ledger, "*", "e", event, "b", "");
     },
 
-    async loadBalance({ orgId, balance }) {
+    async loadBalance({ orgId, balance, month }) {
       assertNanos("balance", balance);
-      return num((await run("load", keys(orgId).org, balance)) as Reply) === 1;
+      if (month) assertNanos("month spend", month.spend, 0);
+      const loaded = await run(
+        "load",
+        keys(orgId).org,
+        balance,
+        month ? `m${month.start}` : "",
+        month?.spend ?? 0,
+      );
+      return num(loaded as Reply) === 1;
     },
 
     async getBalance(orgId) {

@@ -62,8 +62,15 @@ export interface MeteringStore {
   credit(c: { orgId: string; creditId: string; amount: Nanos; event: string }): Promise<CreditOutcome>;
   /** Appends an event that moves no money (a BYO call's usage). */
   appendEvent(e: { orgId: string; event: string }): Promise<void>;
-  /** Sets the balance iff the store has none (after a restart without persistence). */
-  loadBalance(l: { orgId: string; balance: Nanos }): Promise<boolean>;
+  /**
+   * Sets the balance iff the store has none (after a restart without persistence), and with it the
+   * spend of the billing month starting at `month.start` (what reserve's budget check counts).
+   */
+  loadBalance(l: {
+    orgId: string;
+    balance: Nanos;
+    month?: { start: number; spend: Nanos };
+  }): Promise<boolean>;
   getBalance(orgId: string): Promise<{ balance: Nanos; held: Nanos } | null>;
   /** Releases every hold whose TTL passed; returns how many. */
   reclaimExpired(nowMs: number): Promise<number>;

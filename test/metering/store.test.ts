@@ -77,6 +77,31 @@ describe.each(kinds)("metering store contract (%s)", (kind) => {
     expect(await reserve(id, r, 1)).toEqual({ ok: true, balance: 100, held: 1 });
   });
 
+  it("load also sets the billing month's spend, which the budget check counts; a second load changes neither", async () => {
+    const id = org();
+    const month = 1_799_000_000_000;
+    const hold = (amount: number, monthStart = month, requestId = rid()) =>
+      store.reserve({
+        orgId: id,
+        requestId,
+        amount,
+        ttlMs: TTL,
+        nowMs: NOW,
+        budget: { monthStart, max: 100 },
+      });
+    expect(await store.loadBalance({ orgId: id, balance: 1000, month: { start: month, spend: 70 } })).toBe(
+      true,
+    );
+    expect(await store.loadBalance({ orgId: id, balance: 5, month: { start: month, spend: 0 } })).toBe(false);
+    expect(await hold(31)).toMatchObject({ ok: false, reason: "monthly_max_reached" });
+    const r = rid();
+    expect(await hold(30, month, r)).toEqual({ ok: true, balance: 1000, held: 30 });
+    await store.release({ orgId: id, requestId: r });
+    // The loaded spend counts in its own month only; another month starts from nothing.
+    expect(await hold(99)).toMatchObject({ ok: false, reason: "monthly_max_reached" });
+    expect(await hold(99, month + 1)).toMatchObject({ ok: true, held: 99 });
+  });
+
   it("admits iff balance − held covers the hold (equal is enough), and holds add up", async () => {
     const id = await loaded(100);
     expect(await reserve(id, rid(), 60)).toEqual({ ok: true, balance: 100, held: 60 });
