@@ -24,6 +24,8 @@ interface MeteredAdmission extends Admission {
   readonly hold: Nanos;
   /** Start of the billing month the call was admitted in (ms). */
   readonly monthStart: number;
+  /** A BYO trial call: it holds a slot of the trial's limits until it is settled. */
+  readonly trial: boolean;
 }
 
 /**
@@ -81,6 +83,15 @@ export function createLedgerMeter(deps: {
   const applySettle = async (p: PendingSettle): Promise<Nanos | undefined> => {
     if (p.kind === "append") {
       await store.appendEvent({ orgId: p.orgId, event: p.event });
+      return undefined;
+    }
+    if (p.kind === "trial") {
+      await store.endTrialResponse({
+        orgId: p.orgId,
+        requestId: p.requestId,
+        answered: p.answered === true,
+        event: p.event,
+      });
       return undefined;
     }
     const settle = () =>
@@ -190,12 +201,17 @@ export function createLedgerMeter(deps: {
       const { org } = start;
       if (start.byoKey !== undefined || org.billingMode === "byo") {
         if (org.isTrial) {
+          // A slot is held now and confirmed at settle only if the upstream answered: the trial
+          // counts model responses, not attempts.
           const verdict = await store
-            .countTrialResponse({
+            .holdTrialResponse({
               orgId: org.id,
               planId: start.tags.planId ?? "",
+              requestId: start.requestId,
               maxPlans: config.TRIAL_MAX_PLANS,
               maxPerPlan: config.TRIAL_MAX_RESPONSES_PER_PLAN,
+              ttlMs: config.HOLD_TTL_MS,
+              nowMs: clock.now(),
             })
             .catch((err: unknown) => {
               throw storeDown(err);
@@ -220,7 +236,7 @@ export function createLedgerMeter(deps: {
                 );
           }
         }
-        return { start, byo: true, hold: 0, monthStart: 0 } satisfies MeteredAdmission;
+        return { start, byo: true, hold: 0, monthStart: 0, trial: org.isTrial } satisfies MeteredAdmission;
       }
       if (org.subscriptionStatus === "paused") {
         throw new GatewayError("cloud_subscription_paused", "the subscription is paused", {
@@ -270,7 +286,7 @@ export function createLedgerMeter(deps: {
           extras: billingError(start),
         });
       }
-      return { start, byo: false, hold, monthStart } satisfies MeteredAdmission;
+      return { start, byo: false, hold, monthStart, trial: false } satisfies MeteredAdmission;
     },
 
     price(admission, usage) {
@@ -279,7 +295,7 @@ export function createLedgerMeter(deps: {
     },
 
     async settle(admission, end): Promise<Settlement> {
-      const { start, byo, monthStart } = admission as MeteredAdmission;
+      const { start, byo, monthStart, trial } = admission as MeteredAdmission;
       // A provider charges nothing for a call it refused or never answered; a call it answered
       // without a usage report is counted from what it sent.
       const answered = end.upstreamStatus !== undefined && end.upstreamStatus < 400;
@@ -316,13 +332,14 @@ export function createLedgerMeter(deps: {
         noReportedUsage: end.usage === undefined,
       };
       const pending: PendingSettle = {
-        kind: byo ? "append" : "settle",
+        kind: trial ? "trial" : byo ? "append" : "settle",
         orgId: start.org.id,
         requestId: start.requestId,
         cost: byo ? 0 : cost.total,
         event: JSON.stringify(event),
         monthStart,
         rebuyBelow: start.org.autoRebuy?.threshold,
+        ...(trial ? { answered } : {}),
       };
       try {
         const balance = await applySettle(pending);
