@@ -26,7 +26,7 @@ export function hashApiKey(key: string): string {
 
 export async function createOrg(
   db: Db,
-  input: { name: string; billingMode: "integrated" | "byo"; isTrial: boolean },
+  input: { name: string; billingMode: "integrated" | "byo"; isTrial: boolean; billingEmail?: string | null },
 ): Promise<Org> {
   const [org] = await db
     .insert(orgs)
