@@ -1,7 +1,8 @@
-import { and, desc, eq, getTableColumns, getTableName, gte, lt, type SQL, sql } from "drizzle-orm";
+import { and, desc, eq, getTableColumns, getTableName, gte, type SQL, sql } from "drizzle-orm";
 import type { PgTable } from "drizzle-orm/pg-core";
 import type { CallEvent, CreditEvent, LedgerEvent } from "../metering/events.ts";
 import type { Db } from "./client.ts";
+import { type CommittedDebit, enqueueSpendNotifications } from "./notifications.ts";
 import { creditTransactions } from "./schema/credit-transactions.ts";
 import { usageRecords } from "./schema/usage-records.ts";
 
@@ -16,21 +17,6 @@ export async function orgLedgerBalance(db: Db, orgId: string): Promise<number> {
     .from(creditTransactions)
     .where(eq(creditTransactions.orgId, orgId));
   return Number(row?.balance ?? 0);
-}
-
-/**
- * What the org was debited in [from, to): a billing month's spend, as the Postgres ledger has it.
- * A debit counts in the month it was settled in (its created_at).
- */
-export async function orgSpendBetween(db: Db, orgId: string, from: Date, to: Date): Promise<number> {
-  const t = creditTransactions;
-  const [row] = await db
-    .select({ spend: sql<string>`coalesce(sum(${t.amount}), 0)` })
-    .from(t)
-    .where(
-      and(eq(t.orgId, orgId), eq(t.transactionType, "debit"), gte(t.createdAt, from), lt(t.createdAt, to)),
-    );
-  return Number(row?.spend ?? 0);
 }
 
 /** A ledger event with the balance the store left after applying it. */
@@ -152,18 +138,24 @@ function bulkInsert(table: PgTable, rows: Record<string, unknown>[]): SQL {
 export async function writeLedgerBatch(db: Db, batch: AppliedEvent[]): Promise<void> {
   const transactions: (typeof creditTransactions.$inferInsert)[] = [];
   const usage: (typeof usageRecords.$inferInsert)[] = [];
+  const debits: CommittedDebit[] = [];
   for (const { event, balanceAfter } of batch) {
     if (event.kind === "credit") {
       transactions.push(creditRow(event, balanceAfter ?? 0));
       continue;
     }
     usage.push(usageRow(event));
-    if (event.kind === "debit") transactions.push(debitRow(event, balanceAfter ?? 0));
+    if (event.kind === "debit") {
+      transactions.push(debitRow(event, balanceAfter ?? 0));
+      debits.push({ orgId: event.orgId, endedAt: event.endedAt });
+    }
   }
   if (transactions.length === 0 && usage.length === 0) return;
   await db.transaction(async (tx) => {
     if (transactions.length) await tx.execute(bulkInsert(creditTransactions, transactions));
     if (usage.length) await tx.execute(bulkInsert(usageRecords, usage));
+    // In the same transaction as the debits that cross the threshold: a crash loses neither.
+    if (debits.length) await enqueueSpendNotifications(tx, debits);
   });
 }
 

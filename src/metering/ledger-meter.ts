@@ -1,7 +1,8 @@
 import type { Config } from "../config.ts";
 import type { Database } from "../db/client.ts";
-import { creditRow, getTransaction, insertCredit, orgLedgerBalance, orgSpendBetween } from "../db/ledger.ts";
-import { getOrg, updateOrgBilling } from "../db/orgs.ts";
+import { creditRow, getTransaction, insertCredit, orgLedgerBalance } from "../db/ledger.ts";
+import { getOrg, MAX_RECHARGE_FAILURES, recordRechargeFailure, updateOrgBilling } from "../db/orgs.ts";
+import { orgSpendBetween } from "../db/spend.ts";
 import { GatewayError } from "../gateway/errors.ts";
 import type { Logger } from "../gateway/log.ts";
 import type { Metrics } from "../gateway/metrics.ts";
@@ -128,7 +129,7 @@ export function createLedgerMeter(deps: {
   /**
    * The one recharge a crossing settle requested: charge the difference to the target through the
    * payments interface, credit it as an auto-rebuy purchase, and end the pending flag either way.
-   * Three failed payments in a row turn auto-recharge off.
+   * Three failed payments in a row turn auto-recharge off, and the org is notified (outbox).
    */
   const recharge = (orgId: string, requestId: string): Promise<void> => {
     const run = async () => {
@@ -161,18 +162,17 @@ export function createLedgerMeter(deps: {
           });
           return;
         }
-        const failures = org.autoRebuyFailures + 1;
-        await updateOrgBilling(database.db, orgId, {
-          autoRebuyFailures: failures,
-          ...(failures >= 3 ? { autoRebuyEnabled: false } : {}),
+        const counted = await recordRechargeFailure(database.db, {
+          orgId,
+          rechargeId: id,
+          reason: paid.reason,
+          at: new Date(clock.now()),
         });
         log.warn(
-          failures >= 3 ? "auto-recharge turned off after 3 failed payments" : "auto-recharge payment failed",
-          {
-            orgId,
-            failures,
-            reason: paid.reason,
-          },
+          counted?.turnedOff
+            ? `auto-recharge turned off after ${MAX_RECHARGE_FAILURES} failed payments; the org is notified`
+            : "auto-recharge payment failed",
+          { orgId, failures: counted?.failures, reason: paid.reason },
         );
       } catch (err) {
         log.error("auto-recharge failed", { orgId, err: String(err) });
