@@ -2,6 +2,7 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import type { Config } from "./config.ts";
 import { openDatabase } from "./db/client.ts";
+import { postgresOutbox } from "./db/notifications.ts";
 import { createLogger } from "./gateway/log.ts";
 import { type Clock, type Services, systemClock } from "./gateway/services.ts";
 import { createNodeUpstream } from "./gateway/upstream-node.ts";
@@ -12,11 +13,17 @@ import { noPayments, type Payments, stripePayments } from "./metering/payments.t
 import { purgeDeletedOrgs } from "./metering/purge.ts";
 import { createRedisStore } from "./metering/redis-store.ts";
 import type { MeteringStore } from "./metering/store.ts";
+import { NotificationDispatcher } from "./notify/dispatcher.ts";
+import { loggingNotifier, type Notifier, resendNotifier } from "./notify/notifier.ts";
 import { type Catalog, createCatalog, loadPricesFile } from "./pricing/catalog.ts";
 import { parseUsd } from "./pricing/money.ts";
 import { buildServices } from "./services.ts";
 
-export type NodeServices = Services & { store: MeteringStore; flusher: Flusher };
+export type NodeServices = Services & {
+  store: MeteringStore;
+  flusher: Flusher;
+  notifications: NotificationDispatcher;
+};
 
 /** Loads the catalog with PRICES_FILE applied; a bad file stops the start with its reason. */
 export async function loadCatalog(config: Config): Promise<Catalog> {
@@ -37,7 +44,7 @@ export async function loadCatalog(config: Config): Promise<Catalog> {
  */
 export async function createNodeServices(
   config: Config,
-  opts: { clock?: Clock; payments?: Payments } = {},
+  opts: { clock?: Clock; payments?: Payments; notifier?: Notifier } = {},
 ): Promise<NodeServices> {
   const log = createLogger(config.LOG_LEVEL);
   const catalog = await loadCatalog(config);
@@ -76,6 +83,22 @@ export async function createNodeServices(
     onError: () => services.metrics.databaseErrors.inc(),
   });
   flusher.start();
+  const notifier =
+    opts.notifier ??
+    (config.EMAIL_API_KEY && config.EMAIL_FROM
+      ? resendNotifier({ apiKey: config.EMAIL_API_KEY, from: config.EMAIL_FROM, url: config.EMAIL_API_URL })
+      : loggingNotifier(log));
+  if (notifier.kind === "log") log.info("no EMAIL_API_KEY: billing notifications are logged, not emailed");
+  const notifications = new NotificationDispatcher({
+    outbox: postgresOutbox(database.db),
+    notifier,
+    clock: services.clock,
+    log,
+    intervalMs: config.NOTIFY_INTERVAL_MS,
+    maxAttempts: config.NOTIFY_MAX_ATTEMPTS,
+    onOutcome: (kind, outcome) => services.metrics.notifications.inc({ kind, outcome }),
+  });
+  notifications.start();
   const purge = () =>
     purgeDeletedOrgs({
       database,
@@ -100,9 +123,11 @@ export async function createNodeServices(
   return {
     ...services,
     flusher,
+    notifications,
     async close() {
       clearInterval(purger);
       clearInterval(granter);
+      await notifications.stop();
       await flusher.stop();
       await flusher.drain().catch((err) => log.error("last flush failed", { err: String(err) }));
       await services.close();

@@ -9,6 +9,7 @@ import {
   creditPosition,
 } from "../metering/events.ts";
 import type { Db } from "./client.ts";
+import { type CommittedDebit, enqueueSpendNotifications } from "./notifications.ts";
 import { creditTransactions } from "./schema/credit-transactions.ts";
 
 export type CreditTransactionRow = typeof creditTransactions.$inferSelect;
@@ -148,8 +149,9 @@ const selectList = (names: string[], valuesOf: Record<string, string>) =>
 /**
  * One statement for a whole batch, with one parameter: `[[balanceAfter, event], …]` as jsonb. The
  * flusher only concatenates the entries' text; Postgres builds the usage records, debits and credits
- * from the events' positions, in one transaction. Rows whose id is there already are skipped, so
- * replaying entries the flusher wrote but could not ack (it died in between) changes nothing.
+ * from the events' positions. Rows whose id is there already are skipped, so replaying entries the
+ * flusher wrote but could not ack (it died in between) changes nothing. It answers, per org, the
+ * times of the first and last debit it inserted (for the spend notification).
  */
 const [BATCH_SQL_HEAD, BATCH_SQL_TAIL] = `
 with entries as (
@@ -159,14 +161,26 @@ with entries as (
   select ${selectList(Object.keys(USAGE_COLUMNS), USAGE_COLUMNS)}
   from entries where e->>0 = '${CALL_TAG}'
   on conflict (id) do nothing
+), inserted as (
+  insert into credit_transactions (${TRANSACTION_COLUMNS.join(", ")})
+  select ${selectList(TRANSACTION_COLUMNS, DEBIT_COLUMNS)}
+  from entries where e->>0 = '${CALL_TAG}' and ${call("amount", "bigint")} > 0
+  union all
+  select ${selectList(TRANSACTION_COLUMNS, CREDIT_COLUMNS)}
+  from entries where e->>0 = '${CREDIT_TAG}'
+  on conflict (id) do nothing
+  returning org_id, transaction_type, created_at
 )
-insert into credit_transactions (${TRANSACTION_COLUMNS.join(", ")})
-select ${selectList(TRANSACTION_COLUMNS, DEBIT_COLUMNS)}
-from entries where e->>0 = '${CALL_TAG}' and ${call("amount", "bigint")} > 0
-union all
-select ${selectList(TRANSACTION_COLUMNS, CREDIT_COLUMNS)}
-from entries where e->>0 = '${CREDIT_TAG}'
-on conflict (id) do nothing`.split("$batch") as [string, string];
+select org_id,
+  (extract(epoch from min(created_at)) * 1000)::bigint as first,
+  (extract(epoch from max(created_at)) * 1000)::bigint as last
+from inserted where transaction_type = 'debit' group by org_id`.split("$batch") as [string, string];
+
+/** The rows of a raw query's result: postgres.js answers an array, PGlite an object with `rows`. */
+function rowsOf<T>(result: unknown): T[] {
+  if (Array.isArray(result)) return result as T[];
+  return ((result as { rows?: T[] } | undefined)?.rows ?? []) as T[];
+}
 
 /** The batch parameter, by concatenation: the events are JSON already. */
 function batchParameter(batch: LedgerRecord[]): string {
@@ -175,10 +189,27 @@ function batchParameter(batch: LedgerRecord[]): string {
   return `[${parts.join(",")}]`;
 }
 
-/** Writes a batch of ledger records as one statement (one transaction). */
+/**
+ * Writes a batch of ledger records in one transaction: the rows in one statement, then, for the
+ * orgs whose newly inserted debits take the billing month past notifyThreshold, the outbox row of
+ * the month's notification. A replayed batch inserts no row, so it notifies nobody twice.
+ */
 export async function writeLedgerBatch(db: Db, batch: LedgerRecord[]): Promise<void> {
   if (batch.length === 0) return;
-  await db.execute(sql`${sql.raw(BATCH_SQL_HEAD)}${batchParameter(batch)}${sql.raw(BATCH_SQL_TAIL)}`);
+  await db.transaction(async (tx) => {
+    const inserted = await tx.execute(
+      sql`${sql.raw(BATCH_SQL_HEAD)}${batchParameter(batch)}${sql.raw(BATCH_SQL_TAIL)}`,
+    );
+    // The first and last debit of each org stand for all of it: a batch spans a fraction of a
+    // second, so at most the two billing months they fall in.
+    const debits: CommittedDebit[] = [];
+    for (const row of rowsOf<{ org_id: string; first: string | number; last: string | number }>(inserted)) {
+      debits.push({ orgId: row.org_id, endedAt: Number(row.first) });
+      if (row.last !== row.first) debits.push({ orgId: row.org_id, endedAt: Number(row.last) });
+    }
+    // In the same transaction as the debits that cross the threshold: a crash loses neither.
+    if (debits.length) await enqueueSpendNotifications(tx, debits);
+  });
 }
 
 export async function getTransaction(db: Db, id: string): Promise<CreditTransactionRow | null> {

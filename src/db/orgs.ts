@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { and, eq, isNull } from "drizzle-orm";
 import type { Db } from "./client.ts";
+import { enqueueNotification } from "./notifications.ts";
 import { apiKeys } from "./schema/api-keys.ts";
 import { orgs } from "./schema/orgs.ts";
 
@@ -26,7 +27,7 @@ export function hashApiKey(key: string): string {
 
 export async function createOrg(
   db: Db,
-  input: { name: string; billingMode: "integrated" | "byo"; isTrial: boolean },
+  input: { name: string; billingMode: "integrated" | "byo"; isTrial: boolean; billingEmail?: string | null },
 ): Promise<Org> {
   const [org] = await db
     .insert(orgs)
@@ -49,6 +50,47 @@ export async function updateOrgBilling(db: Db, id: string, patch: BillingPatch):
     .where(and(eq(orgs.id, id), isNull(orgs.deletedAt)))
     .returning();
   return org ?? null;
+}
+
+/** Failed auto-recharge payments in a row after which auto-recharge turns itself off. */
+export const MAX_RECHARGE_FAILURES = 3;
+
+/**
+ * Counts a failed auto-recharge payment. The one that makes MAX_RECHARGE_FAILURES in a row turns
+ * auto-recharge off and records the org's auto_recharge_disabled notification in the same
+ * transaction, so the org is told exactly once, whatever crashes. The row is locked: the count is
+ * read and written as one step.
+ */
+export async function recordRechargeFailure(
+  db: Db,
+  f: { orgId: string; rechargeId: string; reason: string; at: Date },
+): Promise<{ failures: number; turnedOff: boolean } | null> {
+  return db.transaction(async (tx) => {
+    const [org] = await tx.select().from(orgs).where(eq(orgs.id, f.orgId)).for("update");
+    if (!org) return null;
+    const failures = org.autoRebuyFailures + 1;
+    const turnedOff = org.autoRebuyEnabled && failures >= MAX_RECHARGE_FAILURES;
+    await tx
+      .update(orgs)
+      .set({ autoRebuyFailures: failures, ...(turnedOff ? { autoRebuyEnabled: false } : {}) })
+      .where(eq(orgs.id, f.orgId));
+    if (turnedOff) {
+      await enqueueNotification(tx, {
+        orgId: f.orgId,
+        kind: "auto_recharge_disabled",
+        dedupeKey: f.rechargeId,
+        payload: {
+          orgName: org.name,
+          failures,
+          reason: f.reason.slice(0, 500),
+          autoRebuyMinThreshold: org.autoRebuyMinThreshold,
+          autoRebuyToBalance: org.autoRebuyToBalance,
+        },
+        at: f.at,
+      });
+    }
+    return { failures, turnedOff };
+  });
 }
 
 /** Account deletion: the org is marked and every key revoked, in one transaction. */

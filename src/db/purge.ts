@@ -2,6 +2,7 @@ import { and, eq, inArray, isNotNull, lte } from "drizzle-orm";
 import type { Db } from "./client.ts";
 import { apiKeys } from "./schema/api-keys.ts";
 import { creditTransactions } from "./schema/credit-transactions.ts";
+import { notifications } from "./schema/notifications.ts";
 import { orgs } from "./schema/orgs.ts";
 import { usageRecords } from "./schema/usage-records.ts";
 
@@ -19,6 +20,7 @@ export async function orgsDueForPurge(db: Db, cutoff: Date, limit = 100): Promis
 export async function purgeOrgRows(db: Db, orgId: string): Promise<void> {
   await db.transaction(async (tx) => {
     await tx.delete(usageRecords).where(eq(usageRecords.orgId, orgId));
+    await tx.delete(notifications).where(eq(notifications.orgId, orgId));
     await tx.delete(creditTransactions).where(eq(creditTransactions.orgId, orgId));
     await tx.delete(apiKeys).where(inArray(apiKeys.orgId, [orgId]));
     await tx.delete(orgs).where(eq(orgs.id, orgId));

@@ -53,6 +53,12 @@ export class Metrics {
     help: "Metering store operations that failed",
     registers: [this.registry],
   });
+  readonly notifications = new Counter({
+    name: "planto_notifications_total",
+    help: "Notification delivery outcomes (sent, skipped, failed, retry), by kind",
+    labelNames: ["kind", "outcome"] as const,
+    registers: [this.registry],
+  });
   readonly databaseErrors = new Counter({
     name: "planto_postgres_errors_total",
     help: "Ledger flushes that failed",

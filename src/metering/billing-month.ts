@@ -18,3 +18,11 @@ export function billingMonthStart(anchor: Date, now: Date): Date {
   if (start > now) start = at(now.getUTCFullYear(), now.getUTCMonth() - 1);
   return start;
 }
+
+/**
+ * Start of the billing month after the one that starts at `monthStart`. Months run 28 to 31 days,
+ * so 32 days on is always inside the next month and never past it.
+ */
+export function nextBillingMonthStart(anchor: Date, monthStart: Date): Date {
+  return billingMonthStart(anchor, new Date(monthStart.getTime() + 32 * 24 * 3600_000));
+}

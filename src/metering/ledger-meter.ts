@@ -1,7 +1,8 @@
 import type { Config } from "../config.ts";
 import type { Database } from "../db/client.ts";
 import { creditRow, getTransaction, insertCredit, orgLedgerBalance } from "../db/ledger.ts";
-import { getOrg, updateOrgBilling } from "../db/orgs.ts";
+import { getOrg, MAX_RECHARGE_FAILURES, recordRechargeFailure, updateOrgBilling } from "../db/orgs.ts";
+import { orgSpendBetween } from "../db/spend.ts";
 import { GatewayError } from "../gateway/errors.ts";
 import type { Logger } from "../gateway/log.ts";
 import type { Metrics } from "../gateway/metrics.ts";
@@ -11,7 +12,7 @@ import type { Catalog } from "../pricing/catalog.ts";
 import { computeCost, estimateReservation } from "../pricing/cost.ts";
 import { type Nanos, parseUsd } from "../pricing/money.ts";
 import { countChatPromptTokens, countTextTokens } from "../pricing/tokens.ts";
-import { billingMonthStart } from "./billing-month.ts";
+import { billingMonthStart, nextBillingMonthStart } from "./billing-month.ts";
 import { type CallEvent, type CreditEvent, encodeCallEvent, encodeCreditEvent } from "./events.ts";
 import type { Admission, CallEnd, CallStart, CreditResult, Meter, Settlement } from "./meter.ts";
 import type { Payments } from "./payments.ts";
@@ -24,6 +25,8 @@ interface MeteredAdmission extends Admission {
   readonly hold: Nanos;
   /** Start of the billing month the call was admitted in (ms). */
   readonly monthStart: number;
+  /** A BYO trial call: it holds a slot of the trial's limits until it is settled. */
+  readonly trial: boolean;
 }
 
 /**
@@ -46,9 +49,26 @@ export function createLedgerMeter(deps: {
   const { config, store, database, clock, log } = deps;
   const markupBps = config.MARKUP_BPS;
 
-  const loadBalance = async (orgId: string) => {
-    const balance = await orgLedgerBalance(database.db, orgId);
-    await store.loadBalance({ orgId, balance });
+  /**
+   * Rebuilds what the store lost (Redis restarted empty) from the Postgres ledger: the balance, and
+   * the spend of the billing month starting at `monthStart` (default: the current one), so that a
+   * monthly budget cannot be overshot after the restart. Runs once per org and store lifetime.
+   */
+  const loadBalance = async (orgId: string, monthStart?: number) => {
+    const [balance, org] = await Promise.all([
+      orgLedgerBalance(database.db, orgId),
+      getOrg(database.db, orgId),
+    ]);
+    let month: { start: number; spend: number } | undefined;
+    if (org) {
+      const from =
+        monthStart !== undefined && monthStart > 0
+          ? new Date(monthStart)
+          : billingMonthStart(org.billingCycleStartedAt, new Date(clock.now()));
+      const to = nextBillingMonthStart(org.billingCycleStartedAt, from);
+      month = { start: from.getTime(), spend: await orgSpendBetween(database.db, orgId, from, to) };
+    }
+    await store.loadBalance({ orgId, balance, month });
   };
 
   /** The store failed while admitting a call: counted, logged (the caller only learns it is down). */
@@ -66,6 +86,15 @@ export function createLedgerMeter(deps: {
       await store.appendEvent({ orgId: p.orgId, event: p.event });
       return undefined;
     }
+    if (p.kind === "trial") {
+      await store.endTrialResponse({
+        orgId: p.orgId,
+        requestId: p.requestId,
+        answered: p.answered === true,
+        event: p.event,
+      });
+      return undefined;
+    }
     const settle = () =>
       store.settle({
         orgId: p.orgId,
@@ -78,7 +107,7 @@ export function createLedgerMeter(deps: {
     let result = await settle();
     if (!result.ok) {
       // Redis lost the balance mid-call (restarted empty): rebuild it, then charge.
-      await loadBalance(p.orgId);
+      await loadBalance(p.orgId, p.monthStart);
       result = await settle();
     }
     if (!result.ok) throw new Error(`settle of ${p.requestId} found no balance after a reload`);
@@ -100,7 +129,7 @@ export function createLedgerMeter(deps: {
   /**
    * The one recharge a crossing settle requested: charge the difference to the target through the
    * payments interface, credit it as an auto-rebuy purchase, and end the pending flag either way.
-   * Three failed payments in a row turn auto-recharge off.
+   * Three failed payments in a row turn auto-recharge off, and the org is notified (outbox).
    */
   const recharge = (orgId: string, requestId: string): Promise<void> => {
     const run = async () => {
@@ -133,18 +162,17 @@ export function createLedgerMeter(deps: {
           });
           return;
         }
-        const failures = org.autoRebuyFailures + 1;
-        await updateOrgBilling(database.db, orgId, {
-          autoRebuyFailures: failures,
-          ...(failures >= 3 ? { autoRebuyEnabled: false } : {}),
+        const counted = await recordRechargeFailure(database.db, {
+          orgId,
+          rechargeId: id,
+          reason: paid.reason,
+          at: new Date(clock.now()),
         });
         log.warn(
-          failures >= 3 ? "auto-recharge turned off after 3 failed payments" : "auto-recharge payment failed",
-          {
-            orgId,
-            failures,
-            reason: paid.reason,
-          },
+          counted?.turnedOff
+            ? `auto-recharge turned off after ${MAX_RECHARGE_FAILURES} failed payments; the org is notified`
+            : "auto-recharge payment failed",
+          { orgId, failures: counted?.failures, reason: paid.reason },
         );
       } catch (err) {
         log.error("auto-recharge failed", { orgId, err: String(err) });
@@ -173,12 +201,17 @@ export function createLedgerMeter(deps: {
       const { org } = start;
       if (start.byoKey !== undefined || org.billingMode === "byo") {
         if (org.isTrial) {
+          // A slot is held now and confirmed at settle only if the upstream answered: the trial
+          // counts model responses, not attempts.
           const verdict = await store
-            .countTrialResponse({
+            .holdTrialResponse({
               orgId: org.id,
               planId: start.tags.planId ?? "",
+              requestId: start.requestId,
               maxPlans: config.TRIAL_MAX_PLANS,
               maxPerPlan: config.TRIAL_MAX_RESPONSES_PER_PLAN,
+              ttlMs: config.HOLD_TTL_MS,
+              nowMs: clock.now(),
             })
             .catch((err: unknown) => {
               throw storeDown(err);
@@ -203,7 +236,7 @@ export function createLedgerMeter(deps: {
                 );
           }
         }
-        return { start, byo: true, hold: 0, monthStart: 0 } satisfies MeteredAdmission;
+        return { start, byo: true, hold: 0, monthStart: 0, trial: org.isTrial } satisfies MeteredAdmission;
       }
       if (org.subscriptionStatus === "paused") {
         throw new GatewayError("cloud_subscription_paused", "the subscription is paused", {
@@ -237,7 +270,7 @@ export function createLedgerMeter(deps: {
       try {
         outcome = await reserve();
         if (!outcome.ok && outcome.reason === "not_loaded") {
-          await loadBalance(org.id);
+          await loadBalance(org.id, monthStart);
           outcome = await reserve();
         }
       } catch (err) {
@@ -253,7 +286,7 @@ export function createLedgerMeter(deps: {
           extras: billingError(start),
         });
       }
-      return { start, byo: false, hold, monthStart } satisfies MeteredAdmission;
+      return { start, byo: false, hold, monthStart, trial: false } satisfies MeteredAdmission;
     },
 
     price(admission, usage) {
@@ -262,7 +295,7 @@ export function createLedgerMeter(deps: {
     },
 
     async settle(admission, end): Promise<Settlement> {
-      const { start, byo, monthStart } = admission as MeteredAdmission;
+      const { start, byo, monthStart, trial } = admission as MeteredAdmission;
       // A provider charges nothing for a call it refused or never answered; a call it answered
       // without a usage report is counted from what it sent.
       const answered = end.upstreamStatus !== undefined && end.upstreamStatus < 400;
@@ -298,13 +331,14 @@ export function createLedgerMeter(deps: {
         noReportedUsage: end.usage === undefined,
       };
       const pending: PendingSettle = {
-        kind: byo ? "append" : "settle",
+        kind: trial ? "trial" : byo ? "append" : "settle",
         orgId: start.org.id,
         requestId: start.requestId,
         cost: byo ? 0 : cost.total,
         event: encodeCallEvent(event),
         monthStart,
         rebuyBelow: start.org.autoRebuy?.threshold,
+        ...(trial ? { answered } : {}),
       };
       try {
         const balance = await applySettle(pending);

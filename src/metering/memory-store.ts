@@ -6,6 +6,11 @@ interface OrgState {
   holds: Map<string, { amount: number; expires: number }>;
 }
 
+interface TrialState {
+  plans: Map<string, { confirmed: number; inFlight: number }>;
+  slots: Map<string, { planId: string; expires: number }>;
+}
+
 interface StreamEntry {
   id: string;
   event: string;
@@ -35,7 +40,27 @@ export function createMemoryStore(): MeteringStore {
     }
     done.set(id, { amount, at: now });
   };
-  const trial = new Map<string, Map<string, number>>();
+  /** BYO trial orgs: per plan its confirmed and in-flight responses, and the slots in flight. */
+  const trial = new Map<string, TrialState>();
+  const trialOf = (orgId: string): TrialState => {
+    let state = trial.get(orgId);
+    if (!state) {
+      state = { plans: new Map(), slots: new Map() };
+      trial.set(orgId, state);
+    }
+    return state;
+  };
+  /** Ends a slot: confirmed, or released (a plan left with nothing stops counting). */
+  const endSlot = (state: TrialState, requestId: string, answered: boolean): boolean => {
+    const slot = state.slots.get(requestId);
+    if (!slot) return false;
+    state.slots.delete(requestId);
+    const plan = state.plans.get(slot.planId) ?? { confirmed: 0, inFlight: 1 };
+    plan.inFlight -= 1;
+    if (answered) plan.confirmed += 1;
+    if (plan.confirmed === 0 && plan.inFlight <= 0) state.plans.delete(slot.planId);
+    return true;
+  };
   const stream: StreamEntry[] = [];
   const pending = new Map<string, { entry: StreamEntry; consumer: string; since: number }>();
   let seq = 0;
@@ -133,10 +158,13 @@ export function createMemoryStore(): MeteringStore {
       append(event, undefined);
     },
 
-    async loadBalance({ orgId, balance }) {
+    async loadBalance({ orgId, balance, month }) {
       assertNanos("balance", balance);
+      if (month) assertNanos("month spend", month.spend, 0);
       if (orgs.has(orgId)) return false;
       orgs.set(orgId, { bal: balance, held: 0, holds: new Map() });
+      if (month && !monthSpend.has(`${orgId}:${month.start}`))
+        monthSpend.set(`${orgId}:${month.start}`, month.spend);
       return true;
     },
 
@@ -147,6 +175,11 @@ export function createMemoryStore(): MeteringStore {
 
     async reclaimExpired(nowMs) {
       let released = 0;
+      for (const state of trial.values()) {
+        for (const [requestId, slot] of state.slots) {
+          if (slot.expires <= nowMs && endSlot(state, requestId, false)) released += 1;
+        }
+      }
       for (const org of orgs.values()) {
         for (const [requestId, hold] of org.holds) {
           if (hold.expires > nowMs) continue;
@@ -158,14 +191,25 @@ export function createMemoryStore(): MeteringStore {
       return released;
     },
 
-    async countTrialResponse({ orgId, planId, maxPlans, maxPerPlan }) {
-      const plans = trial.get(orgId) ?? new Map<string, number>();
-      trial.set(orgId, plans);
-      if (!plans.has(planId) && plans.size >= maxPlans) return { ok: false, reason: "trial_plans_exceeded" };
-      const used = plans.get(planId) ?? 0;
-      if (used >= maxPerPlan) return { ok: false, reason: "trial_messages_exceeded" };
-      plans.set(planId, used + 1);
+    async holdTrialResponse({ orgId, planId, requestId, maxPlans, maxPerPlan, ttlMs, nowMs }) {
+      const state = trialOf(orgId);
+      if (state.slots.has(requestId)) return { ok: true };
+      const plan = state.plans.get(planId);
+      if (!plan && state.plans.size >= maxPlans) return { ok: false, reason: "trial_plans_exceeded" };
+      if (plan && plan.confirmed + plan.inFlight >= maxPerPlan) {
+        return { ok: false, reason: "trial_messages_exceeded" };
+      }
+      if (plan) plan.inFlight += 1;
+      else state.plans.set(planId, { confirmed: 0, inFlight: 1 });
+      state.slots.set(requestId, { planId, expires: nowMs + ttlMs });
       return { ok: true };
+    },
+
+    async endTrialResponse({ orgId, requestId, answered, event }) {
+      const state = trial.get(orgId);
+      const ended = state ? endSlot(state, requestId, answered) : false;
+      append(event, undefined);
+      return ended;
     },
 
     async readLedger({ consumer, count, blockMs }) {

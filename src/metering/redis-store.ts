@@ -16,7 +16,8 @@ const SCRIPTS = {
   credit: 3,
   load: 1,
   reclaim: 1,
-  trial: 2,
+  trial: 5,
+  trial_end: 6,
 } as const;
 type ScriptName = keyof typeof SCRIPTS;
 
@@ -38,6 +39,8 @@ function keysIn(namespace: string, orgId: string) {
     done: (id: string) => `${prefix}done:${id}`,
     trialPlans: `${prefix}tp:${orgId}`,
     trialCounts: `${prefix}tr:${orgId}`,
+    trialInFlight: `${prefix}tf:${orgId}`,
+    trialSlots: `${prefix}ti:${orgId}`,
   };
 }
 
@@ -249,9 +252,17 @@ export function createRedisStore(opts: {
       await client.xadd(keys(orgId).ledger, "*", "e", event, "b", "");
     },
 
-    async loadBalance({ orgId, balance }) {
+    async loadBalance({ orgId, balance, month }) {
       assertNanos("balance", balance);
-      return num((await run("load", keys(orgId).org, balance)) as Reply) === 1;
+      if (month) assertNanos("month spend", month.spend, 0);
+      const loaded = await run(
+        "load",
+        keys(orgId).org,
+        balance,
+        month ? `m${month.start}` : "",
+        month?.spend ?? 0,
+      );
+      return num(loaded as Reply) === 1;
     },
 
     async getBalance(orgId) {
@@ -283,14 +294,45 @@ export function createRedisStore(opts: {
       return counts.reduce((n, c) => n + c, 0);
     },
 
-    async countTrialResponse({ orgId, planId, maxPlans, maxPerPlan }) {
+    async holdTrialResponse({ orgId, planId, requestId, maxPlans, maxPerPlan, ttlMs, nowMs }) {
       const k = keys(orgId);
       const verdict = num(
-        (await run("trial", k.trialPlans, k.trialCounts, planId, maxPlans, maxPerPlan)) as Reply,
+        (await run(
+          "trial",
+          k.trialPlans,
+          k.trialCounts,
+          k.trialInFlight,
+          k.trialSlots,
+          k.expiry,
+          planId,
+          maxPlans,
+          maxPerPlan,
+          requestId,
+          nowMs + ttlMs,
+          `${orgId}\n${requestId}`,
+        )) as Reply,
       );
       if (verdict === 1) return { ok: false, reason: "trial_plans_exceeded" };
       if (verdict === 2) return { ok: false, reason: "trial_messages_exceeded" };
       return { ok: true };
+    },
+
+    async endTrialResponse({ orgId, requestId, answered, event }) {
+      const k = keys(orgId);
+      const ended = await run(
+        "trial_end",
+        k.trialPlans,
+        k.trialCounts,
+        k.trialInFlight,
+        k.trialSlots,
+        k.expiry,
+        k.ledger,
+        requestId,
+        answered ? 1 : 0,
+        event,
+        `${orgId}\n${requestId}`,
+      );
+      return num(ended as Reply) === 1;
     },
 
     async readLedger({ group, consumer, count, blockMs }) {
@@ -371,7 +413,7 @@ export function createRedisStore(opts: {
         for (let i = 0; i < found.length; i += 2) members.push(found[i] as string);
       } while (cursor !== "0");
       if (members.length) await client.zrem(k.expiry, ...members);
-      await client.del(k.org, k.holds, k.trialPlans, k.trialCounts);
+      await client.del(k.org, k.holds, k.trialPlans, k.trialCounts, k.trialInFlight, k.trialSlots);
     },
 
     async close() {

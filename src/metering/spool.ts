@@ -5,7 +5,8 @@ import type { Nanos } from "../pricing/money.ts";
 
 /** A settle (or a BYO usage event) the metering store could not take when the call ended. */
 export interface PendingSettle {
-  kind: "settle" | "append";
+  /** settle: an integrated call's debit; append: a BYO call's usage; trial: a BYO trial call's end. */
+  kind: "settle" | "append" | "trial";
   orgId: string;
   requestId: string;
   cost: Nanos;
@@ -14,6 +15,8 @@ export interface PendingSettle {
   monthStart?: number;
   /** The org's auto-recharge threshold when the call was admitted. */
   rebuyBelow?: number;
+  /** A trial call: the upstream answered (its slot is confirmed) or not (released). */
+  answered?: boolean;
 }
 
 /**

@@ -62,18 +62,47 @@ export interface MeteringStore {
   credit(c: { orgId: string; creditId: string; amount: Nanos; event: string }): Promise<CreditOutcome>;
   /** Appends an event that moves no money (a BYO call's usage). */
   appendEvent(e: { orgId: string; event: string }): Promise<void>;
-  /** Sets the balance iff the store has none (after a restart without persistence). */
-  loadBalance(l: { orgId: string; balance: Nanos }): Promise<boolean>;
+  /**
+   * Sets the balance iff the store has none (after a restart without persistence), and with it the
+   * spend of the billing month starting at `month.start` (what reserve's budget check counts).
+   */
+  loadBalance(l: {
+    orgId: string;
+    balance: Nanos;
+    month?: { start: number; spend: Nanos };
+  }): Promise<boolean>;
   getBalance(orgId: string): Promise<{ balance: Nanos; held: Nanos } | null>;
-  /** Releases every hold whose TTL passed; returns how many. */
+  /** Releases every hold and trial slot whose TTL passed; returns how many. */
   reclaimExpired(nowMs: number): Promise<number>;
-  /** BYO trial limits: admits and counts a response iff within maxPlans plans and maxPerPlan per plan. */
-  countTrialResponse(t: {
+  /**
+   * BYO trial limits, held like money: admits a call and holds a slot for its response iff its plan
+   * is one of at most maxPlans plans (a plan counts while it has a confirmed or an in-flight
+   * response) and the plan's confirmed + in-flight responses are below maxPerPlan, so concurrent
+   * calls cannot overshoot either limit. Idempotent by requestId. A slot not ended within ttlMs (its
+   * gateway died) is released by reclaimExpired.
+   */
+  holdTrialResponse(t: {
     orgId: string;
     planId: string;
+    requestId: string;
     maxPlans: number;
     maxPerPlan: number;
+    ttlMs: number;
+    nowMs: number;
   }): Promise<TrialVerdict>;
+  /**
+   * Ends a BYO trial call and appends its usage event, atomically: `answered` confirms its slot (a
+   * model response, counted for good); otherwise the slot is released, and a plan left with no
+   * confirmed or in-flight response stops counting. Idempotent by requestId: once the slot is ended
+   * (or reclaimed) a repeat counts nothing; the event is appended either way (the flusher writes it
+   * once). Returns whether a slot was ended.
+   */
+  endTrialResponse(t: {
+    orgId: string;
+    requestId: string;
+    answered: boolean;
+    event: string;
+  }): Promise<boolean>;
   /**
    * New ledger entries for this consumer across all shards, about `count` of them (a little more
    * when the budget splits unevenly over shards); waits up to about blockMs when there are none.

@@ -1,6 +1,9 @@
+import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { notifications } from "../../src/db/schema/notifications.ts";
 import type { ChargeRequest, ChargeResult, Payments } from "../../src/metering/payments.ts";
 import { startGateway, type TestGateway } from "../harness/gateway.ts";
+import { type MockEmailProvider, startMockEmailProvider } from "../harness/mock-email.ts";
 import { waitUntil } from "../harness/ports.ts";
 
 /** Records every charge; fails while `failing` is set. */
@@ -19,10 +22,24 @@ class RecordingPayments implements Payments {
 describe("auto-recharge", () => {
   const payments = new RecordingPayments();
   let gw: TestGateway;
+  let email: MockEmailProvider;
   beforeAll(async () => {
-    gw = await startGateway({ backend: "postgres+redis", payments });
+    email = await startMockEmailProvider();
+    gw = await startGateway({
+      backend: "postgres+redis",
+      payments,
+      env: {
+        EMAIL_API_KEY: email.apiKey,
+        EMAIL_FROM: "Planto <billing@planto.test>",
+        EMAIL_API_URL: email.url,
+        NOTIFY_INTERVAL_MS: "50",
+      },
+    });
   });
-  afterAll(() => gw?.close());
+  afterAll(async () => {
+    await gw?.close();
+    await email?.close();
+  });
 
   const settings = {
     autoRebuyEnabled: true,
@@ -71,9 +88,12 @@ describe("auto-recharge", () => {
     expect(await gw.services.meter.balance(org.id)).toBe(550_000_000 - 50 * 2_000_000 + cents * 10_000_000);
   });
 
-  it("turns itself off after 3 consecutive failed payments", async () => {
+  it("turns itself off after 3 consecutive failed payments, and the org is notified once", async () => {
     const org = await gw.org({ credits: "0.5015" }); // the first call goes below $0.50
-    await gw.admin("PATCH", `/admin/orgs/${org.id}/billing`, settings);
+    await gw.admin("PATCH", `/admin/orgs/${org.id}/billing`, {
+      ...settings,
+      billingEmail: "cards@acme.test",
+    });
     const attempts = () => payments.charges.filter((c) => c.orgId === org.id).length;
     payments.failing = true;
     try {
@@ -91,6 +111,18 @@ describe("auto-recharge", () => {
       expect((await call(org.key)).status).toBe(200);
       await new Promise((r) => setTimeout(r, 200));
       expect(attempts()).toBe(3);
+
+      await waitUntil("the notification", async () => email.sentTo("cards@acme.test").length === 1, 5_000);
+      await new Promise((r) => setTimeout(r, 200)); // a second one would have come by now
+      const sent = email.sentTo("cards@acme.test");
+      expect(sent).toHaveLength(1);
+      expect(sent[0]?.subject).toContain("auto-recharge is turned off");
+      expect(sent[0]?.text).toContain("card declined");
+      const rows = await gw.services.database.db
+        .select()
+        .from(notifications)
+        .where(eq(notifications.orgId, org.id));
+      expect(rows.map((r) => [r.kind, r.status])).toEqual([["auto_recharge_disabled", "sent"]]);
     } finally {
       payments.failing = false;
     }

@@ -241,6 +241,44 @@ describe("faults", () => {
       await redis.stop();
     }
   }, 30_000);
+
+  it("Redis restarted empty: the billing month's spend is rebuilt too, so the monthly budget is not overshot", async () => {
+    const redis = await startRedis();
+    const gw = await startGateway({ backend: "postgres+redis", env: { REDIS_URL: redis.url } });
+    try {
+      const org = await gw.org({ credits: "10" });
+      await gw.admin("PATCH", `/admin/orgs/${org.id}/billing`, { maxThresholdPerMonth: "0.01" });
+      // Each call costs exactly $0.002 (1000 prompt tokens of gpt-4.1) and holds far less than that.
+      const call = () =>
+        gw.post("/v1/chat/completions", org.key, {
+          model: "gpt-4.1",
+          messages,
+          max_tokens: 10,
+          mock: { usage: { prompt_tokens: 1000, completion_tokens: 0 } },
+        });
+      for (let i = 0; i < 4; i++) expect((await call()).status).toBe(200);
+      await gw.services.flusher.drain();
+      await redis.restart();
+      expect(await gw.services.store.getBalance(org.id)).toBeNull();
+
+      // $0.008 of the $0.01 is spent: one more call fits, the next would pass the budget.
+      expect((await call()).status).toBe(200);
+      const refused = await call();
+      expect(refused.status).toBe(402);
+      expect(((await refused.json()) as { error: { code: string } }).error.code).toBe(
+        "cloud_monthly_max_reached",
+      );
+      await waitUntil("the flusher to recover its consumer group", async () => {
+        await gw.services.flusher.drain();
+        return (await gw.services.store.ledgerLag()).length === 0;
+      });
+      const sql = postgres(gw.config.DATABASE_URL as string, { max: 1, onnotice: () => {} });
+      expect(await count(sql, org.id).finally(() => sql.end())).toEqual({ debits: 5, spent: 10_000_000 });
+    } finally {
+      await gw.close();
+      await redis.stop();
+    }
+  }, 30_000);
 });
 
 describe("the gateway on a 3-master Redis Cluster", () => {

@@ -151,7 +151,9 @@ describe("flusher", () => {
       upstream_error: false,
       no_reported_usage: true,
     });
-    expect(String((usage[0]?.first_token_at as Date | undefined)?.toISOString())).toBe("2026-12-01T10:00:00.250Z");
+    expect(String((usage[0]?.first_token_at as Date | undefined)?.toISOString())).toBe(
+      "2026-12-01T10:00:00.250Z",
+    );
     expect(usage[1]).toMatchObject({
       id: byo.id,
       byo: true,

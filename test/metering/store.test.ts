@@ -77,6 +77,31 @@ describe.each(kinds)("metering store contract (%s)", (kind) => {
     expect(await reserve(id, r, 1)).toEqual({ ok: true, balance: 100, held: 1 });
   });
 
+  it("load also sets the billing month's spend, which the budget check counts; a second load changes neither", async () => {
+    const id = org();
+    const month = 1_799_000_000_000;
+    const hold = (amount: number, monthStart = month, requestId = rid()) =>
+      store.reserve({
+        orgId: id,
+        requestId,
+        amount,
+        ttlMs: TTL,
+        nowMs: NOW,
+        budget: { monthStart, max: 100 },
+      });
+    expect(await store.loadBalance({ orgId: id, balance: 1000, month: { start: month, spend: 70 } })).toBe(
+      true,
+    );
+    expect(await store.loadBalance({ orgId: id, balance: 5, month: { start: month, spend: 0 } })).toBe(false);
+    expect(await hold(31)).toMatchObject({ ok: false, reason: "monthly_max_reached" });
+    const r = rid();
+    expect(await hold(30, month, r)).toEqual({ ok: true, balance: 1000, held: 30 });
+    await store.release({ orgId: id, requestId: r });
+    // The loaded spend counts in its own month only; another month starts from nothing.
+    expect(await hold(99)).toMatchObject({ ok: false, reason: "monthly_max_reached" });
+    expect(await hold(99, month + 1)).toMatchObject({ ok: true, held: 99 });
+  });
+
   it("admits iff balance − held covers the hold (equal is enough), and holds add up", async () => {
     const id = await loaded(100);
     expect(await reserve(id, rid(), 60)).toEqual({ ok: true, balance: 100, held: 60 });
@@ -222,13 +247,23 @@ describe.each(kinds)("metering store contract (%s)", (kind) => {
     for (const id of all) expect(await store.getBalance(id)).toEqual({ balance: 1_000_000, held: 0 });
   });
 
-  it("counts BYO trial responses: at most maxPlans distinct plans, even under 200 concurrent calls", async () => {
+  const holdTrial = (
+    orgId: string,
+    planId: string,
+    limits = { maxPlans: 10, maxPerPlan: 20 },
+    requestId = rid(),
+  ) => store.holdTrialResponse({ orgId, planId, requestId, ...limits, ttlMs: TTL, nowMs: NOW });
+  const endTrial = (orgId: string, requestId: string, answered: boolean) =>
+    store.endTrialResponse({
+      orgId,
+      requestId,
+      answered,
+      event: JSON.stringify({ id: requestId, orgId, cost: 0 }),
+    });
+
+  it("holds BYO trial slots: at most maxPlans distinct plans, even under 200 concurrent calls", async () => {
     const id = org();
-    const results = await Promise.all(
-      Array.from({ length: 200 }, (_, i) =>
-        store.countTrialResponse({ orgId: id, planId: `p${i % 15}`, maxPlans: 10, maxPerPlan: 20 }),
-      ),
-    );
+    const results = await Promise.all(Array.from({ length: 200 }, (_, i) => holdTrial(id, `p${i % 15}`)));
     // Exactly 10 distinct plans get in, and each of them gets all of its 13 or 14 calls (< 20).
     const admittedPlans = new Set(results.flatMap((r, i) => (r.ok ? [`p${i % 15}`] : [])));
     expect(admittedPlans.size).toBe(10);
@@ -238,29 +273,90 @@ describe.each(kinds)("metering store contract (%s)", (kind) => {
     });
     // A plan already counted stays open; a new one does not.
     const known = [...admittedPlans][0]!;
-    expect(
-      await store.countTrialResponse({ orgId: id, planId: known, maxPlans: 10, maxPerPlan: 20 }),
-    ).toEqual({ ok: true });
-    expect(
-      await store.countTrialResponse({ orgId: id, planId: "new", maxPlans: 10, maxPerPlan: 20 }),
-    ).toEqual({ ok: false, reason: "trial_plans_exceeded" });
+    expect(await holdTrial(id, known)).toEqual({ ok: true });
+    expect(await holdTrial(id, "new")).toEqual({ ok: false, reason: "trial_plans_exceeded" });
     // Another org has limits of its own.
-    expect(
-      await store.countTrialResponse({ orgId: org(), planId: "new", maxPlans: 10, maxPerPlan: 20 }),
-    ).toEqual({ ok: true });
+    expect(await holdTrial(org(), "new")).toEqual({ ok: true });
   });
 
-  it("counts BYO trial responses: at most maxPerPlan per plan, even under 200 concurrent calls", async () => {
+  it("holds BYO trial slots: at most maxPerPlan per plan, in flight and confirmed together, even under 200 concurrent calls", async () => {
     const id = org();
-    const results = await Promise.all(
-      Array.from({ length: 200 }, () =>
-        store.countTrialResponse({ orgId: id, planId: "p", maxPlans: 1, maxPerPlan: 20 }),
-      ),
-    );
+    const limits = { maxPlans: 1, maxPerPlan: 20 };
+    const requests = Array.from({ length: 200 }, () => rid());
+    const results = await Promise.all(requests.map((r) => holdTrial(id, "p", limits, r)));
     expect(results.filter((r) => r.ok)).toHaveLength(20);
     expect(results.filter((r) => !r.ok)).toEqual(
       Array.from({ length: 180 }, () => ({ ok: false, reason: "trial_messages_exceeded" })),
     );
+    // A repeat of a held request is admitted without holding another slot.
+    const held = requests.filter((_, i) => results[i]?.ok);
+    expect(await holdTrial(id, "p", limits, held[0])).toEqual({ ok: true });
+    // Confirming them all keeps the plan full.
+    await Promise.all(held.map((r) => endTrial(id, r, true)));
+    expect(await holdTrial(id, "p", limits)).toEqual({ ok: false, reason: "trial_messages_exceeded" });
+    await drain(id);
+  });
+
+  it("a released trial slot gives its response back; a confirmed one does not; ends are idempotent and append the usage event", async () => {
+    const id = org();
+    const limits = { maxPlans: 10, maxPerPlan: 2 };
+    const [a, b, c] = [rid(), rid(), rid()];
+    expect(await holdTrial(id, "p", limits, a)).toEqual({ ok: true });
+    expect(await holdTrial(id, "p", limits, b)).toEqual({ ok: true });
+    expect(await holdTrial(id, "p", limits)).toEqual({ ok: false, reason: "trial_messages_exceeded" });
+    expect(await endTrial(id, a, false)).toBe(true); // the upstream failed: released
+    expect(await endTrial(id, a, true)).toBe(false); // a retried end counts nothing
+    expect(await endTrial(id, b, true)).toBe(true); // answered: confirmed
+    expect(await endTrial(id, b, true)).toBe(false);
+    expect(await holdTrial(id, "p", limits, c)).toEqual({ ok: true });
+    expect(await endTrial(id, c, true)).toBe(true);
+    expect(await holdTrial(id, "p", limits)).toEqual({ ok: false, reason: "trial_messages_exceeded" });
+    expect(ids(await drain(id))).toEqual([a, a, b, b, c]);
+  });
+
+  it("a plan whose only calls failed stops counting against maxPlans", async () => {
+    const id = org();
+    const limits = { maxPlans: 2, maxPerPlan: 20 };
+    const [failed, failedToo, kept] = [rid(), rid(), rid()];
+    expect(await holdTrial(id, "a", limits, failed)).toEqual({ ok: true });
+    expect(await holdTrial(id, "a", limits, failedToo)).toEqual({ ok: true });
+    expect(await holdTrial(id, "b", limits, kept)).toEqual({ ok: true });
+    expect(await holdTrial(id, "c", limits)).toEqual({ ok: false, reason: "trial_plans_exceeded" });
+    await endTrial(id, failed, false);
+    // Plan a still has a call in flight: it still counts.
+    expect(await holdTrial(id, "c", limits)).toEqual({ ok: false, reason: "trial_plans_exceeded" });
+    await endTrial(id, failedToo, false);
+    await endTrial(id, kept, true);
+    const c = rid();
+    expect(await holdTrial(id, "c", limits, c)).toEqual({ ok: true });
+    await endTrial(id, c, true);
+    expect(await holdTrial(id, "a", limits)).toEqual({ ok: false, reason: "trial_plans_exceeded" });
+    await drain(id);
+  });
+
+  it("a trial slot whose gateway died is reclaimed after its TTL, and its late end counts nothing", async () => {
+    const id = org();
+    const limits = { maxPlans: 1, maxPerPlan: 1 };
+    const dead = rid();
+    expect(
+      await store.holdTrialResponse({
+        orgId: id,
+        planId: "p",
+        requestId: dead,
+        ...limits,
+        ttlMs: TTL,
+        nowMs: NOW - 2 * TTL,
+      }),
+    ).toEqual({ ok: true });
+    expect(await holdTrial(id, "p", limits)).toEqual({ ok: false, reason: "trial_messages_exceeded" });
+    expect(await holdTrial(id, "q", limits)).toEqual({ ok: false, reason: "trial_plans_exceeded" });
+    expect(await store.reclaimExpired(NOW)).toBeGreaterThanOrEqual(1);
+    expect(await endTrial(id, dead, true)).toBe(false);
+    // The plan is free again, and so is the plan count.
+    const next = rid();
+    expect(await holdTrial(id, "q", limits, next)).toEqual({ ok: true });
+    expect(await endTrial(id, next, true)).toBe(true);
+    expect(ids(await drain(id))).toEqual([dead, next]);
   });
 
   it("500 concurrent calls for an org that can afford ~100: the books balance and nobody is debited twice", async () => {

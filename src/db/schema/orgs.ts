@@ -17,6 +17,9 @@ export const orgs = pgTable("orgs", {
   /** Who Stripe charges off-session for auto-recharge. */
   stripeCustomerId: text("stripe_customer_id"),
   stripePaymentMethodId: text("stripe_payment_method_id"),
+  /** Where billing notifications go (threshold reached, auto-recharge off); none are sent without it. */
+  billingEmail: text("billing_email"),
+  /** This billing month's spend passing it sends one notification per billing month. */
   notifyThreshold: bigint("notify_threshold", { mode: "number" }),
   maxThresholdPerMonth: bigint("max_threshold_per_month", { mode: "number" }),
   billingCycleStartedAt: timestamp("billing_cycle_started_at", { withTimezone: true, mode: "date" })

@@ -28,10 +28,14 @@ const creditSchema = z.object({
   creditType: z.enum(["trial", "grant", "admin_grant", "purchase", "switch"]).default("admin_grant"),
 });
 
+/** Where the org's billing notifications go; null clears it (then none are sent). */
+const billingEmail = z.email("an email address like billing@example.com").max(254).nullable();
+
 const createOrgSchema = z.object({
   name: z.string().min(1).max(200),
   billingMode: z.enum(["integrated", "byo"]),
   isTrial: z.boolean(),
+  billingEmail: billingEmail.optional(),
 });
 
 const billingPatchSchema = z
@@ -42,6 +46,7 @@ const billingPatchSchema = z
     autoRebuyEnabled: z.boolean(),
     autoRebuyMinThreshold: usd.nullable(),
     autoRebuyToBalance: usd.nullable(),
+    billingEmail,
     notifyThreshold: usd.nullable(),
     maxThresholdPerMonth: usd.nullable(),
     billingCycleStartedAt: z.iso.datetime({ offset: true }),
@@ -83,6 +88,7 @@ export function renderOrg(org: Org, balance: number | undefined): Record<string,
     autoRebuyToBalance: usdOrNull(org.autoRebuyToBalance),
     autoRebuyFailures: org.autoRebuyFailures,
     stripeCustomerId: org.stripeCustomerId,
+    billingEmail: org.billingEmail,
     notifyThreshold: usdOrNull(org.notifyThreshold),
     maxThresholdPerMonth: usdOrNull(org.maxThresholdPerMonth),
     billingCycleStartedAt: org.billingCycleStartedAt.toISOString(),
@@ -137,6 +143,7 @@ export function adminRoutes(services: Services): Hono {
       autoRebuyEnabled: patch.autoRebuyEnabled,
       autoRebuyMinThreshold: nanosOrNull(patch.autoRebuyMinThreshold),
       autoRebuyToBalance: nanosOrNull(patch.autoRebuyToBalance),
+      billingEmail: patch.billingEmail,
       notifyThreshold: nanosOrNull(patch.notifyThreshold),
       maxThresholdPerMonth: nanosOrNull(patch.maxThresholdPerMonth),
       billingCycleStartedAt: patch.billingCycleStartedAt ? new Date(patch.billingCycleStartedAt) : undefined,

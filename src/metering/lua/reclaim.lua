@@ -1,15 +1,17 @@
 --[[
-reclaim: release the holds of one shard whose expiry passed (their gateway died mid-call).
+reclaim: release the holds and BYO trial slots of one shard whose expiry passed (their gateway
+died mid-call).
 
 KEYS[1] expiry zset of the shard  "orgId\nrequestId" scored by expiry (ms since epoch)
 ARGV[1] now (ms since epoch)
-ARGV[2] key prefix of the shard, e.g. "pg:{pg:3}:" (org and holds keys are derived from it; they
-        share the shard's hash tag, so they live in the same cluster slot as KEYS[1])
+ARGV[2] key prefix of the shard, e.g. "pg:{pg:3}:" (the org's holds and trial keys are derived
+        from it; they share the shard's hash tag, so they live in the same cluster slot as KEYS[1])
 ARGV[3] most expiry entries to process in one call (a script blocks its Redis node while it runs)
 
 Returns {processed, released}: expiry entries removed (when it equals ARGV[3] there may be more),
-and holds released (an entry whose hold is gone, as after purgeOrg, releases nothing).
+and holds and slots released (an entry whose hold is gone, as after purgeOrg, releases nothing).
 A later settle of a reclaimed request still debits once: its done marker is set by settle only.
+A reclaimed trial slot is given back, as for a call that failed: the late end counts nothing.
 ]]
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
 local released = 0
@@ -24,6 +26,19 @@ for _, member in ipairs(expired) do
       redis.call('HDEL', holds, rid)
       -- 0 - x, not -x: a hold of 0 would give -0, which HINCRBY rejects mid-script.
       redis.call('HINCRBY', ARGV[2] .. 'o:' .. org, 'held', 0 - tonumber(hold))
+      released = released + 1
+    end
+    local slots = ARGV[2] .. 'ti:' .. org
+    local plan = redis.call('HGET', slots, rid)
+    if plan then
+      redis.call('HDEL', slots, rid)
+      local inflight = redis.call('HINCRBY', ARGV[2] .. 'tf:' .. org, plan, -1)
+      if inflight <= 0 then
+        redis.call('HDEL', ARGV[2] .. 'tf:' .. org, plan)
+        if tonumber(redis.call('HGET', ARGV[2] .. 'tr:' .. org, plan) or '0') == 0 then
+          redis.call('SREM', ARGV[2] .. 'tp:' .. org, plan)
+        end
+      end
       released = released + 1
     end
   end
