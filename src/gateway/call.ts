@@ -140,11 +140,15 @@ function record(services: Services, call: PreparedCall, end: CallEnd, status: nu
     clientCancelled: end.clientCancelled,
     stoppedEarly: end.stoppedEarly,
   });
-  metrics.calls.inc({ route, model: model.id, provider: model.provider, status: String(status) });
-  metrics.duration.observe({ route, model: model.id }, (end.endedAt - startedAt) / 1000);
-  if (end.firstTokenAt !== undefined) {
-    metrics.timeToFirstToken.observe({ route, model: model.id }, (end.firstTokenAt - startedAt) / 1000);
-  }
+  metrics.recordCall({
+    route,
+    model: model.id,
+    provider: model.provider,
+    status,
+    durationSeconds: (end.endedAt - startedAt) / 1000,
+    timeToFirstTokenSeconds:
+      end.firstTokenAt === undefined ? undefined : (end.firstTokenAt - startedAt) / 1000,
+  });
   if (debited > 0) {
     metrics.debits.inc();
     metrics.debitedUsd.inc(debited / 1e9);

@@ -35,14 +35,39 @@ export async function readBody(c: Context, limit: number): Promise<Uint8Array> {
     if (bytes.byteLength > limit) throw tooLarge(limit);
     return bytes;
   }
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of node.incoming as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limit) throw tooLarge(limit);
-    chunks.push(chunk);
-  }
-  return chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size);
+  // Events, not `for await`: an async iterator costs a promise per chunk and a few objects per call.
+  const incoming = node.incoming;
+  return new Promise<Uint8Array>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        done();
+        incoming.resume(); // drain the rest unread
+        reject(tooLarge(limit));
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = () => {
+      done();
+      resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size));
+    };
+    const onError = (err: Error) => {
+      done();
+      reject(err);
+    };
+    const done = () => {
+      incoming.off("data", onData);
+      incoming.off("end", onEnd);
+      incoming.off("error", onError);
+    };
+    if (incoming.readableEnded) return resolve(new Uint8Array(0));
+    incoming.on("data", onData);
+    incoming.on("end", onEnd);
+    incoming.on("error", onError);
+  });
 }
 
 function tooLarge(limit: number): GatewayError {

@@ -98,6 +98,47 @@ export class Metrics {
     now: () => number;
   };
 
+  private readonly callSeries = new Map<
+    string,
+    {
+      calls: { inc(): void };
+      duration: { observe(v: number): void };
+      ttft: { observe(v: number): void };
+    }
+  >();
+
+  /**
+   * Counts one finished call. The labelled series are looked up once per label set and kept:
+   * prom-client hashes the labels on every call otherwise, and this runs once per model call.
+   */
+  recordCall(c: {
+    route: string;
+    model: string;
+    provider: string;
+    status: number;
+    durationSeconds: number;
+    timeToFirstTokenSeconds: number | undefined;
+  }): void {
+    const key = `${c.route}\n${c.model}\n${c.provider}\n${c.status}`;
+    let series = this.callSeries.get(key);
+    if (!series) {
+      series = {
+        calls: this.calls.labels({
+          route: c.route,
+          model: c.model,
+          provider: c.provider,
+          status: String(c.status),
+        }),
+        duration: this.duration.labels({ route: c.route, model: c.model }),
+        ttft: this.timeToFirstToken.labels({ route: c.route, model: c.model }),
+      };
+      this.callSeries.set(key, series);
+    }
+    series.calls.inc();
+    series.duration.observe(c.durationSeconds);
+    if (c.timeToFirstTokenSeconds !== undefined) series.ttft.observe(c.timeToFirstTokenSeconds);
+  }
+
   /** The exposition text; the ledger's backlog is read from the store once per scrape. */
   async render(): Promise<string> {
     try {

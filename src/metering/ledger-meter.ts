@@ -14,7 +14,7 @@ import { type Nanos, parseUsd } from "../pricing/money.ts";
 import { countChatPromptTokens, countTextTokens } from "../pricing/tokens.ts";
 import { billingMonthStart, nextBillingMonthStart } from "./billing-month.ts";
 import { type CallEvent, type CreditEvent, encodeCallEvent, encodeCreditEvent } from "./events.ts";
-import type { Admission, CallEnd, CallStart, CreditResult, Meter, Settlement } from "./meter.ts";
+import type { Admission, CallEnd, CallerOrg, CallStart, CreditResult, Meter, Settlement } from "./meter.ts";
 import type { Payments } from "./payments.ts";
 import { type PendingSettle, SettleSpool } from "./spool.ts";
 import type { MeteringStore } from "./store.ts";
@@ -192,6 +192,17 @@ export function createLedgerMeter(deps: {
   }, config.RECLAIM_INTERVAL_MS);
   reclaimer.unref();
 
+  /** Each org's current billing month, worked out once a month rather than on every call. */
+  const months = new WeakMap<CallerOrg, { start: number; next: number }>();
+  const currentMonthStart = (org: CallerOrg, now: number): number => {
+    const known = months.get(org);
+    if (known && now >= known.start && now < known.next) return known.start;
+    const start = billingMonthStart(org.billingCycleStartedAt, new Date(now));
+    const next = nextBillingMonthStart(org.billingCycleStartedAt, start).getTime();
+    months.set(org, { start: start.getTime(), next });
+    return start.getTime();
+  };
+
   const billingError = (start: CallStart) => ({
     billingError: { hasBillingPermission: true, isTrial: start.org.isTrial },
   });
@@ -254,7 +265,7 @@ export function createLedgerMeter(deps: {
         defaultMaxTokens: config.DEFAULT_MAX_TOKENS,
         markupBps,
       });
-      const monthStart = billingMonthStart(org.billingCycleStartedAt, new Date(clock.now())).getTime();
+      const monthStart = currentMonthStart(org, clock.now());
       const budget =
         org.maxThresholdPerMonth === null ? undefined : { monthStart, max: org.maxThresholdPerMonth };
       const reserve = () =>
