@@ -1,72 +1,28 @@
-import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { createInterface } from "node:readline";
 import autocannon from "autocannon";
-import { startPostgres } from "../test/harness/postgres.ts";
-import { startRedis } from "../test/harness/redis.ts";
-import { cpuSample, findPid } from "./cpu.ts";
+import { Agent, request } from "undici";
+import { createRedisStore } from "../src/metering/redis-store.ts";
+import { cpuSample } from "./cpu.ts";
+import { startGatewayStack } from "./stack.ts";
 
 /**
  * `npm run bench`: the same load against (a) the mock upstream directly, (b) a bare node:http pipe
- * proxy to it and (c) the gateway with key auth on, in one run, alternating, so the ratio (c)/(b)
- * is measured under the same machine noise. Prints req/s, p50 and p99 per target and the ratios.
+ * proxy to it and (c) the gateway with key auth and full metering on (reserve and settle against a
+ * real Redis, the ledger flushed to a real Postgres), in one run, alternating, so the ratio (c)/(b)
+ * is measured under the same machine noise. Prints req/s, p50 and p99 per target, the ratios, the
+ * CPU each process spent per request, the flusher's lag while (c) ran, and time to first token
+ * through the gateway against the upstream's own.
  *
  * Options (env): BENCH_SECONDS per round (default 5), BENCH_ROUNDS (3), BENCH_CONNECTIONS (32),
- * BENCH_CHUNKS (20).
+ * BENCH_CHUNKS (20), BENCH_MODES (streaming,plain), BENCH_ONLY=gateway (skip the other targets),
+ * BENCH_PROFILE=<dir> (write the gateway's CPU profile there).
  */
 const seconds = Number(process.env.BENCH_SECONDS ?? 5);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 32);
 const chunks = Number(process.env.BENCH_CHUNKS ?? 20);
-const ADMIN_TOKEN = "bench-admin-token";
-/** BENCH_ONLY=gateway skips the other targets; BENCH_PROFILE=<dir> writes the gateway's CPU profile there. */
 const only = process.env.BENCH_ONLY;
 const profileDir = process.env.BENCH_PROFILE;
-const nodeFlags = (args: string[]) =>
-  profileDir && args[0] === "src/server.ts" ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [];
-
-const children: ChildProcess[] = [];
-process.on("exit", () => {
-  for (const child of children) child.kill("SIGKILL");
-});
-
-/** Starts a tsx child and resolves with the first JSON line it prints that has `key`. */
-function startChild(
-  args: string[],
-  env: Record<string, string>,
-  key: string,
-): Promise<Record<string, unknown>> {
-  const child = spawn(process.execPath, [...nodeFlags(args), "--import", "tsx", ...args], {
-    env: { ...process.env, ...env },
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  children.push(child);
-  return new Promise((resolve, reject) => {
-    child.once("exit", (code) => reject(new Error(`${args.join(" ")} exited with ${code}`)));
-    const lines = createInterface({ input: child.stdout! });
-    lines.on("line", (line) => {
-      try {
-        const parsed = JSON.parse(line) as Record<string, unknown>;
-        if (!(key in parsed)) return;
-        // From here on the child's output (the gateway's call log) is drained unread: parsing it
-        // here would take CPU from the load generator in the gateway's rounds only.
-        lines.close();
-        child.stdout!.resume();
-        resolve(parsed);
-      } catch {
-        // not a JSON line
-      }
-    });
-  });
-}
-
-async function json(url: string, init: RequestInit): Promise<Record<string, unknown>> {
-  const res = await fetch(url, init);
-  if (!res.ok) throw new Error(`${init.method} ${url}: ${res.status} ${await res.text()}`);
-  return (await res.json()) as Record<string, unknown>;
-}
+const modes = (process.env.BENCH_MODES ?? "streaming,plain").split(",") as ("streaming" | "plain")[];
 
 type Result = {
   rps: number;
@@ -77,10 +33,14 @@ type Result = {
   cpu: Record<string, number>;
 };
 
-let cpuGroups: Record<string, number | undefined> = {};
+const stack = await startGatewayStack({
+  bare: true,
+  gatewayNodeFlags: profileDir ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [],
+});
+const auth = { authorization: `Bearer ${stack.key}` };
 
 async function load(url: string, headers: Record<string, string>, body: string): Promise<Result> {
-  const cpu = cpuSample(cpuGroups);
+  const cpu = cpuSample(stack.pids);
   const result = await autocannon({
     url,
     method: "POST",
@@ -99,134 +59,152 @@ async function load(url: string, headers: Record<string, string>, body: string):
   };
 }
 
-async function main(): Promise<void> {
-  const dataDir = mkdtempSync(join(tmpdir(), "planto-bench-"));
-  // Full metering: reserve and settle against a real Redis, the ledger flushed to a real Postgres.
-  const [redis, pg] = await Promise.all([startRedis(), startPostgres()]);
-  const mock = await startChild(["src/dev/mock-upstream.ts", "--port", "0", "--json"], {}, "url");
-  const mockUrl = String(mock.url);
-  const bare = await startChild(["bench/bare-proxy.ts", "--upstream", mockUrl], {}, "port");
-  const gatewayPort = 18000 + Math.floor(Math.random() * 2000);
-  await startChild(
-    ["src/server.ts"],
-    {
-      PORT: String(gatewayPort),
-      HOST: "127.0.0.1",
-      DATA_DIR: dataDir,
-      ADMIN_TOKEN,
-      OPENAI_BASE_URL: `${mockUrl}/openai/v1`,
-      OPENAI_API_KEY: "sk-bench",
-      LOG_LEVEL: "info",
-      REDIS_URL: redis.url,
-      DATABASE_URL: pg.url,
-    },
-    "port",
-  );
-  const gateway = `http://127.0.0.1:${gatewayPort}`;
-  cpuGroups = {
-    mock: children[0]?.pid,
-    "bare proxy": children[1]?.pid,
-    gateway: children[2]?.pid,
-    redis: findPid(["redis-server", `:${redis.port}`]),
-    postgres: findPid(["bin/postgres", `-p ${pg.port}`]),
-  };
-  const admin = { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" };
-  const org = await json(`${gateway}/admin/orgs`, {
-    method: "POST",
-    headers: admin,
-    body: JSON.stringify({ name: "bench", billingMode: "integrated", isTrial: false }),
-  });
-  await json(`${gateway}/admin/orgs/${org.id}/credits`, {
-    method: "POST",
-    headers: { ...admin, "idempotency-key": "bench-credit" },
-    body: JSON.stringify({ amount: "1000000", creditType: "admin_grant" }),
-  }).catch(() => undefined);
-  const key = await json(`${gateway}/admin/orgs/${org.id}/api-keys`, { method: "POST", headers: admin });
-  const auth = { authorization: `Bearer ${String(key.key)}` };
+/** Samples the age of the oldest unflushed ledger event every 100 ms while `during` runs. */
+const ledger = createRedisStore({ url: stack.redisUrl });
+const lagSamples: number[] = [];
+async function sampleLag<T>(during: Promise<T>): Promise<T> {
+  let running = true;
+  const sampler = (async () => {
+    while (running) {
+      const { oldestMs } = await ledger.ledgerLag();
+      lagSamples.push(oldestMs === null ? 0 : Math.max(0, Date.now() - oldestMs));
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  })();
+  try {
+    return await during;
+  } finally {
+    running = false;
+    await sampler;
+  }
+}
 
-  const table: Record<string, Record<string, Result[]>> = {};
-  const modes = (process.env.BENCH_MODES ?? "streaming,plain").split(",") as ("streaming" | "plain")[];
-  for (const mode of modes) {
-    const body = JSON.stringify({
-      model: "gpt-4.1-mini",
-      messages: [{ role: "user", content: "Say something twenty tokens long." }],
-      stream: mode === "streaming",
-      mock: { chunks },
-    });
-    const targets: Record<string, [string, Record<string, string>]> = {
-      "(a) mock upstream": [`${mockUrl}/openai/v1/chat/completions`, {}],
-      "(b) bare node:http proxy": [`http://127.0.0.1:${bare.port}/openai/v1/chat/completions`, {}],
-      "(c) gateway": [`${gateway}/v1/chat/completions`, auth],
-    };
-    if (only) for (const name of Object.keys(targets)) if (!name.includes(only)) delete targets[name];
-    table[mode] = {};
-    await load(targets["(c) gateway"]![0], auth, body); // warm-up: JIT, pools, caches
-    for (let round = 0; round < rounds; round++) {
-      for (const [name, [url, headers]] of Object.entries(targets)) {
-        const r = await load(url, headers, body);
-        const results = table[mode][name] ?? [];
-        results.push(r);
-        table[mode][name] = results;
-        process.stderr.write(`${mode} round ${round + 1} ${name}: ${r.rps.toFixed(0)} req/s\n`);
-      }
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
+const percentile = (xs: number[], p: number) =>
+  [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((xs.length * p) / 100))] ?? 0;
+
+const table: Record<string, Record<string, Result[]>> = {};
+for (const mode of modes) {
+  const body = JSON.stringify({
+    model: "gpt-4.1-mini",
+    messages: [{ role: "user", content: "Say something twenty tokens long." }],
+    stream: mode === "streaming",
+    mock: { chunks },
+  });
+  const targets: Record<string, [string, Record<string, string>]> = {
+    "(a) mock upstream": [`${stack.mockUrl}/openai/v1/chat/completions`, {}],
+    "(b) bare node:http proxy": [`${stack.bareUrl}/openai/v1/chat/completions`, {}],
+    "(c) gateway": [`${stack.gatewayUrl}/v1/chat/completions`, auth],
+  };
+  if (only) for (const name of Object.keys(targets)) if (!name.includes(only)) delete targets[name];
+  const results: Record<string, Result[]> = {};
+  table[mode] = results;
+  await load(`${stack.gatewayUrl}/v1/chat/completions`, auth, body); // warm-up: JIT, pools, caches
+  for (let round = 0; round < rounds; round++) {
+    for (const [name, [url, headers]] of Object.entries(targets)) {
+      const run = load(url, headers, body);
+      const r = name === "(c) gateway" ? await sampleLag(run) : await run;
+      results[name] = [...(results[name] ?? []), r];
+      process.stderr.write(`${mode} round ${round + 1} ${name}: ${r.rps.toFixed(0)} req/s\n`);
     }
   }
+}
 
-  /** Each process tree's CPU over the target's rounds, per request served; idle parts left out. */
-  const cpuPerRequest = (rs: Result[]) => {
-    const requests = rs.reduce((n, r) => n + r.requests, 0) || 1;
-    const totals: Record<string, number> = {};
-    for (const r of rs)
-      for (const [name, ms] of Object.entries(r.cpu)) totals[name] = (totals[name] ?? 0) + ms;
-    const parts = Object.entries(totals)
-      .map(([name, ms]) => [name, (ms * 1000) / requests] as const)
-      .filter(([, us]) => us >= 1);
-    const sum = parts.reduce((n, [, us]) => n + us, 0);
-    return `${parts.map(([name, us]) => `${name} ${us.toFixed(0)}`).join(", ")} (all ${sum.toFixed(0)})`;
-  };
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
-  const lines = [
-    `connections=${connections} chunks=${chunks} ${rounds}×${seconds}s per target, alternating`,
-    "",
-  ];
-  for (const [mode, targets] of Object.entries(table)) {
-    lines.push(`${mode}:`);
-    for (const [name, rs] of Object.entries(targets)) {
-      const errors = rs.reduce((n, r) => n + r.errors, 0);
-      lines.push(
-        `  ${name.padEnd(26)} ${median(rs.map((r) => r.rps))
-          .toFixed(0)
-          .padStart(
-            7,
-          )} req/s  p50 ${median(rs.map((r) => r.p50)).toFixed(1)} ms  p99 ${median(rs.map((r) => r.p99)).toFixed(1)} ms${errors ? `  errors ${errors}` : ""}`,
-      );
-      lines.push(`      CPU µs per request: ${cpuPerRequest(rs)}`);
-    }
-    const baseline = targets["(b) bare node:http proxy"];
-    const gatewayRuns = targets["(c) gateway"];
-    if (!baseline || !gatewayRuns) continue;
+/**
+ * Time to first token at a load that does not saturate the machine (8 connections, a chunk every
+ * 5 ms, as a model streams): from sending the request to the first content chunk, directly from
+ * the mock and through the gateway, alternating.
+ */
+async function firstTokens(url: string, headers: Record<string, string>, ms: number): Promise<number[]> {
+  const dispatcher = new Agent({ connections: 8 });
+  const body = JSON.stringify({
+    model: "gpt-4.1-mini",
+    messages: [{ role: "user", content: "Say something." }],
+    stream: true,
+    mock: { chunks: 20, delayMs: 5 },
+  });
+  const out: number[] = [];
+  const until = performance.now() + ms;
+  await Promise.all(
+    Array.from({ length: 8 }, async () => {
+      while (performance.now() < until) {
+        const t = performance.now();
+        const res = await request(url, {
+          method: "POST",
+          headers: { "content-type": "application/json", ...headers },
+          body,
+          dispatcher,
+        });
+        let first: number | undefined;
+        for await (const chunk of res.body) {
+          if (first === undefined && (chunk as Buffer).includes('"content"')) first = performance.now() - t;
+        }
+        if (first !== undefined && res.statusCode === 200) out.push(first);
+      }
+    }),
+  );
+  await dispatcher.close();
+  return out;
+}
+const ttft = { upstream: [] as number[], gateway: [] as number[] };
+if (!only) {
+  for (let round = 0; round < rounds; round++) {
+    ttft.upstream.push(...(await firstTokens(`${stack.mockUrl}/openai/v1/chat/completions`, {}, 3000)));
+    ttft.gateway.push(...(await firstTokens(`${stack.gatewayUrl}/v1/chat/completions`, auth, 3000)));
+  }
+}
+
+/** Each process tree's CPU over the target's rounds, per request served; idle parts left out. */
+const cpuPerRequest = (rs: Result[]) => {
+  const requests = rs.reduce((n, r) => n + r.requests, 0) || 1;
+  const totals: Record<string, number> = {};
+  for (const r of rs) for (const [name, ms] of Object.entries(r.cpu)) totals[name] = (totals[name] ?? 0) + ms;
+  const parts = Object.entries(totals)
+    .map(([name, ms]) => [name, (ms * 1000) / requests] as const)
+    .filter(([, us]) => us >= 1);
+  const sum = parts.reduce((n, [, us]) => n + us, 0);
+  return `${parts.map(([name, us]) => `${name} ${us.toFixed(0)}`).join(", ")} (all ${sum.toFixed(0)})`;
+};
+
+const lines = [
+  `connections=${connections} chunks=${chunks} ${rounds}×${seconds}s per target, alternating`,
+  "",
+];
+for (const [mode, targets] of Object.entries(table)) {
+  lines.push(`${mode}:`);
+  for (const [name, rs] of Object.entries(targets)) {
+    const errors = rs.reduce((n, r) => n + r.errors, 0);
+    const rps = median(rs.map((r) => r.rps)).toFixed(0);
+    const p50 = median(rs.map((r) => r.p50)).toFixed(1);
+    const p99 = median(rs.map((r) => r.p99)).toFixed(1);
+    lines.push(
+      `  ${name.padEnd(26)} ${rps.padStart(7)} req/s  p50 ${p50} ms  p99 ${p99} ms${errors ? `  errors ${errors}` : ""}`,
+    );
+    lines.push(`      CPU µs per request: ${cpuPerRequest(rs)}`);
+  }
+  const baseline = targets["(b) bare node:http proxy"];
+  const gatewayRuns = targets["(c) gateway"];
+  if (baseline && gatewayRuns) {
     const ratios = gatewayRuns.map((r, i) => r.rps / (baseline[i]?.rps ?? 1));
     lines.push(
       `  ratio (c)/(b): ${median(ratios).toFixed(2)}× (per round: ${ratios.map((r) => r.toFixed(2)).join(", ")})`,
     );
-    lines.push("");
   }
-  process.stdout.write(`${lines.join("\n")}\n`);
-  // The gateway settles, flushes (and writes its profile) on SIGTERM: wait for every child to exit.
-  await Promise.all(
-    children.map(
-      (child) =>
-        new Promise<void>((resolve) => {
-          if (child.exitCode !== null) return resolve();
-          child.removeAllListeners("exit");
-          child.once("exit", () => resolve());
-          child.kill("SIGTERM");
-        }),
-    ),
-  );
-  await Promise.all([redis.stop(), pg.destroy()]);
-  rmSync(dataDir, { recursive: true, force: true });
+  lines.push("");
 }
-
-await main();
+if (lagSamples.length) {
+  lines.push(
+    `flusher lag while (c) ran (age of the oldest unflushed ledger event, ${lagSamples.length} samples): p50 ${percentile(lagSamples, 50)} ms, p99 ${percentile(lagSamples, 99)} ms, max ${Math.max(...lagSamples)} ms`,
+  );
+}
+if (ttft.gateway.length && ttft.upstream.length) {
+  const up = percentile(ttft.upstream, 50);
+  const gw = percentile(ttft.gateway, 50);
+  lines.push(
+    `time to first token at 8 connections, a chunk every 5 ms: upstream p50 ${up.toFixed(2)} ms, through the gateway p50 ${gw.toFixed(2)} ms (+${(gw - up).toFixed(2)} ms); p99 ${percentile(ttft.upstream, 99).toFixed(2)} / ${percentile(ttft.gateway, 99).toFixed(2)} ms`,
+  );
+}
+process.stdout.write(`${lines.join("\n")}\n`);
+await ledger.close();
+await stack.stop();
 process.exit(0);

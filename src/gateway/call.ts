@@ -179,16 +179,14 @@ async function relayStream(
     (frame.usage as JsonObject).cost = usdNumber(meter.price(admission, usage as Usage));
     return { kind: "replace", frame: `data: ${JSON.stringify(frame)}\n` };
   });
-  end.streamedPayloads = () => tap.forwardedPayloads();
+  end.streamedText = () => tap.streamedText();
   try {
-    for await (const chunk of res.body) {
+    await res.read((chunk) => {
       end.firstTokenAt ??= clock.now();
-      for (const out of tap.push(chunk)) {
-        const pending = sink.write(out);
-        if (pending) await pending;
-      }
-      if (signal.aborted) break;
-    }
+      let pending: Promise<void> | undefined;
+      for (const out of tap.push(chunk)) pending = sink.write(out) ?? pending;
+      return pending;
+    });
     for (const out of tap.flush()) sink.write(out);
     end.stoppedEarly = !tap.done && !end.usage;
     if (tap.upstreamError) end.upstreamError = true;

@@ -1,4 +1,4 @@
-import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 
 /**
  * What operators watch, in Prometheus text at `GET /metrics`. One registry per app (not the
@@ -89,6 +89,8 @@ export class Metrics {
       registers: [this.registry],
     });
     this.sources = sources;
+    // The process's own: memory (RSS, heap), CPU, event-loop lag, GC, open handles.
+    collectDefaultMetrics({ register: this.registry, prefix: "planto_" });
   }
 
   private readonly ledgerBacklog: Gauge;

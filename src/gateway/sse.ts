@@ -1,6 +1,9 @@
+import { collectGeneratedText } from "./generated-text.ts";
 import type { JsonObject } from "./providers/types.ts";
 
 const NEWLINE = 0x0a;
+/** Forwarded bytes a stream keeps as they are before it keeps only their generated text. */
+const RETAIN_BYTES = 16 * 1024;
 // Usage frames carry a usage object; every other chunk carries `"usage":null` or no usage at all.
 const USAGE_MARKERS = [Buffer.from('"usage":{'), Buffer.from('"usage": {')];
 const DATA_PREFIX = Buffer.from("data:");
@@ -19,13 +22,17 @@ export type UsageFrameAction =
  * back until its end arrives. A line is parsed only when it carries a usage object, so the JSON of
  * ordinary content chunks is never decoded on the hot path.
  *
- * Until a usage frame is seen the forwarded buffers are kept by reference, so that a stream that
- * ends without one (interrupted, cancelled, or a provider without usage) can still be counted from
- * the text actually sent.
+ * Until a usage frame is seen, what was forwarded is kept, so that a stream that ends without one
+ * (interrupted, cancelled, or a provider without usage) can still be counted from the text actually
+ * sent: the buffers by reference while they are few, then, past RETAIN_BYTES, only the generated
+ * text decoded from them. A long stream thus keeps a few bytes a token, not every frame it sent.
  */
 export class SseTap {
   private pending: Buffer | null = null;
   private retained: Buffer[] | null = [];
+  private retainedBytes = 0;
+  /** Generated text of the frames no longer retained. */
+  private readonly digested: string[] = [];
   usageFrame: JsonObject | undefined;
   /** The upstream sent `data: [DONE]`: the stream ended as the provider meant it to. */
   done = false;
@@ -49,7 +56,7 @@ export class SseTap {
     if (lastNewline + 1 < data.length) this.pending = Buffer.from(data.subarray(lastNewline + 1));
     const complete = data.subarray(0, lastNewline + 1);
     const out = this.scan(complete);
-    if (this.retained) for (const b of out) this.retained.push(b);
+    this.retain(out);
     return out;
   }
 
@@ -59,18 +66,35 @@ export class SseTap {
     const rest = this.pending;
     this.pending = null;
     const out = this.scan(rest);
-    if (this.retained) for (const b of out) this.retained.push(b);
+    this.retain(out);
     return out;
   }
 
-  /** The `data:` payloads of everything forwarded so far, while no usage frame has been seen. */
-  forwardedPayloads(): string[] {
-    if (!this.retained) return [];
-    const payloads: string[] = [];
-    for (const line of Buffer.concat(this.retained).toString("utf8").split("\n")) {
-      if (line.startsWith("data:")) payloads.push(line.slice(5).trimStart());
+  /** The text generated in everything forwarded so far; empty once a usage frame was seen. */
+  streamedText(): string {
+    if (!this.retained) return "";
+    this.digest();
+    return this.digested.join("");
+  }
+
+  private retain(out: Buffer[]): void {
+    if (!this.retained) return;
+    for (const b of out) {
+      this.retained.push(b);
+      this.retainedBytes += b.length;
     }
-    return payloads;
+    if (this.retainedBytes > RETAIN_BYTES) this.digest();
+  }
+
+  /** Decodes the retained frames' generated text and lets the frames go. */
+  private digest(): void {
+    if (!this.retained || this.retained.length === 0) return;
+    const text = Buffer.concat(this.retained, this.retainedBytes).toString("utf8");
+    this.retained = [];
+    this.retainedBytes = 0;
+    for (const line of text.split("\n")) {
+      if (line.startsWith("data:")) collectGeneratedText(line.slice(5).trimStart(), this.digested);
+    }
   }
 
   /**

@@ -1,5 +1,6 @@
+import type { Readable } from "node:stream";
 import { Agent, request } from "undici";
-import { classifyUpstreamError, type UpstreamClient } from "./upstream.ts";
+import { classifyUpstreamError, type UpstreamClient, UpstreamError } from "./upstream.ts";
 
 /** undici's request API over one keep-alive pool shared by every provider. */
 export function createNodeUpstream(opts: {
@@ -27,7 +28,7 @@ export function createNodeUpstream(opts: {
         return {
           status: res.statusCode,
           contentType: (Array.isArray(type) ? type[0] : type) ?? "",
-          body: wrapBody(res.body, req.signal),
+          read: (onChunk) => readBody(res.body, onChunk, req.signal),
           bytes: async () => {
             try {
               return await res.body.bytes();
@@ -44,11 +45,56 @@ export function createNodeUpstream(opts: {
   };
 }
 
-/** Iterates the body, turning the library's errors into the gateway's. */
-async function* wrapBody(body: AsyncIterable<Uint8Array>, signal: AbortSignal): AsyncIterable<Uint8Array> {
-  try {
-    for await (const chunk of body) yield chunk;
-  } catch (err) {
-    throw classifyUpstreamError(err, signal);
-  }
+/**
+ * Reads the body by its events rather than an async iterator (which costs a few promises per
+ * chunk, and a stream is hundreds of chunks), pausing while the client is slow, and turning the
+ * library's errors into the gateway's.
+ */
+function readBody(
+  body: Readable,
+  onChunk: (chunk: Uint8Array) => Promise<void> | undefined,
+  signal: AbortSignal,
+): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const finish = (err?: unknown) => {
+      body.off("data", onData);
+      body.off("end", onEnd);
+      body.off("error", onError);
+      body.off("close", onClose);
+      if (err === undefined) resolve();
+      else reject(classifyUpstreamError(err, signal));
+    };
+    const onData = (chunk: Buffer) => {
+      let pending: Promise<void> | undefined;
+      try {
+        pending = onChunk(chunk);
+      } catch (err) {
+        body.destroy();
+        finish(err);
+        return;
+      }
+      if (!pending) return;
+      body.pause();
+      pending.then(
+        () => body.resume(),
+        (err: unknown) => {
+          body.destroy();
+          finish(err);
+        },
+      );
+    };
+    const onEnd = () => finish();
+    const onError = (err: Error) => finish(err);
+    // Closed without its end (aborted, or the connection dropped without an error event).
+    const onClose = () =>
+      finish(
+        signal.aborted
+          ? new UpstreamError("aborted", "request aborted")
+          : new UpstreamError("network", "upstream closed the response early"),
+      );
+    body.on("data", onData);
+    body.once("end", onEnd);
+    body.once("error", onError);
+    body.once("close", onClose);
+  });
 }

@@ -12,7 +12,12 @@ export interface UpstreamRequest {
 export interface UpstreamResponse {
   status: number;
   contentType: string;
-  body: AsyncIterable<Uint8Array>;
+  /**
+   * Reads the body to its end, handing each chunk to `onChunk` as it arrives; when `onChunk`
+   * returns a promise (the client is slow), reading pauses until it settles. Rejects with an
+   * UpstreamError if the body fails or is aborted.
+   */
+  read(onChunk: (chunk: Uint8Array) => Promise<void> | undefined): Promise<void>;
   bytes(): Promise<Uint8Array>;
 }
 
@@ -75,12 +80,25 @@ export function createFetchUpstream(opts: { headersTimeoutMs: number }): Upstrea
       return {
         status: res.status,
         contentType: res.headers.get("content-type") ?? "",
-        body: body ? (body as unknown as AsyncIterable<Uint8Array>) : emptyBody(),
+        async read(onChunk) {
+          if (!body) return;
+          const reader = body.getReader();
+          try {
+            for (;;) {
+              const { done, value } = await reader.read();
+              if (done) return;
+              const pending = onChunk(value);
+              if (pending) await pending;
+            }
+          } catch (err) {
+            throw classifyUpstreamError(err, req.signal);
+          } finally {
+            reader.releaseLock();
+          }
+        },
         bytes: async () => new Uint8Array(await res.arrayBuffer()),
       };
     },
     async close() {},
   };
 }
-
-async function* emptyBody(): AsyncIterable<Uint8Array> {}

@@ -4,6 +4,7 @@ import { creditRow, getTransaction, insertCredit, orgLedgerBalance } from "../db
 import { getOrg, MAX_RECHARGE_FAILURES, recordRechargeFailure, updateOrgBilling } from "../db/orgs.ts";
 import { orgSpendBetween } from "../db/spend.ts";
 import { GatewayError } from "../gateway/errors.ts";
+import { collectGeneratedText } from "../gateway/generated-text.ts";
 import type { Logger } from "../gateway/log.ts";
 import type { Metrics } from "../gateway/metrics.ts";
 import type { JsonObject, Usage } from "../gateway/providers/types.ts";
@@ -448,39 +449,14 @@ export function countUsage(start: CallStart, end: CallEnd): Usage {
     start.route === "chat"
       ? countChatPromptTokens(request.messages as JsonObject[], encoding)
       : countTextTokens(`${String(request.initialCode ?? "")}${String(request.editSnippet ?? "")}`, encoding);
-  const texts: string[] = [];
-  if (end.streamedPayloads) {
-    for (const payload of end.streamedPayloads()) collectText(payload, texts);
+  let text = "";
+  if (end.streamedText) {
+    text = end.streamedText();
   } else if (end.responseText) {
-    collectText(end.responseText, texts);
+    const texts: string[] = [];
+    collectGeneratedText(end.responseText, texts);
+    text = texts.join("");
   }
-  const completionTokens = texts.length ? countTextTokens(texts.join(""), encoding) : 0;
+  const completionTokens = text ? countTextTokens(text, encoding) : 0;
   return { promptTokens, cachedTokens: 0, cacheWriteTokens: 0, completionTokens, reasoningTokens: 0 };
-}
-
-/** The generated text in a chunk or response: content, reasoning, tool-call arguments, merged code. */
-function collectText(payload: string, out: string[]): void {
-  let value: unknown;
-  try {
-    value = JSON.parse(payload);
-  } catch {
-    return;
-  }
-  if (typeof value !== "object" || value === null) return;
-  const obj = value as JsonObject;
-  if (typeof obj.mergedCode === "string") out.push(obj.mergedCode);
-  if (!Array.isArray(obj.choices)) return;
-  for (const choice of obj.choices as JsonObject[]) {
-    const part = (choice?.delta ?? choice?.message) as JsonObject | undefined;
-    if (!part) continue;
-    if (typeof part.content === "string") out.push(part.content);
-    if (typeof part.reasoning === "string") out.push(part.reasoning);
-    if (typeof part.reasoning_content === "string") out.push(part.reasoning_content);
-    if (Array.isArray(part.tool_calls)) {
-      for (const call of part.tool_calls as JsonObject[]) {
-        const fn = call?.function as JsonObject | undefined;
-        if (typeof fn?.arguments === "string") out.push(fn.arguments);
-      }
-    }
-  }
 }

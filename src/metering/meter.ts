@@ -51,8 +51,8 @@ export interface CallStart {
 export interface CallEnd {
   /** Usage as the upstream reported it; undefined when it reported none. */
   usage: Usage | undefined;
-  /** The `data:` payloads streamed to the client, for counting when there is no usage report. */
-  streamedPayloads?: () => string[];
+  /** The text streamed to the client, for counting when there is no usage report. */
+  streamedText?: () => string;
   /** The text of a non-streamed response, for counting when there is no usage report. */
   responseText?: string;
   upstreamStatus: number | undefined;

@@ -59,8 +59,17 @@ describe("SseTap", () => {
     const { tap } = run([chunk(1), chunk(2).slice(0, 30)], () => ({ kind: "forward" }));
     expect(tap.done).toBe(false);
     expect(tap.usageFrame).toBeUndefined();
-    const payloads = tap.forwardedPayloads();
-    expect(JSON.parse(payloads[0] as string).choices[0].delta.content).toBe(" t1");
+    expect(tap.streamedText()).toBe(" t1");
+  });
+
+  it("keeps only the generated text of a long stream, not its frames", () => {
+    const frames = Array.from({ length: 400 }, (_, i) => chunk(i));
+    const { tap } = run(frames, () => ({ kind: "forward" }));
+    // The frames themselves are let go past 16 KB (400 of them are ~40 KB): the text stays.
+    const kept = (tap as unknown as { retainedBytes: number }).retainedBytes;
+    expect(frames.join("").length).toBeGreaterThan(32 * 1024);
+    expect(kept).toBeLessThanOrEqual(16 * 1024);
+    expect(tap.streamedText()).toBe(Array.from({ length: 400 }, (_, i) => ` t${i}`).join(""));
   });
 
   it("notes an upstream error frame", () => {

@@ -1,0 +1,151 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { freePort } from "../test/harness/ports.ts";
+import { startPostgres } from "../test/harness/postgres.ts";
+import { startRedis } from "../test/harness/redis.ts";
+import { findPid } from "./cpu.ts";
+
+/**
+ * What the benchmarks run against: a real Redis and Postgres, the mock upstream, the gateway with
+ * full metering on and an org with credits and a key, each in a process of its own; optionally
+ * the bare node:http pipe proxy to the same mock, as the baseline.
+ */
+export interface GatewayStack {
+  mockUrl: string;
+  gatewayUrl: string;
+  gatewayPid: number;
+  /** The bare proxy's URL, when asked for. */
+  bareUrl: string | undefined;
+  redisUrl: string;
+  key: string;
+  orgId: string;
+  /** The pids whose CPU the benchmarks account for, by name. */
+  pids: Record<string, number | undefined>;
+  stop(): Promise<void>;
+}
+
+const ADMIN_TOKEN = "bench-admin-token";
+
+/** Starts a tsx child and resolves with the first JSON line it prints that has `key`. */
+function startChild(
+  children: ChildProcess[],
+  args: string[],
+  env: Record<string, string>,
+  key: string,
+  nodeFlags: string[] = [],
+): Promise<Record<string, unknown>> {
+  const child = spawn(process.execPath, [...nodeFlags, "--import", "tsx", ...args], {
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  children.push(child);
+  return new Promise((resolve, reject) => {
+    child.once("exit", (code) => reject(new Error(`${args.join(" ")} exited with ${code}`)));
+    const lines = createInterface({ input: child.stdout! });
+    lines.on("line", (line) => {
+      try {
+        const parsed = JSON.parse(line) as Record<string, unknown>;
+        if (!(key in parsed)) return;
+        // From here on the child's output (the gateway's call log) is drained unread: parsing it
+        // here would take CPU from the load generator in the gateway's rounds only.
+        lines.close();
+        child.stdout!.resume();
+        resolve(parsed);
+      } catch {
+        // not a JSON line
+      }
+    });
+  });
+}
+
+async function json(url: string, init: RequestInit): Promise<Record<string, unknown>> {
+  const res = await fetch(url, init);
+  if (!res.ok) throw new Error(`${init.method} ${url}: ${res.status} ${await res.text()}`);
+  return (await res.json()) as Record<string, unknown>;
+}
+
+export async function startGatewayStack(
+  opts: { bare?: boolean; gatewayNodeFlags?: string[]; gatewayEnv?: Record<string, string> } = {},
+): Promise<GatewayStack> {
+  const children: ChildProcess[] = [];
+  const killAll = () => {
+    for (const child of children) child.kill("SIGKILL");
+  };
+  process.on("exit", killAll);
+  const dataDir = mkdtempSync(join(tmpdir(), "planto-bench-"));
+  const [redis, pg] = await Promise.all([startRedis(), startPostgres()]);
+  const mock = await startChild(children, ["src/dev/mock-upstream.ts", "--port", "0", "--json"], {}, "url");
+  const mockUrl = String(mock.url);
+  const bare = opts.bare
+    ? await startChild(children, ["bench/bare-proxy.ts", "--upstream", mockUrl], {}, "port")
+    : undefined;
+  const gatewayPort = await freePort();
+  await startChild(
+    children,
+    ["src/server.ts"],
+    {
+      PORT: String(gatewayPort),
+      HOST: "127.0.0.1",
+      DATA_DIR: dataDir,
+      ADMIN_TOKEN,
+      OPENAI_BASE_URL: `${mockUrl}/openai/v1`,
+      OPENAI_API_KEY: "sk-bench",
+      LOG_LEVEL: "info",
+      REDIS_URL: redis.url,
+      DATABASE_URL: pg.url,
+      ...opts.gatewayEnv,
+    },
+    "port",
+    opts.gatewayNodeFlags,
+  );
+  const gatewayChild = children[children.length - 1] as ChildProcess;
+  const gatewayUrl = `http://127.0.0.1:${gatewayPort}`;
+  const admin = { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" };
+  const org = await json(`${gatewayUrl}/admin/orgs`, {
+    method: "POST",
+    headers: admin,
+    body: JSON.stringify({ name: "bench", billingMode: "integrated", isTrial: false }),
+  });
+  await json(`${gatewayUrl}/admin/orgs/${org.id}/credits`, {
+    method: "POST",
+    headers: { ...admin, "idempotency-key": "bench-credit" },
+    body: JSON.stringify({ amount: "1000000", creditType: "admin_grant" }),
+  });
+  const key = await json(`${gatewayUrl}/admin/orgs/${org.id}/api-keys`, { method: "POST", headers: admin });
+  return {
+    mockUrl,
+    gatewayUrl,
+    gatewayPid: gatewayChild.pid as number,
+    bareUrl: bare ? `http://127.0.0.1:${bare.port}` : undefined,
+    redisUrl: redis.url,
+    key: String(key.key),
+    orgId: String(org.id),
+    pids: {
+      mock: children[0]?.pid,
+      "bare proxy": bare ? children[1]?.pid : undefined,
+      gateway: gatewayChild.pid,
+      redis: findPid(["redis-server", `:${redis.port}`]),
+      postgres: findPid(["bin/postgres", `-p ${pg.port}`]),
+    },
+    async stop() {
+      // The gateway settles, flushes (and writes a profile, if asked) on SIGTERM: wait for it.
+      await Promise.all(
+        children.map(
+          (child) =>
+            new Promise<void>((resolve) => {
+              if (child.exitCode !== null) return resolve();
+              child.removeAllListeners("exit");
+              child.once("exit", () => resolve());
+              child.kill("SIGTERM");
+            }),
+        ),
+      );
+      process.off("exit", killAll);
+      await Promise.all([redis.stop(), pg.destroy()]);
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
