@@ -74,6 +74,9 @@ try {
   const chunks = Math.round((slowSeconds * 1000) / 100);
   const cpu = cpuSample(stack.pids);
   const started = performance.now();
+  if (process.env.BENCH_HEAP_SNAPSHOT) {
+    setTimeout(() => process.kill(pid, "SIGUSR2"), (slowSeconds * 1000) / 2).unref();
+  }
   const results = await Promise.all(
     Array.from({ length: slowStreams }, () => call({ chunks, delayMs: 100 }).catch(() => false)),
   );

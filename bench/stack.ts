@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -37,7 +37,9 @@ function startChild(
   key: string,
   nodeFlags: string[] = [],
 ): Promise<Record<string, unknown>> {
-  const child = spawn(process.execPath, [...nodeFlags, "--import", "tsx", ...args], {
+  // Built JavaScript runs as it is (as `npm start` runs the gateway); TypeScript through tsx.
+  const loader = args[0]?.endsWith(".js") ? [] : ["--import", "tsx"];
+  const child = spawn(process.execPath, [...nodeFlags, ...loader, ...args], {
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "inherit"],
   });
@@ -83,9 +85,11 @@ export async function startGatewayStack(
     ? await startChild(children, ["bench/bare-proxy.ts", "--upstream", mockUrl], {}, "port")
     : undefined;
   const gatewayPort = await freePort();
+  // The gateway as `npm start` runs it: built first, then plain node.
+  execFileSync("npm", ["run", "--silent", "build"], { stdio: "inherit" });
   await startChild(
     children,
-    ["src/server.ts"],
+    ["dist/server.js"],
     {
       PORT: String(gatewayPort),
       HOST: "127.0.0.1",

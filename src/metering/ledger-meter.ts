@@ -12,7 +12,7 @@ import type { Clock } from "../gateway/services.ts";
 import type { Catalog } from "../pricing/catalog.ts";
 import { computeCost, estimateReservation } from "../pricing/cost.ts";
 import { type Nanos, parseUsd } from "../pricing/money.ts";
-import { countChatPromptTokens, countTextTokens } from "../pricing/tokens.ts";
+import { tokenCounter } from "../pricing/tokens.ts";
 import { billingMonthStart, nextBillingMonthStart } from "./billing-month.ts";
 import { type CallEvent, type CreditEvent, encodeCallEvent, encodeCreditEvent } from "./events.ts";
 import type { Admission, CallEnd, CallerOrg, CallStart, CreditResult, Meter, Settlement } from "./meter.ts";
@@ -311,7 +311,7 @@ export function createLedgerMeter(deps: {
       // A provider charges nothing for a call it refused or never answered; a call it answered
       // without a usage report is counted from what it sent.
       const answered = end.upstreamStatus !== undefined && end.upstreamStatus < 400;
-      const usage = end.usage ?? (answered ? countUsage(start, end) : NO_USAGE);
+      const usage = end.usage ?? (answered ? await countUsage(start, end) : NO_USAGE);
       const cost = computeCost(start.model, usage, { markupBps, upstreamCostUsd: usage.upstreamCostUsd });
       const event: CallEvent = {
         id: start.requestId,
@@ -442,13 +442,13 @@ function unavailable(): GatewayError {
 }
 
 /** Counts what the upstream did not report: the prompt as sent and the text actually delivered. */
-export function countUsage(start: CallStart, end: CallEnd): Usage {
-  const encoding = start.model.encoding;
+export async function countUsage(start: CallStart, end: CallEnd): Promise<Usage> {
+  const counter = await tokenCounter(start.model.encoding);
   const request = start.request;
   const promptTokens =
     start.route === "chat"
-      ? countChatPromptTokens(request.messages as JsonObject[], encoding)
-      : countTextTokens(`${String(request.initialCode ?? "")}${String(request.editSnippet ?? "")}`, encoding);
+      ? counter.chat(request.messages as JsonObject[])
+      : counter.text(`${String(request.initialCode ?? "")}${String(request.editSnippet ?? "")}`);
   let text = "";
   if (end.streamedText) {
     text = end.streamedText();
@@ -457,6 +457,6 @@ export function countUsage(start: CallStart, end: CallEnd): Usage {
     collectGeneratedText(end.responseText, texts);
     text = texts.join("");
   }
-  const completionTokens = text ? countTextTokens(text, encoding) : 0;
+  const completionTokens = text ? counter.text(text) : 0;
   return { promptTokens, cachedTokens: 0, cacheWriteTokens: 0, completionTokens, reasoningTokens: 0 };
 }

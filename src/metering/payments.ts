@@ -1,4 +1,4 @@
-import Stripe from "stripe";
+import type Stripe from "stripe";
 
 /** An off-session charge for an auto-recharge. */
 export interface ChargeRequest {
@@ -19,11 +19,14 @@ export interface Payments {
 
 /** Off-session PaymentIntents on the org's saved customer and payment method. */
 export function stripePayments(secretKey: string): Payments {
-  const stripe = new Stripe(secretKey);
+  // The SDK is loaded with the first charge: it is 20 MB that a gateway without recharges never needs.
+  let client: Promise<Stripe> | undefined;
   return {
     async charge(r) {
       if (!r.customerId || !r.paymentMethodId) return { ok: false, reason: "no saved Stripe payment method" };
       try {
+        client ??= import("stripe").then((m) => new m.default(secretKey));
+        const stripe = await client;
         const intent = await stripe.paymentIntents.create(
           {
             amount: r.amountCents,

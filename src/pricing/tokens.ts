@@ -1,5 +1,3 @@
-import { countTokens as countCl100k } from "gpt-tokenizer/encoding/cl100k_base";
-import { countTokens as countO200k } from "gpt-tokenizer/encoding/o200k_base";
 import type { Encoding } from "./catalog.ts";
 
 /**
@@ -11,9 +9,38 @@ import type { Encoding } from "./catalog.ts";
  */
 const PLAIN = { disallowedSpecial: new Set<string>() };
 
-export function countTextTokens(text: string, encoding: Encoding): number {
-  if (text.length === 0) return 0;
-  return encoding === "cl100k_base" ? countCl100k(text, PLAIN) : countO200k(text, PLAIN);
+/** Counts tokens of one encoding. */
+export interface TokenCounter {
+  text(text: string): number;
+  /** A chat request's prompt, as OpenAI counts it. */
+  chat(messages: ReadonlyArray<Record<string, unknown>>): number;
+}
+
+type CountTokens = (text: string, options: typeof PLAIN) => number;
+const counters = new Map<Encoding, Promise<TokenCounter>>();
+
+/**
+ * The counter of an encoding, loaded on first use: an encoding's tables take 40-60 MB, and most
+ * calls report their usage and never need one. The first call that does waits for the load once
+ * (about 150 ms); concurrent first calls share it.
+ */
+export function tokenCounter(encoding: Encoding): Promise<TokenCounter> {
+  let counter = counters.get(encoding);
+  if (!counter) {
+    const module =
+      encoding === "cl100k_base"
+        ? import("gpt-tokenizer/encoding/cl100k_base")
+        : import("gpt-tokenizer/encoding/o200k_base");
+    counter = module.then((m) => counterOf(m.countTokens as CountTokens));
+    counter.catch(() => counters.delete(encoding));
+    counters.set(encoding, counter);
+  }
+  return counter;
+}
+
+function counterOf(countTokens: CountTokens): TokenCounter {
+  const text = (t: string) => (t.length === 0 ? 0 : countTokens(t, PLAIN));
+  return { text, chat: (messages) => countChatPromptTokens(messages, text) };
 }
 
 /** OpenAI's chat accounting: 3 tokens per message, 1 more for a name, 3 to prime the reply. */
@@ -21,16 +48,16 @@ const PER_MESSAGE = 3;
 const PER_NAME = 1;
 const REPLY_PRIMING = 3;
 
-export function countChatPromptTokens(
+function countChatPromptTokens(
   messages: ReadonlyArray<Record<string, unknown>>,
-  encoding: Encoding,
+  countText: (text: string) => number,
 ): number {
   let total = REPLY_PRIMING;
   for (const message of messages) {
     total += PER_MESSAGE;
     for (const [key, value] of Object.entries(message)) {
-      if (key === "content") total += countTextTokens(contentText(value), encoding);
-      else if (typeof value === "string") total += countTextTokens(value, encoding);
+      if (key === "content") total += countText(contentText(value));
+      else if (typeof value === "string") total += countText(value);
       if (key === "name") total += PER_NAME;
     }
   }

@@ -2,7 +2,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { type Catalog, type CatalogModel, createCatalog } from "../../src/pricing/catalog.ts";
 import { computeCost, estimateReservation } from "../../src/pricing/cost.ts";
-import { countChatPromptTokens } from "../../src/pricing/tokens.ts";
+import { tokenCounter } from "../../src/pricing/tokens.ts";
 
 const catalog = createCatalog() as Catalog;
 const model = (id: string) => catalog.resolve(id) as CatalogModel;
@@ -162,12 +162,12 @@ describe("reservation estimate", () => {
     unicode: "Grüße aus Köln — naïve café, 東京で会いましょう 🚀✨ ".repeat(30),
   };
 
-  it("errs high against the real token count, for prose, code, JSON and mixed unicode", () => {
+  it("errs high against the real token count, for prose, code, JSON and mixed unicode", async () => {
     const m = model("gpt-4.1");
     for (const [kind, text] of Object.entries(samples)) {
       const messages = [{ role: "user", content: text }];
       const bytes = Buffer.byteLength(JSON.stringify({ model: "gpt-4.1", messages }));
-      const real = countChatPromptTokens(messages, "o200k_base");
+      const real = (await tokenCounter("o200k_base")).chat(messages);
       const hold = estimateReservation(m, {
         promptBytes: bytes,
         maxTokens: 1,

@@ -1,6 +1,6 @@
 import { get_encoding } from "tiktoken";
 import { afterAll, describe, expect, it } from "vitest";
-import { countChatPromptTokens, countTextTokens } from "../../src/pricing/tokens.ts";
+import { tokenCounter } from "../../src/pricing/tokens.ts";
 
 const encodings = { o200k_base: get_encoding("o200k_base"), cl100k_base: get_encoding("cl100k_base") };
 afterAll(() => {
@@ -24,13 +24,14 @@ describe.each(Object.keys(encodings) as Array<keyof typeof encodings>)(
   (name) => {
     const tiktoken = encodings[name];
 
-    it("for text", () => {
+    it("for text", async () => {
+      const counter = await tokenCounter(name);
       for (const text of texts) {
-        expect(countTextTokens(text, name), text.slice(0, 30)).toBe(tiktoken.encode_ordinary(text).length);
+        expect(counter.text(text), text.slice(0, 30)).toBe(tiktoken.encode_ordinary(text).length);
       }
     });
 
-    it("for chat prompts, with OpenAI's per-message accounting", () => {
+    it("for chat prompts, with OpenAI's per-message accounting", async () => {
       const messages = [
         { role: "system", content: texts[0] },
         { role: "user", name: "dev", content: texts[2] },
@@ -48,7 +49,7 @@ describe.each(Object.keys(encodings) as Array<keyof typeof encodings>)(
         (3 + count("system") + count(texts[0] as string)) +
         (3 + count("user") + count("dev") + 1 + count(texts[2] as string)) +
         (3 + count("user") + count((texts[3] as string) + (texts[4] as string)));
-      expect(countChatPromptTokens(messages, name)).toBe(expected);
+      expect((await tokenCounter(name)).chat(messages)).toBe(expected);
     });
   },
 );

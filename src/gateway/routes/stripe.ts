@@ -1,5 +1,5 @@
 import { Hono } from "hono";
-import Stripe from "stripe";
+import type Stripe from "stripe";
 import { getOrg } from "../../db/orgs.ts";
 import { readBody } from "../client-io.ts";
 import { GatewayError } from "../errors.ts";
@@ -17,8 +17,13 @@ const NANOS_PER_CENT = 10_000_000;
 export function stripeRoutes(services: Services): Hono {
   const app = new Hono();
   const secret = services.config.STRIPE_WEBHOOK_SECRET;
-  // The SDK's webhook helpers need no API key; the placeholder is never sent anywhere.
-  const stripe = new Stripe(services.config.STRIPE_SECRET_KEY ?? "sk_unused");
+  // The SDK's webhook helpers need no API key; the placeholder is never sent anywhere. It is loaded
+  // with the first event: 20 MB that a gateway without webhooks never needs.
+  let client: Promise<Stripe> | undefined;
+  const sdk = () => {
+    client ??= import("stripe").then((m) => new m.default(services.config.STRIPE_SECRET_KEY ?? "sk_unused"));
+    return client;
+  };
 
   app.post("/webhook", async (c) => {
     if (!secret)
@@ -28,7 +33,7 @@ export function stripeRoutes(services: Services): Hono {
     let event: Stripe.Event;
     try {
       if (!signature) throw new Error("no Stripe-Signature header");
-      event = await stripe.webhooks.constructEventAsync(payload, signature, secret);
+      event = await (await sdk()).webhooks.constructEventAsync(payload, signature, secret);
     } catch (err) {
       throw new GatewayError("invalid_request_error", `unverifiable Stripe event: ${(err as Error).message}`);
     }
