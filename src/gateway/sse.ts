@@ -3,7 +3,7 @@ import type { JsonObject } from "./providers/types.ts";
 
 const NEWLINE = 0x0a;
 /** Forwarded bytes a stream keeps as they are before it keeps only their generated text. */
-const RETAIN_BYTES = 4 * 1024;
+const RETAIN_BYTES = 8 * 1024;
 // Usage frames carry a usage object; every other chunk carries `"usage":null` or no usage at all.
 const USAGE_MARKERS = [Buffer.from('"usage":{'), Buffer.from('"usage": {')];
 const DATA_PREFIX = Buffer.from("data:");

@@ -90,9 +90,11 @@ export class Flusher {
     const batchSize = this.opts.batchSize ?? 2000;
     // The lanes read half an interval apart, so one reads while the other commits.
     if (lane > 0) await this.pause((intervalMs * lane) / this.pending.length);
+    let idleReads = 0;
     while (this.running) {
       const started = Date.now();
       let full = false;
+      let empty = false;
       try {
         let batch = this.pending[lane] ?? [];
         if (batch.length === 0) {
@@ -109,6 +111,7 @@ export class Flusher {
           this.pending[lane] = batch;
         }
         full = batch.length >= batchSize;
+        empty = batch.length === 0;
         if (batch.length > 0) {
           await this.write(batch);
           this.pending[lane] = [];
@@ -124,7 +127,11 @@ export class Flusher {
         backoff = Math.min(backoff * 2, 5_000);
         continue;
       }
-      if (!full) await this.pause(started + intervalMs - Date.now());
+      // An idle stream is polled less and less often, up to once a second; the first event after
+      // a quiet spell waits at most that long, and the interval is back as soon as one comes.
+      idleReads = empty ? idleReads + 1 : 0;
+      const wait = Math.min(intervalMs * 2 ** Math.min(idleReads, 4), Math.max(intervalMs, 1_000));
+      if (!full) await this.pause(started + wait - Date.now());
     }
   }
 
