@@ -9,40 +9,13 @@ import { creditTransactions } from "../../src/db/schema/credit-transactions.ts";
 import { notifications } from "../../src/db/schema/notifications.ts";
 import { type CallEvent, encodeCallEvent } from "../../src/metering/events.ts";
 import { freshDatabaseUrl } from "../harness/databases.ts";
+import { debitEvent } from "../harness/events.ts";
 import { sleep } from "../harness/ports.ts";
 
 const AT = Date.parse("2026-11-20T12:00:00Z");
 
 function debit(orgId: string, amount: number): CallEvent {
-  return {
-    id: `req_${randomUUID()}`,
-    orgId,
-    keyId: "k",
-    amount,
-    base: amount,
-    surcharge: 0,
-    cacheDiscount: 0,
-    listPrice: amount,
-    inputTokens: 1,
-    cachedTokens: 0,
-    cacheWriteTokens: 0,
-    outputTokens: 1,
-    reasoningTokens: 0,
-    inputPricePerToken: "0.000001",
-    outputPricePerToken: "0.000001",
-    provider: "openai",
-    model: "openai/gpt-4.1",
-    route: "chat",
-    byo: false,
-    tags: {},
-    startedAt: AT,
-    firstTokenAt: null,
-    endedAt: AT,
-    stoppedEarly: false,
-    clientCancelled: false,
-    upstreamError: false,
-    noReportedUsage: false,
-  };
+  return debitEvent(orgId, amount, { startedAt: AT, endedAt: AT });
 }
 
 /** A ledger stream entry of the call, as the flusher hands it over. */

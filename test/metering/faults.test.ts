@@ -10,6 +10,7 @@ import { reconcile } from "../../src/metering/reconcile.ts";
 import { createRedisStore } from "../../src/metering/redis-store.ts";
 import type { MeteringStore } from "../../src/metering/store.ts";
 import { freshDatabaseUrl } from "../harness/databases.ts";
+import { debitEvent } from "../harness/events.ts";
 import { ADMIN_TOKEN, startGateway } from "../harness/gateway.ts";
 import { sleep, waitUntil } from "../harness/ports.ts";
 import { startPostgres } from "../harness/postgres.ts";
@@ -96,36 +97,7 @@ describe("faults", () => {
     try {
       const orgId = `org_${randomUUID()}`;
       await store.loadBalance({ orgId, balance: 1_000_000 });
-      const event = (id: string, amount: number) =>
-        encodeCallEvent({
-          id,
-          orgId,
-          keyId: "k",
-          amount,
-          base: amount,
-          surcharge: 0,
-          cacheDiscount: 0,
-          listPrice: amount,
-          inputTokens: 1,
-          cachedTokens: 0,
-          cacheWriteTokens: 0,
-          outputTokens: 1,
-          reasoningTokens: 0,
-          inputPricePerToken: "0.000001",
-          outputPricePerToken: "0.000001",
-          provider: "openai",
-          model: "openai/gpt-4.1",
-          route: "chat",
-          byo: false,
-          tags: {},
-          startedAt: Date.now(),
-          firstTokenAt: null,
-          endedAt: Date.now(),
-          stoppedEarly: false,
-          clientCancelled: false,
-          upstreamError: false,
-          noReportedUsage: false,
-        });
+      const event = (id: string, amount: number) => encodeCallEvent(debitEvent(orgId, amount, { id }));
       for (let i = 0; i < 50; i++) {
         const id = `req_${i}_${randomUUID()}`;
         await store.settle({ orgId, requestId: id, cost: 100, event: event(id, 100) });
