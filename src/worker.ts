@@ -1,4 +1,3 @@
-import type { ExecutionContext } from "hono";
 import { parseConfig } from "./config.ts";
 import { openDatabase } from "./db/client.ts";
 import { createApp } from "./gateway/app.ts";

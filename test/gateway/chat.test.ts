@@ -1,5 +1,4 @@
 import { randomUUID } from "node:crypto";
-import { APIError } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { backends, startGateway, type TestGateway, type TestOrg } from "../harness/gateway.ts";
 

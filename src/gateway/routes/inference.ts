@@ -112,7 +112,7 @@ export function inferenceRoutes(services: Services): Hono<Env> {
     const stream = optionalBoolean(body, "stream") ?? false;
     const modelId = body.model === undefined ? catalog.defaultApplyModel().id : requireString(body, "model");
     const model = catalog.resolve(modelId);
-    if (!model || model.provider !== "relace") {
+    if (model?.provider !== "relace") {
       throw new GatewayError("model_not_found", `apply model '${modelId}' does not exist`, {
         param: "model",
       });
