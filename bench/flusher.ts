@@ -5,6 +5,7 @@ import { createLogger } from "../src/gateway/log.ts";
 import { encodeCallEvent } from "../src/metering/events.ts";
 import { Flusher } from "../src/metering/flusher.ts";
 import { createRedisStore } from "../src/metering/redis-store.ts";
+import { debitEvent } from "../test/harness/events.ts";
 import { startPostgres } from "../test/harness/postgres.ts";
 import { startRedis } from "../test/harness/redis.ts";
 
@@ -23,35 +24,19 @@ const orgs = Array.from({ length: 200 }, () => `org_${randomUUID()}`);
 for (const orgId of orgs) await store.loadBalance({ orgId, balance: 1_000_000_000_000 });
 const now = Date.now();
 const event = (id: string, orgId: string) =>
-  encodeCallEvent({
-    id,
-    orgId,
-    keyId: "key_bench",
-    amount: 1234,
-    base: 1175,
-    surcharge: 59,
-    cacheDiscount: 0,
-    listPrice: 1234,
-    inputTokens: 812,
-    cachedTokens: 0,
-    cacheWriteTokens: 0,
-    outputTokens: 20,
-    reasoningTokens: 0,
-    inputPricePerToken: "0.0000004",
-    outputPricePerToken: "0.0000016",
-    provider: "openai",
-    model: "openai/gpt-4.1-mini",
-    route: "chat",
-    byo: false,
-    tags: { planId: "plan-1", purpose: "chat" },
-    startedAt: now,
-    firstTokenAt: now + 100,
-    endedAt: now + 900,
-    stoppedEarly: false,
-    clientCancelled: false,
-    upstreamError: false,
-    noReportedUsage: false,
-  });
+  encodeCallEvent(
+    debitEvent(orgId, 1234, {
+      id,
+      base: 1175,
+      surcharge: 59,
+      inputTokens: 812,
+      outputTokens: 20,
+      model: "openai/gpt-4.1-mini",
+      tags: { planId: "plan-1", purpose: "chat" },
+      firstTokenAt: now + 100,
+      endedAt: now + 900,
+    }),
+  );
 
 let t = performance.now();
 for (let i = 0; i < total; i += 1000) {

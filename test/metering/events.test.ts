@@ -7,6 +7,7 @@ import {
   encodeCallEvent,
   type FlatCall,
 } from "../../src/metering/events.ts";
+import { debitEvent } from "../harness/events.ts";
 
 describe("ledger events on the stream", () => {
   it("puts every call field at the position CALL_FIELDS gives it, which Postgres reads", () => {
@@ -68,37 +69,7 @@ describe("ledger events on the stream", () => {
   });
 
   it("writes absent tags as null", () => {
-    const encoded = JSON.parse(
-      encodeCallEvent({
-        id: "r",
-        orgId: "o",
-        keyId: "k",
-        amount: 0,
-        base: 0,
-        surcharge: 0,
-        cacheDiscount: 0,
-        listPrice: 0,
-        inputTokens: 0,
-        cachedTokens: 0,
-        cacheWriteTokens: 0,
-        outputTokens: 0,
-        reasoningTokens: 0,
-        inputPricePerToken: "0",
-        outputPricePerToken: "0",
-        provider: "openai",
-        model: "gpt-4.1",
-        route: "chat",
-        byo: false,
-        tags: {},
-        startedAt: 1,
-        firstTokenAt: null,
-        endedAt: 2,
-        stoppedEarly: false,
-        clientCancelled: false,
-        upstreamError: false,
-        noReportedUsage: false,
-      }),
-    ) as unknown[];
+    const encoded = JSON.parse(encodeCallEvent(debitEvent("org", 0))) as unknown[];
     expect(encoded[callPosition("planId")]).toBeNull();
     expect(encoded[callPosition("modelPack")]).toBeNull();
     expect(encoded[callPosition("firstTokenAt")]).toBeNull();
