@@ -61,6 +61,9 @@ function readBody(
       body.off("end", onEnd);
       body.off("error", onError);
       body.off("close", onClose);
+      // Destroying the body (below, when the consumer failed) emits an error after this: without a
+      // listener left, Node would throw it and take every other call in the process down with it.
+      body.on("error", ignore);
       if (err === undefined) resolve();
       else reject(classifyUpstreamError(err, signal));
     };
@@ -69,8 +72,8 @@ function readBody(
       try {
         pending = onChunk(chunk);
       } catch (err) {
-        body.destroy();
         finish(err);
+        body.destroy();
         return;
       }
       if (!pending) return;
@@ -78,8 +81,8 @@ function readBody(
       pending.then(
         () => body.resume(),
         (err: unknown) => {
-          body.destroy();
           finish(err);
+          body.destroy();
         },
       );
     };
@@ -98,3 +101,5 @@ function readBody(
     body.once("close", onClose);
   });
 }
+
+function ignore(): void {}
