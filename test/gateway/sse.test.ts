@@ -66,10 +66,20 @@ describe("SseTap", () => {
     const frames = Array.from({ length: 400 }, (_, i) => chunk(i));
     const { tap } = run(frames, () => ({ kind: "forward" }));
     // The frames themselves are let go past 8 KB (400 of them are ~40 KB): the text stays.
-    const kept = (tap as unknown as { retainedBytes: number }).retainedBytes;
+    const kept = (tap as unknown as { windowBytes: number }).windowBytes;
     expect(frames.join("").length).toBeGreaterThan(32 * 1024);
     expect(kept).toBeLessThanOrEqual(8 * 1024);
     expect(tap.streamedText()).toBe(Array.from({ length: 400 }, (_, i) => ` t${i}`).join(""));
+  });
+
+  it("keeps a copy of what it forwarded, never the upstream's own buffers", () => {
+    const tap = new SseTap(() => ({ kind: "forward" }));
+    const input = Buffer.from(chunk(1) + chunk(2));
+    expect(tap.push(input)[0]?.buffer).toBe(input.buffer);
+    const window = (tap as unknown as { window?: Buffer }).window;
+    expect(window?.buffer).not.toBe(input.buffer);
+    input.fill(0); // the socket's buffer is reused or freed: what the tap kept is unaffected
+    expect(tap.streamedText()).toBe(" t1 t2");
   });
 
   it("notes an upstream error frame", () => {
