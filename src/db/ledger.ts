@@ -11,6 +11,7 @@ import {
 import type { Db } from "./client.ts";
 import { type CommittedDebit, enqueueSpendNotifications } from "./notifications.ts";
 import { creditTransactions } from "./schema/credit-transactions.ts";
+import { usageRecords } from "./schema/usage-records.ts";
 
 export type CreditTransactionRow = typeof creditTransactions.$inferSelect;
 
@@ -210,6 +211,16 @@ export async function writeLedgerBatch(db: Db, batch: LedgerRecord[]): Promise<v
     // In the same transaction as the debits that cross the threshold: a crash loses neither.
     if (debits.length) await enqueueSpendNotifications(tx, debits);
   });
+}
+
+/** Whether the ledger already holds the call's usage record (every settled call has one). */
+export async function callRecorded(db: Db, requestId: string): Promise<boolean> {
+  const [row] = await db
+    .select({ id: usageRecords.id })
+    .from(usageRecords)
+    .where(eq(usageRecords.id, requestId))
+    .limit(1);
+  return row !== undefined;
 }
 
 export async function getTransaction(db: Db, id: string): Promise<CreditTransactionRow | null> {

@@ -1,6 +1,6 @@
 import type { Config } from "../config.ts";
 import type { Database } from "../db/client.ts";
-import { creditRow, getTransaction, insertCredit, orgLedgerBalance } from "../db/ledger.ts";
+import { callRecorded, creditRow, getTransaction, insertCredit, orgLedgerBalance } from "../db/ledger.ts";
 import { getOrg, MAX_RECHARGE_FAILURES, recordRechargeFailure, updateOrgBilling } from "../db/orgs.ts";
 import { orgSpendBetween } from "../db/spend.ts";
 import { GatewayError } from "../gateway/errors.ts";
@@ -115,8 +115,13 @@ export function createLedgerMeter(deps: {
     if (result.rebuy) recharges.add(recharge(p.orgId, p.requestId));
     return result.balance;
   };
+  // A settle reaches the spool when the store failed to answer, which does not prove it was not
+  // applied; and the store's own memory of it (the done marker) lives DONE_TTL_SECONDS, or less if
+  // Redis restarted empty. A replay therefore first asks the ledger: a call already recorded there
+  // was charged, and is not charged again. Postgres unreachable: the replay waits (the spool retries).
   const spool = new SettleSpool(
     async (p) => {
+      if (await callRecorded(database.db, p.requestId)) return;
       await applySettle(p);
     },
     log,

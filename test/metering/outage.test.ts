@@ -1,11 +1,14 @@
-import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import postgres from "postgres";
 import { describe, expect, it } from "vitest";
 import { startMockUpstream } from "../../src/dev/mock-upstream.ts";
+import { encodeCallEvent } from "../../src/metering/events.ts";
 import { reconcile } from "../../src/metering/reconcile.ts";
+import type { PendingSettle } from "../../src/metering/spool.ts";
 import { freshDatabaseUrl } from "../harness/databases.ts";
+import { debitEvent } from "../harness/events.ts";
 import { startGateway } from "../harness/gateway.ts";
 import { waitUntil } from "../harness/ports.ts";
 import { startRedis } from "../harness/redis.ts";
@@ -73,6 +76,69 @@ describe("Redis unreachable when a call ends", () => {
         expect((await second.services.store.getBalance(org.id))?.balance).toBe(
           1_000_000_000 - Number(debit?.amount),
         );
+        expect((await reconcile(second.services.store, second.services.database)).differences).toEqual([]);
+      } finally {
+        await second.close();
+      }
+    } finally {
+      await sql.end();
+      await redis.stop();
+      await mock.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  // A spooled settle may have been applied after all (its answer was what got lost), and the
+  // store's memory of it goes when Redis restarts empty or its done marker expires. The ledger
+  // then decides: the call is there, so the replay charges nothing.
+  it("a spooled settle whose call is already in the ledger is not charged again", async () => {
+    const mock = await startMockUpstream();
+    const redis = await startRedis();
+    const dataDir = mkdtempSync(join(tmpdir(), "planto-spool-"));
+    const env = {
+      DATABASE_URL: await freshDatabaseUrl(),
+      REDIS_URL: redis.url,
+      DATA_DIR: dataDir,
+      REDIS_KEY_PREFIX: "replay",
+    };
+    const sql = postgres(env.DATABASE_URL, { max: 1, onnotice: () => {} });
+    try {
+      const first = await startGateway({ env, mock });
+      const org = await first.org({ credits: "1" });
+      const res = await first.post("/v1/chat/completions", org.key, {
+        model: "gpt-4.1",
+        messages: [{ role: "user", content: "hi" }],
+      });
+      expect(res.status).toBe(200);
+      const id = res.headers.get("x-request-id") as string;
+      await first.services.flusher.drain();
+      const [debit] = await sql`select amount from credit_transactions where id = ${id}`;
+      const charged = Number(debit?.amount);
+      expect(charged).toBeGreaterThan(0);
+      await first.close();
+
+      await redis.restart(); // empty: the done marker of the call is gone
+      const spooled: PendingSettle = {
+        kind: "settle",
+        orgId: org.id,
+        requestId: id,
+        cost: charged,
+        event: encodeCallEvent(debitEvent(org.id, charged, { id })),
+        monthStart: 0,
+      };
+      mkdirSync(join(dataDir, "spool"), { recursive: true });
+      writeFileSync(join(dataDir, "spool", "settles-1-1.jsonl"), `${JSON.stringify(spooled)}\n`);
+
+      const second = await startGateway({ env, mock });
+      try {
+        await waitUntil(
+          "the spool to be replayed",
+          async () => readdirSync(join(dataDir, "spool")).length === 0,
+        );
+        await second.services.flusher.drain();
+        expect(await second.services.meter.balance(org.id)).toBe(1_000_000_000 - charged);
+        const rows = await sql`select id from credit_transactions where id = ${id}`;
+        expect(rows).toHaveLength(1);
         expect((await reconcile(second.services.store, second.services.database)).differences).toEqual([]);
       } finally {
         await second.close();
