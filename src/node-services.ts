@@ -1,22 +1,19 @@
 import { hostname } from "node:os";
 import { join } from "node:path";
+import { createBackgroundJobs } from "./background.ts";
 import type { Config } from "./config.ts";
 import { openDatabase } from "./db/client.ts";
-import { postgresOutbox } from "./db/notifications.ts";
 import { createLogger } from "./gateway/log.ts";
 import { type Clock, type Services, systemClock } from "./gateway/services.ts";
 import { createNodeUpstream } from "./gateway/upstream-node.ts";
-import { Flusher } from "./metering/flusher.ts";
-import { grantMonthlyCredits } from "./metering/grants.ts";
+import type { Flusher } from "./metering/flusher.ts";
 import { createMemoryStore } from "./metering/memory-store.ts";
 import { noPayments, type Payments, stripePayments } from "./metering/payments.ts";
-import { purgeDeletedOrgs } from "./metering/purge.ts";
 import { createRedisStore } from "./metering/redis-store.ts";
 import type { MeteringStore } from "./metering/store.ts";
-import { NotificationDispatcher } from "./notify/dispatcher.ts";
-import { loggingNotifier, type Notifier, resendNotifier } from "./notify/notifier.ts";
+import type { NotificationDispatcher } from "./notify/dispatcher.ts";
+import type { Notifier } from "./notify/notifier.ts";
 import { type Catalog, createCatalog, loadPricesFile } from "./pricing/catalog.ts";
-import { parseUsd } from "./pricing/money.ts";
 import { buildServices } from "./services.ts";
 
 export type NodeServices = Services & {
@@ -76,49 +73,16 @@ export async function createNodeServices(
     payments:
       opts.payments ?? (config.STRIPE_SECRET_KEY ? stripePayments(config.STRIPE_SECRET_KEY) : noPayments),
   });
-  const flusher = new Flusher(store, database, log, {
+  const jobs = createBackgroundJobs(config, services, {
     consumer: config.FLUSHER_CONSUMER ?? `${hostname()}-${process.pid}`,
-    claimIdleMs: config.FLUSH_CLAIM_IDLE_MS,
-    intervalMs: config.FLUSH_INTERVAL_MS,
-    onError: () => services.metrics.databaseErrors.inc(),
+    notifier: opts.notifier,
   });
+  const { flusher, notifications } = jobs;
   flusher.start();
-  const notifier =
-    opts.notifier ??
-    (config.EMAIL_API_KEY && config.EMAIL_FROM
-      ? resendNotifier({ apiKey: config.EMAIL_API_KEY, from: config.EMAIL_FROM, url: config.EMAIL_API_URL })
-      : loggingNotifier(log));
-  if (notifier.kind === "log") log.info("no EMAIL_API_KEY: billing notifications are logged, not emailed");
-  const notifications = new NotificationDispatcher({
-    outbox: postgresOutbox(database.db),
-    notifier,
-    clock: services.clock,
-    log,
-    intervalMs: config.NOTIFY_INTERVAL_MS,
-    maxAttempts: config.NOTIFY_MAX_ATTEMPTS,
-    onOutcome: (kind, outcome) => services.metrics.notifications.inc({ kind, outcome }),
-  });
   notifications.start();
-  const purge = () =>
-    purgeDeletedOrgs({
-      database,
-      store,
-      log,
-      now: services.clock.now(),
-      delayMs: config.PURGE_DELAY_MS,
-    }).catch((err) => log.error("purge failed", { err: String(err) }));
-  const purger = setInterval(purge, config.PURGE_INTERVAL_MS);
+  const purger = setInterval(jobs.purge, config.PURGE_INTERVAL_MS);
   purger.unref();
-  const grantAmount = parseUsd(config.MONTHLY_GRANT) ?? 0;
-  const grant = () =>
-    grantMonthlyCredits({
-      database,
-      meter: services.meter,
-      log,
-      now: services.clock.now(),
-      amount: grantAmount,
-    }).catch((err) => log.error("monthly grants failed", { err: String(err) }));
-  const granter = setInterval(grant, config.GRANT_INTERVAL_MS);
+  const granter = setInterval(jobs.grant, config.GRANT_INTERVAL_MS);
   granter.unref();
   return {
     ...services,

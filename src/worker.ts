@@ -1,7 +1,8 @@
+import { type BackgroundJobs, createBackgroundJobs } from "./background.ts";
 import { parseConfig } from "./config.ts";
 import { openDatabase } from "./db/client.ts";
 import { createApp } from "./gateway/app.ts";
-import { createLogger } from "./gateway/log.ts";
+import { createLogger, type Logger } from "./gateway/log.ts";
 import { systemClock } from "./gateway/services.ts";
 import { createFetchUpstream } from "./gateway/upstream.ts";
 import { createMemoryStore } from "./metering/memory-store.ts";
@@ -14,13 +15,26 @@ import { buildServices } from "./services.ts";
  * Postgres with postgres.js at DATABASE_URL (a Hyperdrive connection string). The metering store is
  * the in-process one, which is exact only within one isolate: a production Workers deployment
  * needs a shared store behind the same MeteringStore interface.
+ *
+ * A Worker has no timers between requests, so the background work runs around them: the ledger is
+ * flushed to Postgres after every request and after every settle that outlives its response (a
+ * stream's), and a cron trigger (wrangler.toml) also flushes and delivers notifications, purges
+ * and grants. The isolate stays alive for them (waitUntil).
  */
 type Bindings = Record<string, string | undefined>;
+type ExecutionContext = { waitUntil(p: Promise<unknown>): void; passThroughOnException?(): void };
 
-let app: ReturnType<typeof createApp> | undefined;
+interface Instance {
+  app: ReturnType<typeof createApp>;
+  jobs: BackgroundJobs;
+  log: Logger;
+  /** Flushes the ledger now; a call while a flush runs makes it go round once more. */
+  flush(): Promise<void>;
+}
 
-async function appFor(env: Bindings): Promise<ReturnType<typeof createApp>> {
-  if (app) return app;
+let instance: Promise<Instance> | undefined;
+
+async function start(env: Bindings): Promise<Instance> {
   const config = parseConfig(env);
   if (!config.DATABASE_URL)
     throw new Error("DATABASE_URL must be set on Workers (no embedded database there)");
@@ -37,16 +51,53 @@ async function appFor(env: Bindings): Promise<ReturnType<typeof createApp>> {
     log,
     payments: config.STRIPE_SECRET_KEY ? stripePayments(config.STRIPE_SECRET_KEY) : noPayments,
   });
-  app = createApp(services);
-  return app;
+  const jobs = createBackgroundJobs(config, services, { consumer: config.FLUSHER_CONSUMER ?? "worker" });
+  let running: Promise<void> | undefined;
+  let again = false;
+  const flush = (): Promise<void> => {
+    if (running) {
+      again = true;
+      return running;
+    }
+    running = (async () => {
+      do {
+        again = false;
+        await jobs.flusher.drain().catch((err) => log.error("flush failed", { err: String(err) }));
+      } while (again);
+    })().finally(() => {
+      running = undefined;
+    });
+    return running;
+  };
+  return { app: createApp(services), jobs, log, flush };
+}
+
+function instanceFor(env: Bindings): Promise<Instance> {
+  instance ??= start(env).catch((err: unknown) => {
+    instance = undefined; // the next request tries again
+    throw err;
+  });
+  return instance;
 }
 
 export default {
-  async fetch(
-    request: Request,
-    env: Bindings,
-    ctx: { waitUntil(p: Promise<unknown>): void },
-  ): Promise<Response> {
-    return (await appFor(env)).fetch(request, env, ctx as never);
+  async fetch(request: Request, env: Bindings, ctx: ExecutionContext): Promise<Response> {
+    const { app, flush } = await instanceFor(env);
+    // What the app leaves running after its response (a stream's settle) is flushed when it ends.
+    const tracked: ExecutionContext = {
+      waitUntil: (p) => ctx.waitUntil(p.finally(flush)),
+      passThroughOnException: () => ctx.passThroughOnException?.(),
+    };
+    const res = await app.fetch(request, env, tracked as never);
+    ctx.waitUntil(flush());
+    return res;
+  },
+
+  async scheduled(_event: unknown, env: Bindings, ctx: ExecutionContext): Promise<void> {
+    const { jobs, log, flush } = await instanceFor(env);
+    const deliver = jobs.notifications
+      .runOnce()
+      .catch((err) => log.error("notifications failed", { err: String(err) }));
+    ctx.waitUntil(Promise.all([flush(), deliver, jobs.purge(), jobs.grant()]));
   },
 };
