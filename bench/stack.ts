@@ -3,9 +3,9 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { freePort } from "../test/harness/ports.ts";
-import { startPostgres } from "../test/harness/postgres.ts";
-import { startRedis } from "../test/harness/redis.ts";
+import { freePort } from "../src/dev/servers/ports.ts";
+import { startPostgres } from "../src/dev/servers/postgres.ts";
+import { startRedis } from "../src/dev/servers/redis.ts";
 import { findPid } from "./cpu.ts";
 
 /**

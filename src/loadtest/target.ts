@@ -6,10 +6,10 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
-import { spawnServer, stopChild } from "../../test/harness/children.ts";
-import { freePort } from "../../test/harness/ports.ts";
-import { type PostgresServer, startPostgres } from "../../test/harness/postgres.ts";
-import { type RedisServer, startRedis } from "../../test/harness/redis.ts";
+import { spawnServer, stopChild } from "../dev/servers/children.ts";
+import { freePort } from "../dev/servers/ports.ts";
+import { type PostgresServer, startPostgres } from "../dev/servers/postgres.ts";
+import { type RedisServer, startRedis } from "../dev/servers/redis.ts";
 import type { LoadtestOptions } from "./options.ts";
 
 /** Where the load goes, with what key, and whether its books can be checked. */

@@ -1,8 +1,8 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startMockUpstream } from "../../src/dev/mock-upstream.ts";
+import { freePort } from "../../src/dev/servers/ports.ts";
 import { startGateway, type TestGateway, type TestOrg } from "../harness/gateway.ts";
-import { freePort } from "../harness/ports.ts";
 
 const messages = [{ role: "user", content: "hi" }];
 

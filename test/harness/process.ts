@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
+import { freePort } from "../../src/dev/servers/ports.ts";
 import { ADMIN_TOKEN } from "./gateway.ts";
-import { freePort } from "./ports.ts";
 
 export interface GatewayProcess {
   url: string;

@@ -1,10 +1,10 @@
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { notifications } from "../../src/db/schema/notifications.ts";
+import { waitUntil } from "../../src/dev/servers/ports.ts";
 import type { ChargeRequest, ChargeResult, Payments } from "../../src/metering/payments.ts";
 import { startGateway, type TestGateway } from "../harness/gateway.ts";
 import { type MockEmailProvider, startMockEmailProvider } from "../harness/mock-email.ts";
-import { waitUntil } from "../harness/ports.ts";
 
 /** Records every charge; fails while `failing` is set. */
 class RecordingPayments implements Payments {

@@ -3,6 +3,9 @@ import postgres from "postgres";
 import { describe, expect, inject, it } from "vitest";
 import { openDatabase } from "../../src/db/client.ts";
 import { startMockUpstream } from "../../src/dev/mock-upstream.ts";
+import { sleep, waitUntil } from "../../src/dev/servers/ports.ts";
+import { startPostgres } from "../../src/dev/servers/postgres.ts";
+import { startRedis } from "../../src/dev/servers/redis.ts";
 import { createLogger } from "../../src/gateway/log.ts";
 import { encodeCallEvent } from "../../src/metering/events.ts";
 import { Flusher } from "../../src/metering/flusher.ts";
@@ -12,10 +15,7 @@ import type { MeteringStore } from "../../src/metering/store.ts";
 import { freshDatabaseUrl } from "../harness/databases.ts";
 import { debitEvent } from "../harness/events.ts";
 import { ADMIN_TOKEN, startGateway } from "../harness/gateway.ts";
-import { sleep, waitUntil } from "../harness/ports.ts";
-import { startPostgres } from "../harness/postgres.ts";
 import { createOrgOn, spawnGateway } from "../harness/process.ts";
-import { startRedis } from "../harness/redis.ts";
 
 const messages = [{ role: "user", content: "hi" }];
 const silent = createLogger("silent");
@@ -255,7 +255,7 @@ describe("faults", () => {
 
 describe("the gateway on a 3-master Redis Cluster", () => {
   it("meters calls and flushes them like on one Redis", async () => {
-    const { startRedisCluster } = await import("../harness/redis.ts");
+    const { startRedisCluster } = await import("../../src/dev/servers/redis.ts");
     const cluster = await startRedisCluster();
     const gw = await startGateway({
       backend: "postgres+redis",

@@ -4,14 +4,14 @@ import { join } from "node:path";
 import postgres from "postgres";
 import { describe, expect, it } from "vitest";
 import { startMockUpstream } from "../../src/dev/mock-upstream.ts";
+import { waitUntil } from "../../src/dev/servers/ports.ts";
+import { startRedis } from "../../src/dev/servers/redis.ts";
 import { encodeCallEvent } from "../../src/metering/events.ts";
 import { reconcile } from "../../src/metering/reconcile.ts";
 import type { PendingSettle } from "../../src/metering/spool.ts";
 import { freshDatabaseUrl } from "../harness/databases.ts";
 import { debitEvent } from "../harness/events.ts";
 import { startGateway } from "../harness/gateway.ts";
-import { waitUntil } from "../harness/ports.ts";
-import { startRedis } from "../harness/redis.ts";
 
 describe("Redis unreachable when a call ends", () => {
   it("keeps the debit, spools it over a gateway restart, and applies it once when Redis is back", async () => {

@@ -1,7 +1,7 @@
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type RedisServer, startRedis } from "../../src/dev/servers/redis.ts";
 import { startGateway, type TestGateway } from "../harness/gateway.ts";
-import { type RedisServer, startRedis } from "../harness/redis.ts";
 
 describe("the hot path", () => {
   let redis: RedisServer;
