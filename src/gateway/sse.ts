@@ -4,6 +4,9 @@ import type { JsonObject } from "./providers/types.ts";
 const NEWLINE = 0x0a;
 /** Forwarded bytes a stream keeps as they are before it keeps only their generated text. */
 const RETAIN_BYTES = 8 * 1024;
+/** Windows of finished streams, reused: one per call would cost an 8 KB allocation each. */
+const spareWindows: Buffer[] = [];
+const MAX_SPARE_WINDOWS = 64;
 // Usage frames carry a usage object; every other chunk carries `"usage":null` or no usage at all.
 const USAGE_MARKERS = [Buffer.from('"usage":{'), Buffer.from('"usage": {')];
 const DATA_PREFIX = Buffer.from("data:");
@@ -78,6 +81,7 @@ export class SseTap {
   streamedText(): string {
     if (!this.retaining) return "";
     this.digestWindow();
+    this.releaseWindow(); // asked for at the end of the stream
     return this.digested.join("");
   }
 
@@ -92,10 +96,16 @@ export class SseTap {
           continue;
         }
       }
-      this.window ??= Buffer.allocUnsafeSlow(RETAIN_BYTES);
+      this.window ??= spareWindows.pop() ?? Buffer.allocUnsafeSlow(RETAIN_BYTES);
       b.copy(this.window, this.windowBytes);
       this.windowBytes += b.length;
     }
+  }
+
+  private releaseWindow(): void {
+    if (this.window && spareWindows.length < MAX_SPARE_WINDOWS) spareWindows.push(this.window);
+    this.window = undefined;
+    this.windowBytes = 0;
   }
 
   private digestWindow(): void {
@@ -160,7 +170,7 @@ export class SseTap {
     if (!hasUsage || typeof obj.usage !== "object" || obj.usage === null) return { kind: "forward" };
     this.usageFrame = obj;
     this.retaining = false;
-    this.window = undefined;
+    this.releaseWindow();
     return this.onUsage(obj);
   }
 
