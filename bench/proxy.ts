@@ -7,8 +7,9 @@ import { startGatewayStack } from "./stack.ts";
 /**
  * `npm run bench`: the same load against (a) the mock upstream directly, (b) a bare node:http pipe
  * proxy to it and (c) the gateway with key auth and full metering on (reserve and settle against a
- * real Redis, the ledger flushed to a real Postgres), in one run, alternating, so the ratio (c)/(b)
- * is measured under the same machine noise. Prints req/s, p50 and p99 per target, the ratios, the
+ * real Redis, the ledger flushed to a real Postgres) and (d) the gateway for a BYO org (key auth,
+ * the relay and the usage record, but no hold and no debit: what the metering costs is (c) - (d)),
+ * in one run, alternating, so the ratios (c)/(b) and (d)/(b) are measured under the same noise. Prints req/s, p50 and p99 per target, the ratios, the
  * CPU each process spent per request, the flusher's lag while (c) ran, and time to first token
  * through the gateway against the upstream's own.
  *
@@ -38,6 +39,7 @@ const stack = await startGatewayStack({
   gatewayNodeFlags: profileDir ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [],
 });
 const auth = { authorization: `Bearer ${stack.key}` };
+const byo = { authorization: `Bearer ${stack.byoKey}`, "x-planto-provider-key": "sk-byo-bench" };
 
 async function load(url: string, headers: Record<string, string>, body: string): Promise<Result> {
   const cpu = cpuSample(stack.pids);
@@ -95,6 +97,7 @@ for (const mode of modes) {
     "(a) mock upstream": [`${stack.mockUrl}/openai/v1/chat/completions`, {}],
     "(b) bare node:http proxy": [`${stack.bareUrl}/openai/v1/chat/completions`, {}],
     "(c) gateway": [`${stack.gatewayUrl}/v1/chat/completions`, auth],
+    "(d) gateway, BYO key": [`${stack.gatewayUrl}/v1/chat/completions`, byo],
   };
   if (only) for (const name of Object.keys(targets)) if (!name.includes(only)) delete targets[name];
   const results: Record<string, Result[]> = {};
@@ -186,11 +189,15 @@ for (const [mode, targets] of Object.entries(table)) {
     lines.push(`      CPU µs per request: ${cpuPerRequest(rs)}`);
   }
   const baseline = targets["(b) bare node:http proxy"];
-  const gatewayRuns = targets["(c) gateway"];
-  if (baseline && gatewayRuns) {
-    const ratios = gatewayRuns.map((r, i) => r.rps / (baseline[i]?.rps ?? 1));
+  for (const [label, name] of [
+    ["(c)/(b)", "(c) gateway"],
+    ["(d)/(b)", "(d) gateway, BYO key"],
+  ] as const) {
+    const runs = targets[name];
+    if (!baseline || !runs) continue;
+    const ratios = runs.map((r, i) => r.rps / (baseline[i]?.rps ?? 1));
     lines.push(
-      `  ratio (c)/(b): ${median(ratios).toFixed(2)}× (per round: ${ratios.map((r) => r.toFixed(2)).join(", ")})`,
+      `  ratio ${label}: ${median(ratios).toFixed(2)}× (per round: ${ratios.map((r) => r.toFixed(2)).join(", ")})`,
     );
   }
   lines.push("");

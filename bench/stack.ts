@@ -20,8 +20,11 @@ export interface GatewayStack {
   /** The bare proxy's URL, when asked for. */
   bareUrl: string | undefined;
   redisUrl: string;
+  /** An api key of an integrated org with credits (holds and debits). */
   key: string;
   orgId: string;
+  /** An api key of a BYO org (calls send x-planto-provider-key; nothing is held or debited). */
+  byoKey: string;
   /** The pids whose CPU the benchmarks account for, by name. */
   pids: Record<string, number | undefined>;
   stop(): Promise<void>;
@@ -119,6 +122,16 @@ export async function startGatewayStack(
     body: JSON.stringify({ amount: "1000000", creditType: "admin_grant" }),
   });
   const key = await json(`${gatewayUrl}/admin/orgs/${org.id}/api-keys`, { method: "POST", headers: admin });
+  // An org that brings its own provider key: no hold and no debit, only its usage recorded.
+  const byoOrg = await json(`${gatewayUrl}/admin/orgs`, {
+    method: "POST",
+    headers: admin,
+    body: JSON.stringify({ name: "bench byo", billingMode: "byo", isTrial: false }),
+  });
+  const byoKey = await json(`${gatewayUrl}/admin/orgs/${byoOrg.id}/api-keys`, {
+    method: "POST",
+    headers: admin,
+  });
   return {
     mockUrl,
     gatewayUrl,
@@ -126,6 +139,7 @@ export async function startGatewayStack(
     bareUrl: bare ? `http://127.0.0.1:${bare.port}` : undefined,
     redisUrl: redis.url,
     key: String(key.key),
+    byoKey: String(byoKey.key),
     orgId: String(org.id),
     pids: {
       mock: children[0]?.pid,
