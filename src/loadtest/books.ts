@@ -120,26 +120,23 @@ export function checkBooks(input: BooksInput): BooksResult {
     if (seen.has(requestId)) continue; // a request id answers one call
     seen.add(requestId);
     const found = debitsById.get(requestId) ?? [];
+    const debited = found.map(formatUsd).join(" + ");
+    /** A call that must have no debit: any it has is a difference of `kind`. */
+    const noDebit = (kind: DifferenceKind, detail: string) => {
+      if (found.length > 0) differ({ kind, requestId, expected: "0", actual: debited, detail });
+    };
     if (found.length > 1) {
       differ({
         kind: "double_debit",
         requestId,
         expected: call.cost === null ? undefined : formatUsd(call.cost),
-        actual: found.map(formatUsd).join(" + "),
+        actual: debited,
         detail: `${found.length} debits for one call`,
       });
     }
     if (call.status !== 200) {
       refused += 1;
-      if (found.length > 0) {
-        differ({
-          kind: "debit_for_failed_call",
-          requestId,
-          expected: "0",
-          actual: found.map(formatUsd).join(" + "),
-          detail: `the call was answered ${call.status} but debited`,
-        });
-      }
+      noDebit("debit_for_failed_call", `the call was answered ${call.status} but debited`);
       continue;
     }
     if (call.cost === null) {
@@ -149,15 +146,7 @@ export function checkBooks(input: BooksInput): BooksResult {
     verified += 1;
     expectedTotal += call.cost;
     if (call.cost === 0) {
-      if (found.length > 0) {
-        differ({
-          kind: "debit_for_free_call",
-          requestId,
-          expected: "0",
-          actual: found.map(formatUsd).join(" + "),
-          detail: "the caller was told it cost nothing, yet it was debited",
-        });
-      }
+      noDebit("debit_for_free_call", "the caller was told it cost nothing, yet it was debited");
       continue;
     }
     if (found.length === 0) {

@@ -7,11 +7,21 @@ import {
   encodeCallEvent,
   type FlatCall,
 } from "../../src/metering/events.ts";
+import type { CallTags } from "../../src/metering/meter.ts";
 import { debitEvent } from "../harness/events.ts";
 
 describe("ledger events on the stream", () => {
   it("puts every call field at the position CALL_FIELDS gives it, which Postgres reads", () => {
     // Distinct values everywhere, so a swapped pair of fields cannot pass.
+    const tags: Required<CallTags> = {
+      planId: "plan",
+      planName: "Plan",
+      sessionId: "session",
+      userId: "user",
+      purpose: "purpose",
+      modelRole: "role",
+      modelPack: "pack",
+    };
     const event: CallEvent = {
       id: "req_1",
       orgId: "org_2",
@@ -32,15 +42,7 @@ describe("ledger events on the stream", () => {
       model: "anthropic/claude-sonnet-4",
       route: "apply",
       byo: true,
-      tags: {
-        planId: "plan",
-        planName: "Plan",
-        sessionId: "session",
-        userId: "user",
-        purpose: "purpose",
-        modelRole: "role",
-        modelPack: "pack",
-      },
+      tags,
       startedAt: 16,
       firstTokenAt: 17,
       endedAt: 18,
@@ -49,17 +51,8 @@ describe("ledger events on the stream", () => {
       upstreamError: true,
       noReportedUsage: false,
     };
-    const { tags, ...rest } = event;
-    const flat: FlatCall = {
-      ...rest,
-      planId: "plan",
-      planName: "Plan",
-      sessionId: "session",
-      userId: "user",
-      purpose: "purpose",
-      modelRole: "role",
-      modelPack: "pack",
-    };
+    const { tags: _nested, ...rest } = event;
+    const flat: FlatCall = { ...rest, ...tags };
     const encoded = JSON.parse(encodeCallEvent(event)) as unknown[];
     expect(encoded[0]).toBe(CALL_TAG);
     expect(encoded).toHaveLength(CALL_FIELDS.length + 1);

@@ -2,10 +2,11 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import postgres from "postgres";
-import { describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import type { MockUpstream } from "../../src/dev/mock-upstream.ts";
 import { startMockUpstream } from "../../src/dev/mock-upstream.ts";
 import { waitUntil } from "../../src/dev/servers/ports.ts";
-import { startRedis } from "../../src/dev/servers/redis.ts";
+import { type RedisServer, startRedis } from "../../src/dev/servers/redis.ts";
 import { encodeCallEvent } from "../../src/metering/events.ts";
 import { reconcile } from "../../src/metering/reconcile.ts";
 import type { PendingSettle } from "../../src/metering/spool.ts";
@@ -13,78 +14,86 @@ import { freshDatabaseUrl } from "../harness/databases.ts";
 import { debitEvent } from "../harness/events.ts";
 import { startGateway } from "../harness/gateway.ts";
 
+/** Each test: the mock, its own Redis and database, and a DATA_DIR for the gateways' spool. */
+let mock: MockUpstream;
+let redis: RedisServer;
+let dataDir: string;
+let env: Record<string, string>;
+let sql: postgres.Sql;
+beforeEach(async () => {
+  mock = await startMockUpstream();
+  redis = await startRedis();
+  dataDir = mkdtempSync(join(tmpdir(), "planto-spool-"));
+  const databaseUrl = await freshDatabaseUrl();
+  env = {
+    DATABASE_URL: databaseUrl,
+    REDIS_URL: redis.url,
+    DATA_DIR: dataDir,
+    REDIS_KEY_PREFIX: "outage",
+  };
+  sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+});
+afterEach(async () => {
+  await sql.end();
+  await redis.stop();
+  await mock.close();
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
 describe("Redis unreachable when a call ends", () => {
   it("keeps the debit, spools it over a gateway restart, and applies it once when Redis is back", async () => {
-    const mock = await startMockUpstream();
-    let redis = await startRedis();
-    const dataDir = mkdtempSync(join(tmpdir(), "planto-spool-"));
-    const env = {
-      DATABASE_URL: await freshDatabaseUrl(),
-      REDIS_URL: redis.url,
-      DATA_DIR: dataDir,
-      REDIS_KEY_PREFIX: "outage",
-    };
     const first = await startGateway({ env, mock });
-    const sql = postgres(env.DATABASE_URL, { max: 1, onnotice: () => {} });
+    const org = await first.org({ credits: "1" });
+    const res = await first.post("/v1/chat/completions", org.key, {
+      model: "gpt-4.1",
+      messages: [{ role: "user", content: "hi" }],
+      stream: true,
+      stream_options: { include_usage: true },
+      mock: { chunks: 30, delayMs: 25 },
+    });
+    const id = res.headers.get("x-request-id") as string;
+    const reader = res.body!.getReader();
+    await reader.read();
+    await redis.stop();
+    let text = "";
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      text += new TextDecoder().decode(value);
+    }
+    expect(text).toContain("data: [DONE]"); // the caller got the whole answer
+    const cost = JSON.parse((text.match(/data: (\{[^\n]*"usage":\{[^\n]*)/) as RegExpMatchArray)[1] as string)
+      .usage.cost as number;
+    expect(cost).toBeGreaterThan(0);
+
+    // While Redis is away nothing new is admitted: it could not be paid for.
+    const refused = await first.post("/v1/chat/completions", org.key, {
+      model: "gpt-4.1",
+      messages: [{ role: "user", content: "x" }],
+    });
+    expect(refused.status).toBe(503);
+    expect(refused.headers.get("content-type")).toBe("application/json");
+
+    await first.close(); // shutdown with the settle still pending: it goes to the spool
+    expect(readdirSync(join(dataDir, "spool")).length).toBe(1);
+
+    redis = await startRedis({ port: redis.port }); // back, and empty
+    const second = await startGateway({ env, mock });
     try {
-      const org = await first.org({ credits: "1" });
-      const res = await first.post("/v1/chat/completions", org.key, {
-        model: "gpt-4.1",
-        messages: [{ role: "user", content: "hi" }],
-        stream: true,
-        stream_options: { include_usage: true },
-        mock: { chunks: 30, delayMs: 25 },
+      await waitUntil("the spooled debit to reach Postgres", async () => {
+        await second.services.flusher.drain();
+        const rows = await sql`select amount from credit_transactions where id = ${id}`;
+        return rows.length === 1;
       });
-      const id = res.headers.get("x-request-id") as string;
-      const reader = res.body!.getReader();
-      await reader.read();
-      await redis.stop();
-      let text = "";
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        text += new TextDecoder().decode(value);
-      }
-      expect(text).toContain("data: [DONE]"); // the caller got the whole answer
-      const cost = JSON.parse(
-        (text.match(/data: (\{[^\n]*"usage":\{[^\n]*)/) as RegExpMatchArray)[1] as string,
-      ).usage.cost as number;
-      expect(cost).toBeGreaterThan(0);
-
-      // While Redis is away nothing new is admitted: it could not be paid for.
-      const refused = await first.post("/v1/chat/completions", org.key, {
-        model: "gpt-4.1",
-        messages: [{ role: "user", content: "x" }],
-      });
-      expect(refused.status).toBe(503);
-      expect(refused.headers.get("content-type")).toBe("application/json");
-
-      await first.close(); // shutdown with the settle still pending: it goes to the spool
-      expect(readdirSync(join(dataDir, "spool")).length).toBe(1);
-
-      redis = await startRedis({ port: redis.port }); // back, and empty
-      const second = await startGateway({ env, mock });
-      try {
-        await waitUntil("the spooled debit to reach Postgres", async () => {
-          await second.services.flusher.drain();
-          const rows = await sql`select amount from credit_transactions where id = ${id}`;
-          return rows.length === 1;
-        });
-        const [debit] = await sql`select amount from credit_transactions where id = ${id}`;
-        expect(Number(debit?.amount)).toBe(Math.round(cost * 1e9));
-        expect(readdirSync(join(dataDir, "spool"))).toEqual([]);
-        expect((await second.services.store.getBalance(org.id))?.balance).toBe(
-          1_000_000_000 - Number(debit?.amount),
-        );
-        expect((await reconcile(second.services.store, second.services.database)).differences).toEqual([]);
-      } finally {
-        await second.close();
-      }
+      const [debit] = await sql`select amount from credit_transactions where id = ${id}`;
+      expect(Number(debit?.amount)).toBe(Math.round(cost * 1e9));
+      expect(readdirSync(join(dataDir, "spool"))).toEqual([]);
+      expect((await second.services.store.getBalance(org.id))?.balance).toBe(
+        1_000_000_000 - Number(debit?.amount),
+      );
+      expect((await reconcile(second.services.store, second.services.database)).differences).toEqual([]);
     } finally {
-      await sql.end();
-      await redis.stop();
-      await mock.close();
-      rmSync(dataDir, { recursive: true, force: true });
+      await second.close();
     }
   }, 60_000);
 
@@ -92,62 +101,45 @@ describe("Redis unreachable when a call ends", () => {
   // store's memory of it goes when Redis restarts empty or its done marker expires. The ledger
   // then decides: the call is there, so the replay charges nothing.
   it("a spooled settle whose call is already in the ledger is not charged again", async () => {
-    const mock = await startMockUpstream();
-    const redis = await startRedis();
-    const dataDir = mkdtempSync(join(tmpdir(), "planto-spool-"));
-    const env = {
-      DATABASE_URL: await freshDatabaseUrl(),
-      REDIS_URL: redis.url,
-      DATA_DIR: dataDir,
-      REDIS_KEY_PREFIX: "replay",
+    const first = await startGateway({ env, mock });
+    const org = await first.org({ credits: "1" });
+    const res = await first.post("/v1/chat/completions", org.key, {
+      model: "gpt-4.1",
+      messages: [{ role: "user", content: "hi" }],
+    });
+    expect(res.status).toBe(200);
+    const id = res.headers.get("x-request-id") as string;
+    await first.services.flusher.drain();
+    const [debit] = await sql`select amount from credit_transactions where id = ${id}`;
+    const charged = Number(debit?.amount);
+    expect(charged).toBeGreaterThan(0);
+    await first.close();
+
+    await redis.restart(); // empty: the done marker of the call is gone
+    const spooled: PendingSettle = {
+      kind: "settle",
+      orgId: org.id,
+      requestId: id,
+      cost: charged,
+      event: encodeCallEvent(debitEvent(org.id, charged, { id })),
+      monthStart: 0,
     };
-    const sql = postgres(env.DATABASE_URL, { max: 1, onnotice: () => {} });
+    mkdirSync(join(dataDir, "spool"), { recursive: true });
+    writeFileSync(join(dataDir, "spool", "settles-1-1.jsonl"), `${JSON.stringify(spooled)}\n`);
+
+    const second = await startGateway({ env, mock });
     try {
-      const first = await startGateway({ env, mock });
-      const org = await first.org({ credits: "1" });
-      const res = await first.post("/v1/chat/completions", org.key, {
-        model: "gpt-4.1",
-        messages: [{ role: "user", content: "hi" }],
-      });
-      expect(res.status).toBe(200);
-      const id = res.headers.get("x-request-id") as string;
-      await first.services.flusher.drain();
-      const [debit] = await sql`select amount from credit_transactions where id = ${id}`;
-      const charged = Number(debit?.amount);
-      expect(charged).toBeGreaterThan(0);
-      await first.close();
-
-      await redis.restart(); // empty: the done marker of the call is gone
-      const spooled: PendingSettle = {
-        kind: "settle",
-        orgId: org.id,
-        requestId: id,
-        cost: charged,
-        event: encodeCallEvent(debitEvent(org.id, charged, { id })),
-        monthStart: 0,
-      };
-      mkdirSync(join(dataDir, "spool"), { recursive: true });
-      writeFileSync(join(dataDir, "spool", "settles-1-1.jsonl"), `${JSON.stringify(spooled)}\n`);
-
-      const second = await startGateway({ env, mock });
-      try {
-        await waitUntil(
-          "the spool to be replayed",
-          async () => readdirSync(join(dataDir, "spool")).length === 0,
-        );
-        await second.services.flusher.drain();
-        expect(await second.services.meter.balance(org.id)).toBe(1_000_000_000 - charged);
-        const rows = await sql`select id from credit_transactions where id = ${id}`;
-        expect(rows).toHaveLength(1);
-        expect((await reconcile(second.services.store, second.services.database)).differences).toEqual([]);
-      } finally {
-        await second.close();
-      }
+      await waitUntil(
+        "the spool to be replayed",
+        async () => readdirSync(join(dataDir, "spool")).length === 0,
+      );
+      await second.services.flusher.drain();
+      expect(await second.services.meter.balance(org.id)).toBe(1_000_000_000 - charged);
+      const rows = await sql`select id from credit_transactions where id = ${id}`;
+      expect(rows).toHaveLength(1);
+      expect((await reconcile(second.services.store, second.services.database)).differences).toEqual([]);
     } finally {
-      await sql.end();
-      await redis.stop();
-      await mock.close();
-      rmSync(dataDir, { recursive: true, force: true });
+      await second.close();
     }
   }, 60_000);
 });
