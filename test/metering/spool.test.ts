@@ -1,0 +1,91 @@
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { createLogger } from "../../src/gateway/log.ts";
+import { type PendingSettle, SettleSpool } from "../../src/metering/spool.ts";
+
+const log = createLogger("silent");
+const settle = (requestId: string): PendingSettle => ({
+  kind: "settle",
+  orgId: "org_1",
+  requestId,
+  cost: 1_000,
+  event: "[]",
+  monthStart: 0,
+});
+const storeDown = async () => {
+  throw new Error("redis unreachable");
+};
+
+let dir: string;
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), "planto-spool-unit-"));
+});
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+describe("the settle spool", () => {
+  it("has a kept settle on disk at once, so a process killed before its shutdown loses nothing", async () => {
+    const dying = new SettleSpool(storeDown, log, dir);
+    dying.hold(settle("req_a"), new Error("redis unreachable"));
+    const [file] = readdirSync(dir);
+    expect(JSON.parse(readFileSync(join(dir, file as string), "utf8").trim())).toEqual(settle("req_a"));
+    // No close(): the process died. The next one takes the file over and applies it.
+    const applied: string[] = [];
+    const next = new SettleSpool(async (p) => void applied.push(p.requestId), log, dir);
+    expect(await next.recover()).toBe(0);
+    expect(applied).toEqual(["req_a"]);
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it("drops its file once nothing is pending, and keeps in it at shutdown only what still is", async () => {
+    let up = false;
+    const applied: string[] = [];
+    const spool = new SettleSpool(
+      async (p) => {
+        if (!up || p.requestId === "req_b") throw new Error("redis unreachable");
+        applied.push(p.requestId);
+      },
+      log,
+      dir,
+    );
+    spool.hold(settle("req_a"), new Error("down"));
+    spool.hold(settle("req_b"), new Error("down"));
+    up = true;
+    expect(await spool.retry()).toBe(1); // req_a applied, req_b still refused
+    await spool.close();
+    const [file] = readdirSync(dir);
+    expect(
+      readFileSync(join(dir, file as string), "utf8")
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l)),
+    ).toEqual([settle("req_b")]);
+    expect(applied).toEqual(["req_a"]);
+
+    const again = new SettleSpool(async (p) => void applied.push(p.requestId), log, dir);
+    expect(await again.recover()).toBe(0);
+    expect(applied).toEqual(["req_a", "req_b"]);
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it("skips the cut last line a kill mid-write leaves, and recovers the rest", async () => {
+    const whole = JSON.stringify(settle("req_a"));
+    writeFileSync(join(dir, "settles-1-1.jsonl"), `${whole}\n${whole.slice(0, 20)}`);
+    const applied: string[] = [];
+    const spool = new SettleSpool(async (p) => void applied.push(p.requestId), log, dir);
+    expect(await spool.recover()).toBe(0);
+    expect(applied).toEqual(["req_a"]);
+  });
+
+  it("while the store is still down, keeps the recovered settles in its own file", async () => {
+    writeFileSync(join(dir, "settles-1-1.jsonl"), `${JSON.stringify(settle("req_a"))}\n`);
+    const spool = new SettleSpool(storeDown, log, dir);
+    expect(await spool.recover()).toBe(1);
+    const files = readdirSync(dir);
+    expect(files).toHaveLength(1);
+    expect(files[0]).not.toBe("settles-1-1.jsonl");
+    expect(JSON.parse(readFileSync(join(dir, files[0] as string), "utf8").trim())).toEqual(settle("req_a"));
+    await spool.close();
+  });
+});
