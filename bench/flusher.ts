@@ -1,13 +1,13 @@
 import { randomUUID } from "node:crypto";
 import { performance } from "node:perf_hooks";
+import { createLogger } from "../src/core/log.ts";
 import { openDatabase } from "../src/db/client.ts";
-import { startPostgres } from "../src/dev/servers/postgres.ts";
-import { startRedis } from "../src/dev/servers/redis.ts";
-import { createLogger } from "../src/gateway/log.ts";
 import { encodeCallEvent } from "../src/metering/events.ts";
 import { Flusher } from "../src/metering/flusher.ts";
 import { createRedisStore } from "../src/metering/redis-store.ts";
 import { debitEvent } from "../test/harness/events.ts";
+import { startPostgres } from "../tools/servers/postgres.ts";
+import { startRedis } from "../tools/servers/redis.ts";
 
 /**
  * `npm run bench:flusher`: how many ledger events per second one flusher moves from the Redis

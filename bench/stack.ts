@@ -3,9 +3,9 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { freePort } from "../src/dev/servers/ports.ts";
-import { startPostgres } from "../src/dev/servers/postgres.ts";
-import { startRedis } from "../src/dev/servers/redis.ts";
+import { freePort } from "../tools/servers/ports.ts";
+import { startPostgres } from "../tools/servers/postgres.ts";
+import { startRedis } from "../tools/servers/redis.ts";
 import { findPid } from "./cpu.ts";
 
 /**
@@ -82,7 +82,12 @@ export async function startGatewayStack(
   process.on("exit", killAll);
   const dataDir = mkdtempSync(join(tmpdir(), "planto-bench-"));
   const [redis, pg] = await Promise.all([startRedis(), startPostgres()]);
-  const mock = await startChild(children, ["src/dev/mock-upstream.ts", "--port", "0", "--json"], {}, "url");
+  const mock = await startChild(
+    children,
+    ["tools/mock-upstream/mock-upstream.ts", "--port", "0", "--json"],
+    {},
+    "url",
+  );
   const mockUrl = String(mock.url);
   const bare = opts.bare
     ? await startChild(children, ["bench/bare-proxy.ts", "--upstream", mockUrl], {}, "port")

@@ -1,10 +1,11 @@
 import type { Config } from "./config.ts";
+import type { Clock } from "./core/clock.ts";
+import type { Logger } from "./core/log.ts";
 import type { Database } from "./db/client.ts";
 import { findApiKeyByHash, hashApiKey } from "./db/orgs.ts";
 import { cachedKeyResolver } from "./gateway/auth.ts";
-import type { Logger } from "./gateway/log.ts";
 import { Metrics } from "./gateway/metrics.ts";
-import { type Clock, OpenCalls, type Services } from "./gateway/services.ts";
+import { OpenCalls, type Services } from "./gateway/services.ts";
 import type { UpstreamClient } from "./gateway/upstream.ts";
 import { createLedgerMeter } from "./metering/ledger-meter.ts";
 import type { Payments } from "./metering/payments.ts";

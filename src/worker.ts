@@ -1,9 +1,9 @@
 import { type BackgroundJobs, createBackgroundJobs } from "./background.ts";
 import { parseConfig } from "./config.ts";
+import { systemClock } from "./core/clock.ts";
+import { createLogger, type Logger } from "./core/log.ts";
 import { openDatabase } from "./db/client.ts";
 import { createApp } from "./gateway/app.ts";
-import { createLogger, type Logger } from "./gateway/log.ts";
-import { systemClock } from "./gateway/services.ts";
 import { createFetchUpstream } from "./gateway/upstream.ts";
 import { createMemoryStore } from "./metering/memory-store.ts";
 import { noPayments, stripePayments } from "./metering/payments.ts";

@@ -1,6 +1,6 @@
 import type { TestProject } from "vitest/node";
-import { startPostgres } from "../src/dev/servers/postgres.ts";
-import { startRedis } from "../src/dev/servers/redis.ts";
+import { startPostgres } from "../tools/servers/postgres.ts";
+import { startRedis } from "../tools/servers/redis.ts";
 
 /** One real Redis and one real Postgres for the whole run, on free loopback ports. */
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {

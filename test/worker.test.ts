@@ -1,8 +1,8 @@
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openDatabase } from "../src/db/client.ts";
-import { type MockUpstream, startMockUpstream } from "../src/dev/mock-upstream.ts";
 import worker from "../src/worker.ts";
+import { type MockUpstream, startMockUpstream } from "../tools/mock-upstream/mock-upstream.ts";
 import { freshDatabaseUrl } from "./harness/databases.ts";
 
 /**

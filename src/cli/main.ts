@@ -1,5 +1,5 @@
-import { loadtest } from "../loadtest/main.ts";
-import { loadtestHelp } from "../loadtest/options.ts";
+import { loadtest } from "../../tools/loadtest/main.ts";
+import { loadtestHelp } from "../../tools/loadtest/options.ts";
 import { usage, usageHelp } from "./usage.ts";
 
 /** `planto-gateway <command>`: the project's command line. */

@@ -1,6 +1,6 @@
 import { Hono } from "hono";
+import { GatewayError, renderError } from "../core/errors.ts";
 import { requireApiKey } from "./auth.ts";
-import { GatewayError, renderError } from "./errors.ts";
 import { adminRoutes } from "./routes/admin.ts";
 import { billingRoutes } from "./routes/billing.ts";
 import { healthRoutes } from "./routes/health.ts";

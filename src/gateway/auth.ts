@@ -1,7 +1,7 @@
 import type { MiddlewareHandler } from "hono";
+import type { Clock } from "../core/clock.ts";
+import { GatewayError } from "../core/errors.ts";
 import type { CallerOrg } from "../metering/meter.ts";
-import { GatewayError } from "./errors.ts";
-import type { Clock } from "./services.ts";
 
 export interface AuthedKey {
   keyId: string;

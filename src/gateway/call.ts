@@ -1,8 +1,8 @@
 import type { Context } from "hono";
+import { errorFrame, GatewayError, JSON_CONTENT_TYPE } from "../core/errors.ts";
 import type { Admission, CallEnd, CallStart } from "../metering/meter.ts";
 import { formatUsd, usdNumber } from "../pricing/money.ts";
 import { clientGone, type StreamSink, send, stream } from "./client-io.ts";
-import { errorFrame, GatewayError, JSON_CONTENT_TYPE } from "./errors.ts";
 import type { JsonObject, ProviderAdapter, Usage } from "./providers/types.ts";
 import type { Services } from "./services.ts";
 import { isUsageOnlyFrame, SseTap } from "./sse.ts";

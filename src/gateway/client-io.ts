@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import type { Context } from "hono";
-import { GatewayError } from "./errors.ts";
+import { GatewayError } from "../core/errors.ts";
 
 /**
  * The client side of a call. Under @hono/node-server the request body is read straight off the

@@ -1,18 +1,12 @@
 import type { Config } from "../config.ts";
+import type { Clock } from "../core/clock.ts";
+import type { Logger } from "../core/log.ts";
 import type { Database } from "../db/client.ts";
 import type { Meter } from "../metering/meter.ts";
 import type { Catalog } from "../pricing/catalog.ts";
 import type { KeyResolver } from "./auth.ts";
-import type { Logger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
 import type { UpstreamClient } from "./upstream.ts";
-
-/** Milliseconds since the epoch; a service so tests can move time. */
-export interface Clock {
-  now(): number;
-}
-
-export const systemClock: Clock = { now: () => Date.now() };
 
 /** Counts calls in flight so a shutdown can wait for open streams to finish and settle. */
 export class OpenCalls {

@@ -1,4 +1,4 @@
-import { GatewayError } from "./errors.ts";
+import { GatewayError } from "../core/errors.ts";
 import type { JsonObject } from "./providers/types.ts";
 
 /** Parses a request body as a JSON object, or fails with the contract's 400. */

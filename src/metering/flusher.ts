@@ -1,6 +1,6 @@
+import type { Logger } from "../core/log.ts";
 import type { Database } from "../db/client.ts";
 import { type LedgerRecord, writeLedgerBatch } from "../db/ledger.ts";
-import type { Logger } from "../gateway/log.ts";
 import { hasEventTag, isEncodedEvent } from "./events.ts";
 import type { LedgerEntry, MeteringStore } from "./store.ts";
 

@@ -1,7 +1,7 @@
 import { and, eq, isNull } from "drizzle-orm";
+import type { Logger } from "../core/log.ts";
 import type { Database } from "../db/client.ts";
 import { orgs } from "../db/schema/orgs.ts";
-import type { Logger } from "../gateway/log.ts";
 import type { Nanos } from "../pricing/money.ts";
 import { billingMonthStart } from "./billing-month.ts";
 import type { Meter } from "./meter.ts";

@@ -1,14 +1,14 @@
 import type { Config } from "../config.ts";
+import type { Clock } from "../core/clock.ts";
+import { GatewayError } from "../core/errors.ts";
+import type { Logger } from "../core/log.ts";
+import type { JsonObject, Usage } from "../core/usage.ts";
 import type { Database } from "../db/client.ts";
 import { callRecorded, creditRow, getTransaction, insertCredit, orgLedgerBalance } from "../db/ledger.ts";
 import { getOrg, MAX_RECHARGE_FAILURES, recordRechargeFailure, updateOrgBilling } from "../db/orgs.ts";
 import { orgSpendBetween } from "../db/spend.ts";
-import { GatewayError } from "../gateway/errors.ts";
 import { collectGeneratedText } from "../gateway/generated-text.ts";
-import type { Logger } from "../gateway/log.ts";
 import type { Metrics } from "../gateway/metrics.ts";
-import type { JsonObject, Usage } from "../gateway/providers/types.ts";
-import type { Clock } from "../gateway/services.ts";
 import type { Catalog } from "../pricing/catalog.ts";
 import { computeCost, estimateReservation } from "../pricing/cost.ts";
 import { type Nanos, parseUsd } from "../pricing/money.ts";

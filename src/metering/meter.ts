@@ -1,5 +1,5 @@
+import type { Usage } from "../core/usage.ts";
 import type { CreditTransactionRow } from "../db/ledger.ts";
-import type { Usage } from "../gateway/providers/types.ts";
 import type { CatalogModel } from "../pricing/catalog.ts";
 import type { Nanos } from "../pricing/money.ts";
 

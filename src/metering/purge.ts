@@ -1,6 +1,6 @@
+import type { Logger } from "../core/log.ts";
 import type { Database } from "../db/client.ts";
 import { orgsDueForPurge, purgeOrgRows } from "../db/purge.ts";
-import type { Logger } from "../gateway/log.ts";
 import type { MeteringStore } from "./store.ts";
 
 /**

@@ -1,7 +1,7 @@
 import { appendFileSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { readdir, readFile, rm } from "node:fs/promises";
 import { basename, join } from "node:path";
-import type { Logger } from "../gateway/log.ts";
+import type { Logger } from "../core/log.ts";
 import type { Nanos } from "../pricing/money.ts";
 
 /** A settle (or a BYO usage event) the metering store could not take when the call ended. */

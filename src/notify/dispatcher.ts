@@ -1,7 +1,7 @@
+import type { Clock } from "../core/clock.ts";
+import type { Logger } from "../core/log.ts";
 import type { ClaimedNotification, Outbox } from "../db/notifications.ts";
 import type { NotificationKind } from "../db/schema/notifications.ts";
-import type { Logger } from "../gateway/log.ts";
-import type { Clock } from "../gateway/services.ts";
 import { renderNotification } from "./messages.ts";
 import type { Notifier } from "./notifier.ts";
 

@@ -1,4 +1,4 @@
-import type { Logger } from "../gateway/log.ts";
+import type { Logger } from "../core/log.ts";
 
 /** One email to an org. */
 export interface EmailMessage {

@@ -1,6 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { z } from "zod";
-import type { ProviderName } from "../gateway/providers/types.ts";
+import type { ProviderName } from "../core/usage.ts";
 import { builtinModels } from "./models.ts";
 
 export type Encoding = "o200k_base" | "cl100k_base";

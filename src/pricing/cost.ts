@@ -1,4 +1,4 @@
-import type { Usage } from "../gateway/providers/types.ts";
+import type { Usage } from "../core/usage.ts";
 import type { CatalogModel } from "./catalog.ts";
 import { type Nanos, usdNumberToNanos } from "./money.ts";
 

@@ -7,8 +7,8 @@ import { enqueueSpendNotifications } from "../../src/db/notifications.ts";
 import { createOrg, getOrg, recordRechargeFailure, updateOrgBilling } from "../../src/db/orgs.ts";
 import { creditTransactions } from "../../src/db/schema/credit-transactions.ts";
 import { notifications } from "../../src/db/schema/notifications.ts";
-import { sleep } from "../../src/dev/servers/ports.ts";
 import { type CallEvent, encodeCallEvent } from "../../src/metering/events.ts";
+import { sleep } from "../../tools/servers/ports.ts";
 import { freshDatabaseUrl } from "../harness/databases.ts";
 import { debitEvent } from "../harness/events.ts";
 

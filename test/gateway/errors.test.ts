@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startMockUpstream } from "../../src/dev/mock-upstream.ts";
-import { freePort } from "../../src/dev/servers/ports.ts";
+import { startMockUpstream } from "../../tools/mock-upstream/mock-upstream.ts";
+import { freePort } from "../../tools/servers/ports.ts";
 import { startGateway, type TestGateway, type TestOrg } from "../harness/gateway.ts";
 
 const messages = [{ role: "user", content: "hi" }];

@@ -55,7 +55,7 @@ describe("GET /metrics", () => {
 describe("structured logs", () => {
   it("writes one JSON line per call with ids, model, status, tokens, cost and timings, and no key or prompt", async () => {
     const lines: string[] = [];
-    const { createLogger } = await import("../../src/gateway/log.ts");
+    const { createLogger } = await import("../../src/core/log.ts");
     const gw = await startGateway();
     try {
       gw.services.log = createLogger("info", (l) => lines.push(l));

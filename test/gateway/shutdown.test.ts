@@ -1,6 +1,6 @@
 import postgres from "postgres";
 import { describe, expect, inject, it } from "vitest";
-import { startMockUpstream } from "../../src/dev/mock-upstream.ts";
+import { startMockUpstream } from "../../tools/mock-upstream/mock-upstream.ts";
 import { freshDatabaseUrl } from "../harness/databases.ts";
 import { ADMIN_TOKEN } from "../harness/gateway.ts";
 import { createOrgOn, spawnGateway } from "../harness/process.ts";

@@ -4,11 +4,11 @@ import { serve } from "@hono/node-server";
 import OpenAI from "openai";
 import { inject } from "vitest";
 import { type Config, parseConfig } from "../../src/config.ts";
-import { type MockUpstream, startMockUpstream } from "../../src/dev/mock-upstream.ts";
+import type { Clock } from "../../src/core/clock.ts";
 import { createApp } from "../../src/gateway/app.ts";
-import type { Clock } from "../../src/gateway/services.ts";
 import type { Payments } from "../../src/metering/payments.ts";
 import { createNodeServices, type NodeServices } from "../../src/node-services.ts";
+import { type MockUpstream, startMockUpstream } from "../../tools/mock-upstream/mock-upstream.ts";
 import { freshDatabaseUrl } from "./databases.ts";
 
 export const ADMIN_TOKEN = "test-admin-token";

@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
-import { freePort } from "../../src/dev/servers/ports.ts";
+import { freePort } from "../../tools/servers/ports.ts";
 import { ADMIN_TOKEN } from "./gateway.ts";
 
 export interface GatewayProcess {

@@ -1,8 +1,8 @@
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { notifications } from "../../src/db/schema/notifications.ts";
-import { waitUntil } from "../../src/dev/servers/ports.ts";
 import type { ChargeRequest, ChargeResult, Payments } from "../../src/metering/payments.ts";
+import { waitUntil } from "../../tools/servers/ports.ts";
 import { startGateway, type TestGateway } from "../harness/gateway.ts";
 import { type MockEmailProvider, startMockEmailProvider } from "../harness/mock-email.ts";
 

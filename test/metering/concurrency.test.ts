@@ -1,13 +1,13 @@
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { openDatabase } from "../../src/db/client.ts";
-import { type MockUpstream, startMockUpstream } from "../../src/dev/mock-upstream.ts";
-import { waitUntil } from "../../src/dev/servers/ports.ts";
 import { reconcile } from "../../src/metering/reconcile.ts";
 import { createRedisStore } from "../../src/metering/redis-store.ts";
 import { type Catalog, type CatalogModel, createCatalog } from "../../src/pricing/catalog.ts";
 import { estimateReservation } from "../../src/pricing/cost.ts";
 import { formatUsd } from "../../src/pricing/money.ts";
+import { type MockUpstream, startMockUpstream } from "../../tools/mock-upstream/mock-upstream.ts";
+import { waitUntil } from "../../tools/servers/ports.ts";
 import { freshDatabaseUrl } from "../harness/databases.ts";
 import { ADMIN_TOKEN } from "../harness/gateway.ts";
 import { adminCall, createOrgOn, type GatewayProcess, spawnGateway } from "../harness/process.ts";

@@ -1,17 +1,17 @@
 import { randomUUID } from "node:crypto";
 import postgres from "postgres";
 import { describe, expect, inject, it } from "vitest";
+import { createLogger } from "../../src/core/log.ts";
 import { openDatabase } from "../../src/db/client.ts";
-import { startMockUpstream } from "../../src/dev/mock-upstream.ts";
-import { sleep, waitUntil } from "../../src/dev/servers/ports.ts";
-import { startPostgres } from "../../src/dev/servers/postgres.ts";
-import { startRedis } from "../../src/dev/servers/redis.ts";
-import { createLogger } from "../../src/gateway/log.ts";
 import { encodeCallEvent } from "../../src/metering/events.ts";
 import { Flusher } from "../../src/metering/flusher.ts";
 import { reconcile } from "../../src/metering/reconcile.ts";
 import { createRedisStore } from "../../src/metering/redis-store.ts";
 import type { MeteringStore } from "../../src/metering/store.ts";
+import { startMockUpstream } from "../../tools/mock-upstream/mock-upstream.ts";
+import { sleep, waitUntil } from "../../tools/servers/ports.ts";
+import { startPostgres } from "../../tools/servers/postgres.ts";
+import { startRedis } from "../../tools/servers/redis.ts";
 import { freshDatabaseUrl } from "../harness/databases.ts";
 import { debitEvent } from "../harness/events.ts";
 import { ADMIN_TOKEN, startGateway } from "../harness/gateway.ts";
@@ -255,7 +255,7 @@ describe("faults", () => {
 
 describe("the gateway on a 3-master Redis Cluster", () => {
   it("meters calls and flushes them like on one Redis", async () => {
-    const { startRedisCluster } = await import("../../src/dev/servers/redis.ts");
+    const { startRedisCluster } = await import("../../tools/servers/redis.ts");
     const cluster = await startRedisCluster();
     const gw = await startGateway({
       backend: "postgres+redis",

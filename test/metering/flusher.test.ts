@@ -1,8 +1,8 @@
 import { randomUUID } from "node:crypto";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { createLogger } from "../../src/core/log.ts";
 import { type Database, openDatabase } from "../../src/db/client.ts";
-import { createLogger } from "../../src/gateway/log.ts";
 import { type CallEvent, encodeCallEvent, encodeCreditEvent } from "../../src/metering/events.ts";
 import { Flusher } from "../../src/metering/flusher.ts";
 import { createRedisStore } from "../../src/metering/redis-store.ts";

@@ -1,6 +1,6 @@
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type RedisServer, startRedis } from "../../src/dev/servers/redis.ts";
+import { type RedisServer, startRedis } from "../../tools/servers/redis.ts";
 import { startGateway, type TestGateway } from "../harness/gateway.ts";
 
 describe("the hot path", () => {

@@ -2,7 +2,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "n
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { createLogger } from "../../src/gateway/log.ts";
+import { createLogger } from "../../src/core/log.ts";
 import { type PendingSettle, SettleSpool } from "../../src/metering/spool.ts";
 
 const log = createLogger("silent");

@@ -1,16 +1,16 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { sleep } from "../../src/dev/servers/ports.ts";
+import { createMeteringStore } from "../../src/metering/index.ts";
+import { createMemoryStore } from "../../src/metering/memory-store.ts";
+import { createRedisStore } from "../../src/metering/redis-store.ts";
+import { type LedgerEntry, type MeteringStore, SHARDS, shardOf } from "../../src/metering/store.ts";
+import { sleep } from "../../tools/servers/ports.ts";
 import {
   type RedisCluster,
   type RedisServer,
   startRedis,
   startRedisCluster,
-} from "../../src/dev/servers/redis.ts";
-import { createMeteringStore } from "../../src/metering/index.ts";
-import { createMemoryStore } from "../../src/metering/memory-store.ts";
-import { createRedisStore } from "../../src/metering/redis-store.ts";
-import { type LedgerEntry, type MeteringStore, SHARDS, shardOf } from "../../src/metering/store.ts";
+} from "../../tools/servers/redis.ts";
 
 const kinds = ["memory", "redis", "cluster"] as const;
 const org = () => `org_${randomUUID()}`;

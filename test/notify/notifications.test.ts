@@ -2,9 +2,9 @@ import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Outbox, postgresOutbox } from "../../src/db/notifications.ts";
 import { notifications } from "../../src/db/schema/notifications.ts";
-import { waitUntil } from "../../src/dev/servers/ports.ts";
 import { NotificationDispatcher } from "../../src/notify/dispatcher.ts";
 import { resendNotifier } from "../../src/notify/notifier.ts";
+import { waitUntil } from "../../tools/servers/ports.ts";
 import { startGateway, type TestGateway, type TestOrg } from "../harness/gateway.ts";
 import { type MockEmailProvider, startMockEmailProvider } from "../harness/mock-email.ts";
 

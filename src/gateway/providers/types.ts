@@ -1,19 +1,8 @@
 import type { Config } from "../../config.ts";
 
-export type ProviderName = "openai" | "openrouter" | "relace";
+export type { JsonObject, ProviderName, Usage } from "../../core/usage.ts";
 
-/** Token counts as a provider reports them, normalised. `completionTokens` includes reasoning tokens. */
-export interface Usage {
-  promptTokens: number;
-  cachedTokens: number;
-  cacheWriteTokens: number;
-  completionTokens: number;
-  reasoningTokens: number;
-  /** OpenRouter's own charge for the call, in USD, when it reports one. */
-  upstreamCostUsd?: number;
-}
-
-export type JsonObject = Record<string, unknown>;
+import type { JsonObject, ProviderName, Usage } from "../../core/usage.ts";
 
 /**
  * A provider, declared: where it lives, how it is authenticated, how a request is shaped for it and

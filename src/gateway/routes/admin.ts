@@ -1,6 +1,7 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import { Hono } from "hono";
 import { z } from "zod";
+import { GatewayError } from "../../core/errors.ts";
 import {
   createApiKey,
   createOrg,
@@ -14,7 +15,6 @@ import { billingMonthStart } from "../../metering/billing-month.ts";
 import { monthlyGrantId } from "../../metering/grants.ts";
 import { formatUsd, parseUsd } from "../../pricing/money.ts";
 import { readBody } from "../client-io.ts";
-import { GatewayError } from "../errors.ts";
 import type { Services } from "../services.ts";
 import { parseJsonObject } from "../validate.ts";
 import { renderTransaction } from "./billing.ts";

@@ -1,12 +1,12 @@
 import { type Context, Hono } from "hono";
 import { z } from "zod";
+import { GatewayError } from "../../core/errors.ts";
 import { type CreditTransactionRow, listTransactions, summarizeDebits } from "../../db/ledger.ts";
 import { getOrg } from "../../db/orgs.ts";
 import { billingMonthStart } from "../../metering/billing-month.ts";
 import { formatUsd } from "../../pricing/money.ts";
 import type { AuthVariables } from "../auth.ts";
 import { readBody } from "../client-io.ts";
-import { GatewayError } from "../errors.ts";
 import type { Services } from "../services.ts";
 import { parseJsonObject } from "../validate.ts";
 

@@ -1,12 +1,12 @@
 import type { Context } from "hono";
 import { Hono } from "hono";
 import type { Config } from "../../config.ts";
+import { GatewayError } from "../../core/errors.ts";
 import type { CallStart, CallTags } from "../../metering/meter.ts";
 import type { CatalogModel } from "../../pricing/catalog.ts";
 import type { AuthVariables } from "../auth.ts";
 import { type PreparedCall, runCall } from "../call.ts";
 import { readBody } from "../client-io.ts";
-import { GatewayError } from "../errors.ts";
 import { providers } from "../providers/index.ts";
 import type { JsonObject } from "../providers/types.ts";
 import type { Services } from "../services.ts";

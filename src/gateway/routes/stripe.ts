@@ -1,8 +1,8 @@
 import { Hono } from "hono";
 import type Stripe from "stripe";
+import { GatewayError } from "../../core/errors.ts";
 import { getOrg } from "../../db/orgs.ts";
 import { readBody } from "../client-io.ts";
-import { GatewayError } from "../errors.ts";
 import type { Services } from "../services.ts";
 
 /** Stripe amounts are integer cents; a cent is 10^7 nanodollars. */

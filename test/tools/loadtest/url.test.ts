@@ -2,8 +2,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { waitUntil } from "../../src/dev/servers/ports.ts";
-import { ADMIN_TOKEN, startGateway, type TestGateway } from "../harness/gateway.ts";
+import { waitUntil } from "../../../tools/servers/ports.ts";
+import { ADMIN_TOKEN, startGateway, type TestGateway } from "../../harness/gateway.ts";
 import { expectSelfContainedHtml, readReports, runLoadtest } from "./run.ts";
 
 describe("planto-gateway loadtest --url", () => {

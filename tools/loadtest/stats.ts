@@ -1,4 +1,4 @@
-import type { Nanos } from "../pricing/money.ts";
+import type { Nanos } from "../../src/pricing/money.ts";
 import { Histogram, type Percentiles } from "./histogram.ts";
 
 /** What one call came to, as the load generator saw it. */

@@ -2,7 +2,11 @@ import { randomUUID } from "node:crypto";
 import OpenAI, { APIError } from "openai";
 import type { ChatCompletionChunk } from "openai/resources/chat/completions";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type MockKnobs, type MockUpstream, startMockUpstream } from "../../src/dev/mock-upstream.ts";
+import {
+  type MockKnobs,
+  type MockUpstream,
+  startMockUpstream,
+} from "../../tools/mock-upstream/mock-upstream.ts";
 
 const tag = () => `t${randomUUID().slice(0, 8)}`;
 const messages = [{ role: "user" as const, content: "Say hello" }];

@@ -1,5 +1,5 @@
 import { parseArgs } from "node:util";
-import { parseUsd } from "../pricing/money.ts";
+import { parseUsd } from "../../src/pricing/money.ts";
 
 /** The options of `planto-gateway loadtest`, checked and with their defaults filled in. */
 export interface LoadtestOptions {

@@ -1,4 +1,4 @@
-import { type Nanos, parseUsd } from "../pricing/money.ts";
+import { type Nanos, parseUsd } from "../../src/pricing/money.ts";
 import type { LedgerEntry } from "./books.ts";
 
 /**

@@ -6,10 +6,10 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
-import { spawnServer, stopChild } from "../dev/servers/children.ts";
-import { freePort } from "../dev/servers/ports.ts";
-import { type PostgresServer, startPostgres } from "../dev/servers/postgres.ts";
-import { type RedisServer, startRedis } from "../dev/servers/redis.ts";
+import { spawnServer, stopChild } from "../servers/children.ts";
+import { freePort } from "../servers/ports.ts";
+import { type PostgresServer, startPostgres } from "../servers/postgres.ts";
+import { type RedisServer, startRedis } from "../servers/redis.ts";
 import type { LoadtestOptions } from "./options.ts";
 
 /** Where the load goes, with what key, and whether its books can be checked. */
@@ -174,7 +174,7 @@ function stderrTail(child: ChildProcess): () => string {
 }
 
 async function startMock(): Promise<{ child: ChildProcess; baseUrls: Record<string, string> }> {
-  const child = tsChild("src/dev/mock-upstream.ts", ["--port", "0", "--json"], {}, "pipe");
+  const child = tsChild("tools/mock-upstream/mock-upstream.ts", ["--port", "0", "--json"], {}, "pipe");
   const tail = stderrTail(child);
   const line = await new Promise<string>((resolve, reject) => {
     const onExit = (code: number | null) => reject(new Error(`mock upstream exited (${code}): ${tail()}`));

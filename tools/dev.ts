@@ -1,8 +1,8 @@
 import { serve } from "@hono/node-server";
-import { parseConfig } from "./config.ts";
-import { startMockUpstream } from "./dev/mock-upstream.ts";
-import { createApp } from "./gateway/app.ts";
-import { createNodeServices } from "./node-services.ts";
+import { parseConfig } from "../src/config.ts";
+import { createApp } from "../src/gateway/app.ts";
+import { createNodeServices } from "../src/node-services.ts";
+import { startMockUpstream } from "./mock-upstream/mock-upstream.ts";
 
 /**
  * `npm run dev`: the gateway against a local mock upstream (all three providers), with a demo org

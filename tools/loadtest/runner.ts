@@ -1,6 +1,6 @@
 import { performance } from "node:perf_hooks";
 import { type Dispatcher, Pool } from "undici";
-import { parseUsd, usdNumberToNanos } from "../pricing/money.ts";
+import { parseUsd, usdNumberToNanos } from "../../src/pricing/money.ts";
 import { type LoadtestOptions, modelSchedule } from "./options.ts";
 import { errorCodeOf, SseScan } from "./sse-scan.ts";
 import type { CallResult, Recorder, TimePoint } from "./stats.ts";

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { type BooksInput, checkBooks, type LedgerEntry } from "../../src/loadtest/books.ts";
-import { type BillingApi, ledgerAfterRun, snapshotLedger } from "../../src/loadtest/ledger.ts";
-import type { BookedCall } from "../../src/loadtest/stats.ts";
+import { type BooksInput, checkBooks, type LedgerEntry } from "../../../tools/loadtest/books.ts";
+import { type BillingApi, ledgerAfterRun, snapshotLedger } from "../../../tools/loadtest/ledger.ts";
+import type { BookedCall } from "../../../tools/loadtest/stats.ts";
 
 const BEFORE = 1_000_000_000_000; // $1000 in nanodollars
 

@@ -1,4 +1,4 @@
-import { formatUsd, type Nanos } from "../pricing/money.ts";
+import { formatUsd, type Nanos } from "../../src/pricing/money.ts";
 import type { BookedCall } from "./stats.ts";
 
 /**

@@ -5,9 +5,9 @@ import {
   parseDuration,
   parseModels,
   parseOptions,
-} from "../../src/loadtest/options.ts";
-import { promptOf } from "../../src/loadtest/runner.ts";
-import { SseScan } from "../../src/loadtest/sse-scan.ts";
+} from "../../../tools/loadtest/options.ts";
+import { promptOf } from "../../../tools/loadtest/runner.ts";
+import { SseScan } from "../../../tools/loadtest/sse-scan.ts";
 
 describe("loadtest options", () => {
   it("is self-contained without a URL, with the mock knobs on", () => {

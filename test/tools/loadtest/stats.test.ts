@@ -1,7 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { bucketOf, bucketRange, Histogram } from "../../src/loadtest/histogram.ts";
-import { Recorder } from "../../src/loadtest/stats.ts";
+import { bucketOf, bucketRange, Histogram } from "../../../tools/loadtest/histogram.ts";
+import { Recorder } from "../../../tools/loadtest/stats.ts";
 
 /** The exact percentile by the same definition: the smallest sample with ≥ p% at or below it. */
 function exact(samples: number[], p: number): number {

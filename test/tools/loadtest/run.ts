@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
-import type { Report } from "../../src/loadtest/report.ts";
+import type { Report } from "../../../tools/loadtest/report.ts";
 
 export interface ToolRun {
   code: number | null;
