@@ -78,6 +78,18 @@ export const configSchema = z
     UPSTREAM_HEADERS_TIMEOUT_MS: int(60_000, 1),
     /** How long an upstream body may stay silent before the call is failed. */
     UPSTREAM_IDLE_TIMEOUT_MS: int(300_000, 1),
+    /**
+     * Tries per route of a call (the model's own, then each fallback) when the provider refuses the
+     * connection or answers 429 or 5xx before the first byte; 1 turns retries off.
+     */
+    UPSTREAM_ATTEMPTS: int(2, 1),
+    /** The first retry's backoff; each later one doubles it, with full jitter. */
+    UPSTREAM_RETRY_BASE_MS: int(250, 0),
+    /**
+     * The longest a call waits before a retry, `retry-after` included: a provider asking for more
+     * is not waited for (the next route is tried, or its error is the answer).
+     */
+    UPSTREAM_RETRY_MAX_MS: int(4_000, 0),
     /** How long a cached api-key lookup is trusted; bounds how late a revocation takes effect. */
     KEY_CACHE_TTL_MS: int(2_000, 0),
     /** On SIGTERM, how long open streams may run on before they are cut. */

@@ -2,7 +2,7 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import { createBackgroundJobs } from "./background.ts";
 import type { Config } from "./config.ts";
-import { type Clock, systemClock } from "./core/clock.ts";
+import { type Clock, type Sleeper, systemClock } from "./core/clock.ts";
 import { createLogger } from "./core/log.ts";
 import { openDatabase } from "./db/client.ts";
 import type { Services } from "./gateway/services.ts";
@@ -42,7 +42,7 @@ export async function loadCatalog(config: Config): Promise<Catalog> {
  */
 export async function createNodeServices(
   config: Config,
-  opts: { clock?: Clock; payments?: Payments; notifier?: Notifier } = {},
+  opts: { clock?: Clock; sleeper?: Sleeper; payments?: Payments; notifier?: Notifier } = {},
 ): Promise<NodeServices> {
   const log = createLogger(config.LOG_LEVEL);
   const catalog = await loadCatalog(config);
@@ -69,6 +69,7 @@ export async function createNodeServices(
     upstream,
     catalog,
     clock: opts.clock ?? systemClock,
+    sleeper: opts.sleeper,
     log,
     spoolDir: config.DATA_DIR === "memory://" ? undefined : join(config.DATA_DIR, "spool"),
     payments:

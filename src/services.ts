@@ -1,5 +1,5 @@
 import type { Config } from "./config.ts";
-import type { Clock } from "./core/clock.ts";
+import { type Clock, type Sleeper, systemSleeper } from "./core/clock.ts";
 import type { Logger } from "./core/log.ts";
 import type { Database } from "./db/client.ts";
 import { findApiKeyByHash, hashApiKey } from "./db/orgs.ts";
@@ -18,6 +18,8 @@ export interface ServiceParts {
   upstream: UpstreamClient;
   catalog: Catalog;
   clock: Clock;
+  /** Default: real time. */
+  sleeper?: Sleeper;
   log: Logger;
   spoolDir?: string;
   payments: Payments;
@@ -76,6 +78,7 @@ export function buildServices(config: Config, parts: ServiceParts): Services & {
     meter,
     upstream,
     clock,
+    sleeper: parts.sleeper ?? systemSleeper,
     log,
     calls,
     metrics,

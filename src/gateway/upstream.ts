@@ -12,6 +12,8 @@ export interface UpstreamRequest {
 export interface UpstreamResponse {
   status: number;
   contentType: string;
+  /** A response header by its lower-case name (e.g. `retry-after` on a 429). */
+  header(name: string): string | undefined;
   /**
    * Reads the body to its end, handing each chunk to `onChunk` as it arrives; when `onChunk`
    * returns a promise (the client is slow), reading pauses until it settles. Rejects with an
@@ -80,6 +82,7 @@ export function createFetchUpstream(opts: { headersTimeoutMs: number }): Upstrea
       return {
         status: res.status,
         contentType: res.headers.get("content-type") ?? "",
+        header: (name) => res.headers.get(name) ?? undefined,
         async read(onChunk) {
           if (!body) return;
           const reader = body.getReader();

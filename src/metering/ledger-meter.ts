@@ -265,12 +265,17 @@ export function createLedgerMeter(deps: {
           extras: billingError(start),
         });
       }
-      const hold = estimateReservation(start.model, {
-        promptBytes: start.requestBytes,
-        maxTokens: start.maxTokens,
-        defaultMaxTokens: config.DEFAULT_MAX_TOKENS,
-        markupBps,
-      });
+      // One hold covers every route the call may take: it is sized for the dearest.
+      let hold = 0;
+      for (const route of [start.model, ...start.model.fallbacks]) {
+        const estimate = estimateReservation(route, {
+          promptBytes: start.requestBytes,
+          maxTokens: start.maxTokens,
+          defaultMaxTokens: config.DEFAULT_MAX_TOKENS,
+          markupBps,
+        });
+        if (estimate > hold) hold = estimate;
+      }
       const monthStart = currentMonthStart(org, clock.now());
       const budget =
         org.maxThresholdPerMonth === null ? undefined : { monthStart, max: org.maxThresholdPerMonth };
@@ -306,9 +311,11 @@ export function createLedgerMeter(deps: {
       return { start, byo: false, hold, monthStart, trial: false } satisfies MeteredAdmission;
     },
 
-    price(admission, usage) {
-      return computeCost(admission.start.model, usage, { markupBps, upstreamCostUsd: usage.upstreamCostUsd })
-        .total;
+    price(admission, usage, servedBy) {
+      return computeCost(servedBy ?? admission.start.model, usage, {
+        markupBps,
+        upstreamCostUsd: usage.upstreamCostUsd,
+      }).total;
     },
 
     async settle(admission, end): Promise<Settlement> {
@@ -317,7 +324,9 @@ export function createLedgerMeter(deps: {
       // without a usage report is counted from what it sent.
       const answered = end.upstreamStatus !== undefined && end.upstreamStatus < 400;
       const usage = end.usage ?? (answered ? await countUsage(start, end) : NO_USAGE);
-      const cost = computeCost(start.model, usage, { markupBps, upstreamCostUsd: usage.upstreamCostUsd });
+      // Charged at the price of the route that served the call (a fallback may be priced otherwise).
+      const served = end.servedBy ?? start.model;
+      const cost = computeCost(served, usage, { markupBps, upstreamCostUsd: usage.upstreamCostUsd });
       const event: CallEvent = {
         id: start.requestId,
         orgId: start.org.id,
@@ -334,7 +343,7 @@ export function createLedgerMeter(deps: {
         reasoningTokens: usage.reasoningTokens,
         inputPricePerToken: cost.inputPricePerToken,
         outputPricePerToken: cost.outputPricePerToken,
-        provider: start.model.provider,
+        provider: served.provider,
         model: start.model.id,
         route: start.route,
         byo,
@@ -346,6 +355,7 @@ export function createLedgerMeter(deps: {
         clientCancelled: end.clientCancelled,
         upstreamError: end.upstreamError,
         noReportedUsage: end.usage === undefined,
+        attempts: end.attempts ?? 1,
       };
       const pending: PendingSettle = {
         kind: trial ? "trial" : byo ? "append" : "settle",
@@ -453,7 +463,9 @@ export async function countUsage(start: CallStart, end: CallEnd): Promise<Usage>
   const promptTokens =
     start.route === "chat"
       ? counter.chat(request.messages as JsonObject[])
-      : counter.text(`${String(request.initialCode ?? "")}${String(request.editSnippet ?? "")}`);
+      : start.route === "responses"
+        ? responsesPromptTokens(counter, request)
+        : counter.text(`${String(request.initialCode ?? "")}${String(request.editSnippet ?? "")}`);
   let text = "";
   if (end.streamedText) {
     text = end.streamedText();
@@ -464,4 +476,15 @@ export async function countUsage(start: CallStart, end: CallEnd): Promise<Usage>
   }
   const completionTokens = text ? counter.text(text) : 0;
   return { promptTokens, cachedTokens: 0, cacheWriteTokens: 0, completionTokens, reasoningTokens: 0 };
+}
+
+/** A Responses API prompt: `instructions` and `input`, a string or a list of message-like items. */
+function responsesPromptTokens(
+  counter: Awaited<ReturnType<typeof tokenCounter>>,
+  request: Record<string, unknown>,
+): number {
+  const instructions = typeof request.instructions === "string" ? counter.text(request.instructions) : 0;
+  const input = request.input;
+  if (typeof input === "string") return instructions + counter.chat([{ role: "user", content: input }]);
+  return instructions + (Array.isArray(input) ? counter.chat(input as JsonObject[]) : 0);
 }

@@ -14,16 +14,30 @@ const pricesSchema = z.object({
   output: decimal,
 });
 
+const providerSchema = z.enum(["openai", "openrouter", "relace"]);
+
+/**
+ * Another way to reach the same model, tried when the model's own route fails before the first
+ * byte (e.g. OpenAI direct, then OpenRouter's `openai/…`). Its prices default to the model's.
+ */
+const fallbackSchema = z.object({
+  provider: providerSchema,
+  upstreamModel: z.string().min(1),
+  prices: pricesSchema.optional(),
+});
+
 const modelSpecSchema = z.object({
   id: z.string().min(1),
   aliases: z.array(z.string().min(1)).default([]),
-  provider: z.enum(["openai", "openrouter", "relace"]),
+  provider: providerSchema,
   upstreamModel: z.string().min(1),
   ownedBy: z.string().min(1),
   contextWindow: z.number().int().positive(),
   maxOutput: z.number().int().positive(),
   encoding: z.enum(["o200k_base", "cl100k_base"]).default("o200k_base"),
   prices: pricesSchema,
+  /** Fallback routes in the order they are tried; optional so a price override keeps them. */
+  fallbacks: z.array(fallbackSchema).optional(),
 });
 
 /** A model as declared: prices per 1M tokens as exact decimal strings. */
@@ -48,6 +62,11 @@ export interface CatalogModel {
   encoding: Encoding;
   prices: { input: string; cachedInput: string; cacheWrite?: string; output: string };
   micro: MicroPrices;
+  /**
+   * The model's other routes, in order: the same model reached through another provider, each
+   * priced on its own (a call is charged at the price of the route that served it).
+   */
+  fallbacks: CatalogModel[];
 }
 
 export interface Catalog {
@@ -62,18 +81,31 @@ function micro(decimalUsd: string): number {
   return Number(whole) * 1_000_000 + Number(frac.padEnd(6, "0"));
 }
 
-function toModel(spec: z.output<typeof modelSpecSchema>): CatalogModel {
-  const { prices } = spec;
+function microPrices(prices: CatalogModel["prices"]): MicroPrices {
   return {
-    ...spec,
-    micro: {
-      input: micro(prices.input),
-      cachedInput: micro(prices.cachedInput),
-      // Without a listed cache-write price, writes bill as plain input.
-      cacheWrite: micro(prices.cacheWrite ?? prices.input),
-      output: micro(prices.output),
-    },
+    input: micro(prices.input),
+    cachedInput: micro(prices.cachedInput),
+    // Without a listed cache-write price, writes bill as plain input.
+    cacheWrite: micro(prices.cacheWrite ?? prices.input),
+    output: micro(prices.output),
   };
+}
+
+function toModel(spec: z.output<typeof modelSpecSchema>): CatalogModel {
+  const { fallbacks = [], ...rest } = spec;
+  const model: CatalogModel = { ...rest, micro: microPrices(spec.prices), fallbacks: [] };
+  model.fallbacks = fallbacks.map((route) => {
+    const prices = route.prices ?? spec.prices;
+    return {
+      ...model,
+      provider: route.provider,
+      upstreamModel: route.upstreamModel,
+      prices,
+      micro: microPrices(prices),
+      fallbacks: [],
+    };
+  });
+  return model;
 }
 
 /**

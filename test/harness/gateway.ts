@@ -4,7 +4,7 @@ import { serve } from "@hono/node-server";
 import OpenAI from "openai";
 import { inject } from "vitest";
 import { type Config, parseConfig } from "../../src/config.ts";
-import type { Clock } from "../../src/core/clock.ts";
+import type { Clock, Sleeper } from "../../src/core/clock.ts";
 import { createApp } from "../../src/gateway/app.ts";
 import type { Payments } from "../../src/metering/payments.ts";
 import { createNodeServices, type NodeServices } from "../../src/node-services.ts";
@@ -48,6 +48,8 @@ export async function startGateway(
     backend?: Backend;
     env?: Record<string, string>;
     clock?: Clock;
+    /** Backoff between upstream attempts (default: real time). */
+    sleeper?: Sleeper;
     mock?: MockUpstream;
     payments?: Payments;
   } = {},
@@ -71,7 +73,11 @@ export async function startGateway(
     ...opts.env,
   };
   const config = parseConfig(env);
-  const services = await createNodeServices(config, { clock: opts.clock, payments: opts.payments });
+  const services = await createNodeServices(config, {
+    clock: opts.clock,
+    sleeper: opts.sleeper,
+    payments: opts.payments,
+  });
   const app = createApp(services);
   const server = serve({ fetch: app.fetch, port: 0, hostname: "127.0.0.1" }) as Server;
   await new Promise<void>((resolve) => server.once("listening", () => resolve()));

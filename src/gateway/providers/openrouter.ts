@@ -3,7 +3,9 @@ import {
   type JsonObject,
   type ProviderAdapter,
   prepareOpenAiChat,
+  prepareResponsesModel,
   readOpenAiUsage,
+  readResponsesApiUsage,
 } from "./types.ts";
 
 /**
@@ -25,4 +27,7 @@ export const openrouter: ProviderAdapter = {
     return changed;
   },
   readUsage: readOpenAiUsage,
+  // Its Responses API (beta) reports usage, with `cost`, on every response without being asked.
+  prepareResponses: prepareResponsesModel,
+  readResponsesUsage: readResponsesApiUsage,
 };
