@@ -117,8 +117,14 @@ const overrideSchema = z.array(
   z.union([
     modelSpecSchema,
     z
-      .object({ id: z.string().min(1), prices: pricesSchema.partial() })
-      .extend(modelSpecSchema.omit({ id: true, prices: true }).partial().shape),
+      // An override may give fallbacks (or other fields) alone, without prices.
+      .object({ id: z.string().min(1), prices: pricesSchema.partial().optional() })
+      .extend(modelSpecSchema.omit({ id: true, prices: true }).partial().shape)
+      // Without their defaults: an entry that does not name them keeps the model's own.
+      .extend({
+        aliases: z.array(z.string().min(1)).optional(),
+        encoding: z.enum(["o200k_base", "cl100k_base"]).optional(),
+      }),
   ]),
 );
 
