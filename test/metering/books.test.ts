@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import postgres from "postgres";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import type { Catalog, CatalogModel } from "../../src/pricing/catalog.ts";
 import { computeCost } from "../../src/pricing/cost.ts";
 import { startGateway, type TestGateway, type TestOrg } from "../harness/gateway.ts";
@@ -151,10 +151,15 @@ describe("what each call is charged, end to end (Postgres + Redis)", () => {
     while ((received.match(/" tok"/g) ?? []).length < 5)
       received += new TextDecoder().decode((await reader.read()).value);
     await reader.cancel();
-    await new Promise((r) => setTimeout(r, 300));
-    await gw.services.flusher.drain();
+    // The call settles once the gateway sees the client gone: waited for, not slept on.
+    const usage = await vi.waitUntil(
+      async () => {
+        await gw.services.flusher.drain();
+        return (await sql`select * from usage_records where id = ${id}`)[0];
+      },
+      { timeout: 10_000, interval: 20 },
+    );
     const [debit] = await sql`select * from credit_transactions where id = ${id}`;
-    const [usage] = await sql`select * from usage_records where id = ${id}`;
     expect(usage?.client_cancelled).toBe(true);
     expect(usage?.no_reported_usage).toBe(true);
     // Counted from the text the gateway forwarded: at least what the client read, far from all 200.
