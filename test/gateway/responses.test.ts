@@ -1,7 +1,8 @@
 import { randomUUID } from "node:crypto";
 import postgres from "postgres";
-import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startGateway, type TestGateway, type TestOrg } from "../harness/gateway.ts";
+import { ledgerRows } from "../harness/ledger.ts";
 
 const tag = () => `t${randomUUID().slice(0, 8)}`;
 /** Mock knobs ride in the body; the openai SDK sends unknown fields as they are. */
@@ -41,21 +42,9 @@ describe("the Responses API through the gateway (Postgres + Redis)", () => {
     await gw?.close();
   });
 
-  /**
-   * The ledger's rows for a request: its debit (if any) and its usage record. A stream settles just
-   * after its last byte went out, so the record is waited for.
-   */
   async function books(requestId: string) {
-    const usage = await vi.waitUntil(
-      async () => {
-        await gw.services.flusher.drain();
-        const [row] = await sql`select * from usage_records where id = ${requestId}`;
-        return row;
-      },
-      { timeout: 10_000, interval: 20 },
-    );
-    const [debit] = await sql`select amount from credit_transactions where id = ${requestId}`;
-    return { debit: debit ? Number(debit.amount) : undefined, usage };
+    const { usage, debits } = await ledgerRows(gw, sql, requestId);
+    return { usage, debit: debits[0] };
   }
 
   // gpt-4.1-mini lists $0.40 / $0.10 cached / $1.60 per 1M tokens: 400, 100 and 1600 nanodollars a token.

@@ -4,9 +4,10 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import postgres from "postgres";
-import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Sleeper } from "../../src/core/clock.ts";
 import { startGateway, type TestGateway, type TestOrg } from "../harness/gateway.ts";
+import { ledgerRows } from "../harness/ledger.ts";
 
 const tag = () => `t${randomUUID().slice(0, 8)}`;
 const messages = [{ role: "user", content: "hello" }];
@@ -70,19 +71,7 @@ describe("retries and fallbacks before the first byte (Postgres + Redis)", () =>
     await gw?.close();
   });
 
-  async function books(requestId: string) {
-    const usage = await vi.waitUntil(
-      async () => {
-        await gw.services.flusher.drain();
-        const [row] = await sql`select * from usage_records where id = ${requestId}`;
-        return row;
-      },
-      { timeout: 10_000, interval: 20 },
-    );
-    const debits = await sql`select amount from credit_transactions where id = ${requestId}`;
-    return { debits: debits.map((d) => Number(d.amount)), usage };
-  }
-
+  const books = (requestId: string) => ledgerRows(gw, sql, requestId);
   const seen = (t: string) => gw.mock.requests.filter((r) => r.tag === t);
   // 1000 prompt and 20 completion tokens on gpt-4.1-mini direct: (1000 × 400 + 20 × 1600) + 10%.
   const directCharge = 432_000 + 43_200;
@@ -270,15 +259,8 @@ describe("a refused connection is retried, then falls back", () => {
     expect(seen(gw, t)).toEqual(["openrouter"]);
     const sql = postgres(gw.config.DATABASE_URL as string, { max: 1, onnotice: () => {} });
     try {
-      const id = res.headers.get("x-request-id") as string;
-      const row = await vi.waitUntil(
-        async () => {
-          await gw.services.flusher.drain();
-          return (await sql`select provider, attempts from usage_records where id = ${id}`)[0];
-        },
-        { timeout: 10_000, interval: 20 },
-      );
-      expect(row).toEqual({ provider: "openrouter", attempts: 3 });
+      const { usage: row } = await ledgerRows(gw, sql, res.headers.get("x-request-id") as string);
+      expect(row).toMatchObject({ provider: "openrouter", attempts: 3 });
     } finally {
       await sql.end();
     }

@@ -431,14 +431,9 @@ function responsesParts(
 
 function responsesPlan(
   flavour: "openai" | "openrouter",
-  id: string,
-  created: number,
-  modelJson: string,
-  body: Json,
+  r: ReturnType<typeof responsesParts>,
   knobs: Knobs,
-  numbers: UsageNumbers,
 ): StreamPlan {
-  const r = responsesParts(flavour, id, created, modelJson, body, knobs, numbers);
   const item = `"output_index":0,"item_id":"${r.messageId}"`;
   const content = `${item},"content_index":0`;
   const inProgress = r.response("in_progress", "", "null");
@@ -497,13 +492,12 @@ async function answerResponses(
   const created = knobs.tag ? FIXED_CREATED : Math.floor(Date.now() / 1000);
   const id = `resp_${knobs.tag ?? randomId(48)}`;
   const numbers = usageNumbers(flavour, body, knobs);
+  const r = responsesParts(flavour, id, created, modelJson, body, knobs, numbers);
   if (body.stream === true) {
-    const plan = responsesPlan(flavour, id, created, modelJson, body, knobs, numbers);
     const headers = { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache" };
-    return sendStream(res, state, knobs, plan, headers, false);
+    return sendStream(res, state, knobs, responsesPlan(flavour, r, knobs), headers, false);
   }
   if (!(await beforePlainAnswer(knobs, res, state))) return;
-  const r = responsesParts(flavour, id, created, modelJson, body, knobs, numbers);
   sendJson(res, 200, r.response("completed", r.message("completed", r.part(r.text)), r.usage));
 }
 
