@@ -46,6 +46,8 @@ curl -N ${base}/v1/chat/completions \\
 
 curl ${base}/billing/balance -H "Authorization: Bearer ${key.key}"
 
+PLANTO_API_KEY=${key.key} PLANTO_GATEWAY_URL=${base} npx planto-gateway usage --log
+
 node --input-type=module -e '
 import OpenAI from "openai";
 const client = new OpenAI({ apiKey: "${key.key}", baseURL: "${base}/v1" });

@@ -17,7 +17,11 @@ describe.each(backends)("credits in, ledger out (%s)", (backend) => {
 
   it("an integrated trial org starts with its trial credit", async () => {
     const org = await gw.org({ isTrial: true });
-    expect(await (await billing(org.key, "/balance")).json()).toEqual({ balance: "10" });
+    expect(await (await billing(org.key, "/balance")).json()).toEqual({
+      balance: "10",
+      orgId: org.id,
+      orgName: "test org",
+    });
     const log = (await (await billing(org.key, "/credits_transactions", {})).json()) as {
       transactions: Record<string, unknown>[];
     };
@@ -49,7 +53,10 @@ describe.each(backends)("credits in, ledger out (%s)", (backend) => {
     expect(conflict.status).toBe(409);
     expect(conflict.headers.get("content-type")).toBe("application/json");
     expect((await grant("1", "grant-2")).status).toBe(201);
-    expect(await (await billing(org.key, "/balance")).json()).toEqual({ balance: "3.5" });
+    expect(await (await billing(org.key, "/balance")).json()).toMatchObject({
+      balance: "3.5",
+      orgId: org.id,
+    });
     expect((await gw.admin("POST", `/admin/orgs/${org.id}/credits`, { amount: "1" })).status).toBe(400);
     expect(
       (
@@ -101,6 +108,7 @@ describe.each(backends)("credits in, ledger out (%s)", (backend) => {
         "debitPurpose",
         "debitInputTokens",
         "debitOutputTokens",
+        "debitCachedTokens",
         "debitModelInputPricePerToken",
         "debitModelOutputPricePerToken",
         "debitBaseAmount",

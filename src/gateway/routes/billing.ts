@@ -57,6 +57,8 @@ export function renderTransaction(row: CreditTransactionRow, orgName: string): R
     ...base,
     debitInputTokens: row.debitInputTokens ?? 0,
     debitOutputTokens: row.debitOutputTokens ?? 0,
+    // Of debitInputTokens, how many were read from the prompt cache (billed at the cached rate).
+    debitCachedTokens: row.debitCachedTokens ?? 0,
     debitModelInputPricePerToken: row.debitModelInputPricePerToken ?? "0",
     debitModelOutputPricePerToken: row.debitModelOutputPricePerToken ?? "0",
     debitBaseAmount: formatUsd(row.debitBaseAmount ?? row.amount),
@@ -78,9 +80,12 @@ export function billingRoutes(services: Services): Hono<Env> {
   const app = new Hono<Env>();
   const { meter, database, clock } = services;
 
+  // `orgId`/`orgName` tell a client whose key it holds (`planto-gateway usage` needs no --org); the
+  // Planto CLI decodes `balance` only and ignores the rest.
   app.get("/balance", async (c) => {
-    const balance = await meter.balance(c.get("auth").org.id);
-    return c.json({ balance: formatUsd(balance ?? 0) });
+    const { org } = c.get("auth");
+    const balance = await meter.balance(org.id);
+    return c.json({ balance: formatUsd(balance ?? 0), orgId: org.id, orgName: org.name });
   });
 
   /** Reads the CLI's CreditsLogRequest and the scope it names. */
