@@ -45,6 +45,8 @@ export interface MockKnobs {
   abortAfterChunks?: number;
   /** Send the provider's mid-stream error frame after this many content chunks, then end. */
   errorAfterChunks?: number;
+  /** Hold `data: [DONE]` back this long after the usage frame (a client may close in between). */
+  doneDelayMs?: number;
   /** Never report usage, even when asked. */
   noUsage?: boolean;
   /** Answer with this HTTP status (>= 400) and the provider's error body. */
@@ -72,6 +74,8 @@ export interface MockRequestLog {
   flavour: Flavour;
   path: string;
   headers: IncomingMessage["headers"];
+  /** The body's bytes as they arrived, for tests of byte-exact passthrough. */
+  raw: Buffer;
   body: Record<string, unknown>;
   tag: string | undefined;
 }
@@ -100,6 +104,7 @@ interface Knobs {
   firstByteDelayMs: number;
   abortAfterChunks: number | undefined;
   errorAfterChunks: number | undefined;
+  doneDelayMs: number;
   noUsage: boolean;
   status: number | undefined;
   hang: boolean;
@@ -185,6 +190,7 @@ function readKnobs(body: Json): Knobs {
     firstByteDelayMs: count(m.firstByteDelayMs) ?? 0,
     abortAfterChunks: count(m.abortAfterChunks),
     errorAfterChunks: count(m.errorAfterChunks),
+    doneDelayMs: count(m.doneDelayMs) ?? 0,
     noUsage: m.noUsage === true,
     status: status !== undefined && status >= 400 && status <= 599 ? status : undefined,
     hang: m.hang === true,
@@ -495,14 +501,20 @@ async function sendStream(
   }
   if (!res.headersSent) res.writeHead(200, headers);
 
+  const done = async () => {
+    if (knobs.doneDelayMs) {
+      await sleep(knobs.doneDelayMs);
+      if (state.closed) return;
+    }
+    res.end(DONE);
+  };
   if (!knobs.delayMs) {
     // One write for the whole answer: the benchmark measures the gateway, not this mock.
     const body = plan.head + plan.frames(0, stopAt);
     if (stoppedBy === "abort") return selfDestroy(body);
     if (stoppedBy === "error") return void res.end(body + plan.errorFrame);
     res.write(body + plan.tail);
-    res.end(DONE);
-    return;
+    return done();
   }
   if (plan.head) res.write(plan.head);
   for (let i = 0; i < stopAt; i++) {
@@ -513,7 +525,7 @@ async function sendStream(
   if (stoppedBy === "abort") return selfDestroy("");
   if (stoppedBy === "error") return void res.end(plan.errorFrame);
   res.write(plan.tail);
-  res.end(DONE);
+  return done();
 }
 
 async function answerChat(
@@ -639,7 +651,7 @@ export async function startMockUpstream(opts: { port?: number; host?: string } =
       return sendJson(res, 400, errorBody(flavour, 400, "We could not parse the JSON body of your request."));
     }
     const knobs = readKnobs(body);
-    const entry: MockRequestLog = { flavour, path, headers: req.headers, body, tag: knobs.tag };
+    const entry: MockRequestLog = { flavour, path, headers: req.headers, raw, body, tag: knobs.tag };
     requests.push(entry);
     if (requests.length > MAX_LOG) requests.shift();
 
