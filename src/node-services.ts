@@ -48,7 +48,7 @@ export async function loadCatalog(config: Config, log: Logger): Promise<LiveCata
     overrides,
     fetchList: openRouterListFetcher(config.OPENROUTER_BASE_URL, MODEL_LIST_TIMEOUT_MS),
     cache:
-      config.DATA_DIR === "memory://"
+      !listed || config.DATA_DIR === "memory://"
         ? undefined
         : fileModelListCache(join(config.DATA_DIR, "openrouter-models.json")),
     everyMs: config.OPENROUTER_MODELS_REFRESH_MS,
