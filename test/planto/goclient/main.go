@@ -163,31 +163,24 @@ func main() {
 	key := mustEnv("KEY")
 	out := summary{Scopes: map[string]int{}, ApiErrors: map[string]string{}}
 
-	// The CLI's billing calls.
-	status, _, data := call("GET", "/billing/balance", key, nil, nil)
-	if status != 200 {
-		fail("balance: %d %s", status, data)
+	// The CLI's billing calls: each must answer 200 and decode into the CLI's type.
+	billing := func(name, method, path string, req interface{}, into interface{}) {
+		status, _, data := call(method, path, key, req, nil)
+		if status != 200 {
+			fail("%s: %d %s", name, status, data)
+		}
+		decode(name, data, into)
+		out.BillingCalls++
 	}
 	var balance GetBalanceResponse
-	decode("balance", data, &balance)
+	billing("balance", "GET", "/billing/balance", nil, &balance)
 	out.Balance = balance.Balance.String()
-	out.BillingCalls++
 	seenTypes := map[string]bool{}
 	for _, s := range scopes(mustEnv("PLAN_ID"), mustEnv("SESSION_ID")) {
-		status, _, data = call("POST", "/billing/credits_summary", key, s.req, nil)
-		if status != 200 {
-			fail("summary %s: %d %s", s.name, status, data)
-		}
 		var sum CreditsSummaryResponse
-		decode("summary "+s.name, data, &sum)
-		out.BillingCalls++
-		status, _, data = call("POST", "/billing/credits_transactions?size=100&page=1", key, s.req, nil)
-		if status != 200 {
-			fail("log %s: %d %s", s.name, status, data)
-		}
+		billing("summary "+s.name, "POST", "/billing/credits_summary", s.req, &sum)
 		var log CreditsLogResponse
-		decode("log "+s.name, data, &log)
-		out.BillingCalls++
+		billing("log "+s.name, "POST", "/billing/credits_transactions?size=100&page=1", s.req, &log)
 		out.Scopes[s.name] = len(log.Transactions)
 		for _, t := range log.Transactions {
 			out.Rendered = append(out.Rendered, renderRow(t))
@@ -199,12 +192,9 @@ func main() {
 		}
 	}
 	// A page size past the CLI's maximum is clamped, not refused.
-	status, _, data = call("POST", "/billing/credits_transactions?size=1000&page=1", key, CreditsLogRequest{}, nil)
-	if status != 200 {
-		fail("log size=1000: %d %s", status, data)
-	}
 	var big CreditsLogResponse
-	decode("log size=1000", data, &big)
+	billing("log size=1000", "POST", "/billing/credits_transactions?size=1000&page=1", CreditsLogRequest{}, &big)
+	out.BillingCalls-- // not one of the CLI's 13
 	out.ClampedPageSize = len(big.Transactions)
 	out.NumPagesMax = big.NumPagesMax
 
@@ -229,12 +219,12 @@ func main() {
 	if status != 402 {
 		fail("broke org: %d %s", status, data)
 	}
-	billing := expectApiError("402", status, headers, data)
-	switch billing.Type {
+	refused := expectApiError("402", status, headers, data)
+	switch refused.Type {
 	case "cloud_insufficient_credits", "cloud_monthly_max_reached", "cloud_subscription_paused", "cloud_subscription_overdue":
-		_ = billing.BillingError.IsTrial // read without a nil check, as the CLI does
+		_ = refused.BillingError.IsTrial // read without a nil check, as the CLI does
 	default:
-		fail("402 of type %s", billing.Type)
+		fail("402 of type %s", refused.Type)
 	}
 	status, headers, data = call("POST", "/openai/v1/chat/completions", mustEnv("BYO_TRIAL_KEY"), chat,
 		map[string]string{"x-planto-provider-key": "sk-user-own", "x-planto-plan-id": "one-plan-too-many"})
