@@ -89,7 +89,12 @@ export async function usage(argv: string[], out: (line: string) => void): Promis
           isDebit ? "debit" : `credit (${t.creditType})`,
           `${isDebit ? "-" : "+"}$${t.amount}`,
           `$${t.endBalance}`,
-          isDebit ? String(t.debitModelName) : "",
+          // As the Planto CLI shows it: the provider's name, prefixed by the provider unless OpenAI.
+          isDebit
+            ? t.debitModelProvider === "openai"
+              ? String(t.debitModelName)
+              : `${t.debitModelProvider}/${t.debitModelName}`
+            : "",
           isDebit ? `${t.debitInputTokens}/${t.debitOutputTokens}` : "",
           isDebit
             ? `$${perMillion(t.debitModelInputPricePerToken)}/$${perMillion(t.debitModelOutputPricePerToken)}`
