@@ -219,3 +219,41 @@ describe("OpenRouter's model list in the catalogue", () => {
     });
   });
 });
+
+describe("the Node entry's catalogue", () => {
+  it("starts on the built-in list when OpenRouter cannot be reached, logs it, and caches under DATA_DIR once it can", async () => {
+    const { loadCatalog } = await import("../../src/node-services.ts");
+    const { parseConfig } = await import("../../src/config.ts");
+    const dir = await mkdtemp(join(tmpdir(), "planto-data-"));
+    const mock = await startMockUpstream();
+    try {
+      const offline = capturingLog();
+      const cold = await loadCatalog(
+        parseConfig({ DATA_DIR: dir, OPENROUTER_BASE_URL: "http://127.0.0.1:9/api/v1" }),
+        offline.log,
+      );
+      cold.stop();
+      expect(cold.resolve("anthropic/claude-sonnet-4:nitro", "openrouter")).toBeDefined();
+      expect(cold.resolve("qwen/qwen3-32b:nitro", "openrouter")).toBeUndefined();
+      expect(offline.lines.find((l) => l.level === "warn")).toMatchObject({ source: "built-in" });
+
+      const online = await loadCatalog(
+        parseConfig({ DATA_DIR: dir, OPENROUTER_BASE_URL: mock.baseUrls.openrouter }),
+        capturingLog().log,
+      );
+      online.stop();
+      expect(online.resolve("qwen/qwen3-32b:nitro", "openrouter")).toBeDefined();
+      expect(JSON.parse(await readFile(join(dir, "openrouter-models.json"), "utf8"))).toHaveProperty("data");
+
+      // OPENROUTER_MODELS_REFRESH_MS=0: the built-in list only, the cached copy unread.
+      const off = await loadCatalog(
+        parseConfig({ DATA_DIR: dir, OPENROUTER_MODELS_REFRESH_MS: "0" }),
+        capturingLog().log,
+      );
+      expect(off.resolve("qwen/qwen3-32b", "openrouter")).toBeUndefined();
+    } finally {
+      await mock.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
