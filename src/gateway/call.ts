@@ -44,6 +44,8 @@ export interface PreparedCall {
   /** Path under the provider's base URL, e.g. `/chat/completions`. */
   path: string;
   wire: Wire;
+  /** Client headers the provider is given (an allow-list; never the client's key). */
+  forwardHeaders: Record<string, string>;
   /** The client asked for the usage frame (it then gets it, with `cost` added). */
   clientWantsUsage: boolean;
 }
@@ -277,6 +279,7 @@ async function attemptOnce(
     res = await services.upstream.request({
       url: route.provider.baseUrl(services.config) + call.path,
       headers: {
+        ...call.forwardHeaders,
         "content-type": "application/json",
         accept: call.start.stream ? "text/event-stream" : "application/json",
         ...(route.apiKey ? route.provider.authHeaders(route.apiKey) : {}),
