@@ -13,6 +13,19 @@ export interface Database {
   migrate(): Promise<void>;
 }
 
+type FaultListener = () => void;
+const faultListeners = new Set<FaultListener>();
+
+/** Called when the process caught a postgres.js internal fault: each open pool replaces itself. */
+export function driverFaulted(): void {
+  for (const listener of faultListeners) listener();
+}
+
+function onDriverFault(listener: FaultListener): () => void {
+  faultListeners.add(listener);
+  return () => faultListeners.delete(listener);
+}
+
 const MIGRATIONS = new URL("./migrations", import.meta.url).pathname;
 
 /**
@@ -29,19 +42,40 @@ export async function openDatabase(opts: {
     const { default: postgres } = await import("postgres");
     const { drizzle } = await import("drizzle-orm/postgres-js");
     const { migrate } = await import("drizzle-orm/postgres-js/migrator");
-    const client = postgres(opts.databaseUrl, {
-      max: opts.poolSize ?? 10,
-      prepare: true,
-      onnotice: () => {},
-      // bigint columns come back as strings otherwise; ours are nanodollars within 2^53.
-      types: { bigint: postgres.BigInt },
+    const open = () =>
+      postgres(opts.databaseUrl as string, {
+        max: opts.poolSize ?? 10,
+        prepare: true,
+        onnotice: () => {},
+        // bigint columns come back as strings otherwise; ours are nanodollars within 2^53.
+        types: { bigint: postgres.BigInt },
+        // A Postgres that does not answer a new connection fails the query within this, not 30 s.
+        connect_timeout: 2,
+        // postgres.js waits up to 20 s (3^retries / 100) before reconnecting after failures, and a
+        // query queued behind that wait stalls as long: capped, an outage fails queries within
+        // half a second and recovery is seen as soon.
+        backoff: (retries: number) => Math.min(0.05 * 2 ** retries, 0.5),
+      });
+    let client = open();
+    let db = drizzle(client, { schema });
+    // After a driver fault (see src/process-guard.ts) a connection of the pool can be left unable
+    // to send; a fresh pool replaces it and the old one ends once its queries are done.
+    const unsubscribe = onDriverFault(() => {
+      const old = client;
+      client = open();
+      db = drizzle(client, { schema });
+      old.end({ timeout: 5 }).catch(() => {});
     });
-    const db = drizzle(client, { schema });
     return {
-      db: db as unknown as Db,
+      get db() {
+        return db as unknown as Db;
+      },
       kind: "postgres",
       ping: async () => (await client`select 1 as ok`).length === 1,
-      close: () => client.end({ timeout: 5 }),
+      close: () => {
+        unsubscribe();
+        return client.end({ timeout: 5 });
+      },
       async migrate() {
         // Several instances may start at once against one database: one migrates, the rest wait.
         const lock = await client.reserve();

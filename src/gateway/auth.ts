@@ -18,39 +18,69 @@ export interface KeyResolver {
 /**
  * Caches lookups in process for `ttlMs`, so the hot path does no database round trip. The TTL is
  * the bound on how late a revocation (made on any instance) takes effect here; negative answers are
- * cached too, so a flood of bad keys does not reach the database. When the database cannot be
- * reached, a known key keeps its last answer (stale-if-error): calls keep flowing through a
- * Postgres outage, and revocations made during it apply once it is back.
+ * cached too, so a flood of bad keys does not reach the database.
+ *
+ * When the database cannot be reached, a known key keeps its last answer for up to `staleMs` past
+ * its TTL (stale-if-error): calls keep flowing through a Postgres outage that long, and revocations
+ * made during it apply once it is back. An expired key waits for its refresh at most
+ * `refreshWaitMs`; a refresh slower than that is answered from the cache and lands in the background,
+ * so a stalling Postgres does not stall calls with known keys either. An unknown key has nothing to
+ * fall back on: the lookup's failure (503 `unavailable`) is the answer.
  */
 export function cachedKeyResolver(
   lookup: (key: string) => Promise<AuthedKey | null>,
-  opts: { ttlMs: number; clock: Clock; maxEntries?: number },
+  opts: { ttlMs: number; clock: Clock; staleMs?: number; refreshWaitMs?: number; maxEntries?: number },
 ): KeyResolver {
   const maxEntries = opts.maxEntries ?? 50_000;
+  const staleMs = opts.staleMs ?? 0;
+  const refreshWaitMs = opts.refreshWaitMs ?? 200;
   const cache = new Map<string, { value: AuthedKey | null; expires: number }>();
   const inflight = new Map<string, Promise<AuthedKey | null>>();
+  const refresh = (key: string): Promise<AuthedKey | null> => {
+    let pending = inflight.get(key);
+    if (!pending) {
+      const started = opts.clock.now();
+      pending = lookup(key)
+        .then((value) => {
+          if (cache.size >= maxEntries) cache.delete(cache.keys().next().value as string);
+          cache.set(key, { value, expires: started + opts.ttlMs });
+          return value;
+        })
+        .finally(() => inflight.delete(key));
+      inflight.set(key, pending);
+    }
+    return pending;
+  };
   return {
     async resolve(key) {
       const now = opts.clock.now();
       const hit = cache.get(key);
       if (hit && hit.expires > now) return hit.value;
-      let pending = inflight.get(key);
-      if (!pending) {
-        pending = lookup(key).finally(() => inflight.delete(key));
-        inflight.set(key, pending);
+      const pending = refresh(key);
+      const usable = hit && now < hit.expires + staleMs ? hit : undefined;
+      if (!usable) {
+        try {
+          return await pending;
+        } catch (err) {
+          if (err instanceof GatewayError) throw err;
+          throw new GatewayError("unavailable", "cannot check the api key right now; try again", {
+            extras: { cause: err instanceof Error ? err.message : String(err) },
+          });
+        }
       }
-      let value: AuthedKey | null;
+      pending.catch(() => undefined); // answered from the cache below if it fails
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<"late">((resolve) => {
+        timer = setTimeout(() => resolve("late"), refreshWaitMs);
+      });
       try {
-        value = await pending;
-      } catch (err) {
-        if (hit) return hit.value;
-        throw new GatewayError("unavailable", "cannot check the api key right now; try again", {
-          extras: { cause: err instanceof Error ? err.message : String(err) },
-        });
+        const fresh = await Promise.race([pending, late]);
+        return fresh === "late" ? usable.value : fresh;
+      } catch {
+        return usable.value;
+      } finally {
+        clearTimeout(timer);
       }
-      if (cache.size >= maxEntries) cache.delete(cache.keys().next().value as string);
-      cache.set(key, { value, expires: now + opts.ttlMs });
-      return value;
     },
     invalidate() {
       cache.clear();
