@@ -49,6 +49,10 @@ export async function openDatabase(opts: {
         onnotice: () => {},
         // bigint columns come back as strings otherwise; ours are nanodollars within 2^53.
         types: { bigint: postgres.BigInt },
+        // postgres.js reads the array types on every new connection, from a promise nobody awaits: a
+        // connection dropped in that instant was an unhandled rejection (it ended the process). No
+        // column or parameter of ours is an array, so the lookup is not needed.
+        fetch_types: false,
         // A Postgres that does not answer a new connection fails the query within this, not 30 s.
         connect_timeout: 2,
         // postgres.js waits up to 20 s (3^retries / 100) before reconnecting after failures, and a
@@ -78,13 +82,14 @@ export async function openDatabase(opts: {
       },
       async migrate() {
         // Several instances may start at once against one database: one migrates, the rest wait.
-        const lock = await client.reserve();
+        // The lock is held by a connection of its own (`reserve()` never resolves with fetch_types off).
+        const lock = postgres(opts.databaseUrl as string, { max: 1, onnotice: () => {}, fetch_types: false });
         try {
           await lock`select pg_advisory_lock(727274)`;
           await migrate(db, { migrationsFolder: MIGRATIONS });
         } finally {
           await lock`select pg_advisory_unlock(727274)`.catch(() => {});
-          lock.release();
+          await lock.end({ timeout: 5 });
         }
       },
     };

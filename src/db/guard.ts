@@ -60,6 +60,13 @@ export function isDatabaseUnreachable(err: unknown): boolean {
   return false;
 }
 
+/** The driver's own message (drizzle's wraps it with the query text and its parameters). */
+export function rootMessage(err: unknown): string {
+  let e: unknown = err;
+  for (let depth = 0; depth < 5 && e instanceof Error && e.cause instanceof Error; depth++) e = e.cause;
+  return e instanceof Error ? e.message : String(e);
+}
+
 class DatabaseTimeout extends Error {
   override name = "DatabaseTimeout";
 }

@@ -1,7 +1,7 @@
 import { timingSafeEqual } from "node:crypto";
 import { Hono, type MiddlewareHandler } from "hono";
 import { GatewayError, renderError } from "../core/errors.ts";
-import { databaseUnavailable, isDatabaseUnreachable } from "../db/guard.ts";
+import { databaseUnavailable, isDatabaseUnreachable, rootMessage } from "../db/guard.ts";
 import { requireApiKey } from "./auth.ts";
 import { requestIds } from "./request-id.ts";
 import { adminRoutes } from "./routes/admin.ts";
@@ -55,7 +55,7 @@ export function createApp(services: Services): Hono {
   app.onError((err) => {
     if (!(err instanceof GatewayError) && isDatabaseUnreachable(err)) {
       services.dbGuard.observe(err);
-      services.log.warn("postgres unreachable", { err: err instanceof Error ? err.message : String(err) });
+      services.log.warn("postgres unreachable", { err: rootMessage(err) });
       err = databaseUnavailable();
     }
     if (err instanceof GatewayError) services.metrics.refusals.inc({ code: err.code });
