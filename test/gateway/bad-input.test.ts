@@ -3,16 +3,10 @@ import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLogger } from "../../src/core/log.ts";
 import { usageRecords } from "../../src/db/schema/index.ts";
+import type { ErrorBody } from "../harness/errors.ts";
 import { startGateway, type TestGateway, type TestOrg } from "../harness/gateway.ts";
 
 const messages = [{ role: "user", content: "hi" }];
-
-interface ErrorBody {
-  error: { message: string; type: string; code: string; param: string | null };
-  type: string;
-  status: number;
-  msg: string;
-}
 
 /** The contract's envelope, with a request id, whatever the error. */
 async function expectEnvelope(res: Response, status: number, code: string): Promise<ErrorBody> {

@@ -3,17 +3,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startMockUpstream } from "../../tools/mock-upstream/mock-upstream.ts";
 import { freePort } from "../../tools/servers/ports.ts";
 import { steppingClock } from "../harness/clock.ts";
+import type { ErrorBody } from "../harness/errors.ts";
 import { startGateway, type TestGateway, type TestOrg } from "../harness/gateway.ts";
 
 const messages = [{ role: "user", content: "hi" }];
-
-interface ErrorBody {
-  error: { message: string; type: string; code: string; param: string | null };
-  type: string;
-  status: number;
-  msg: string;
-  [k: string]: unknown;
-}
 
 /** Every error has Content-Type application/json exactly, and both envelopes. */
 async function expectError(res: Response, status: number, code: string): Promise<ErrorBody> {
