@@ -22,18 +22,16 @@ export interface KeyResolver {
  *
  * When the database cannot be reached, a known key keeps its last answer for up to `staleMs` past
  * its TTL (stale-if-error): calls keep flowing through a Postgres outage that long, and revocations
- * made during it apply once it is back. An expired key waits for its refresh at most
- * `refreshWaitMs`; a refresh slower than that is answered from the cache and lands in the background,
- * so a stalling Postgres does not stall calls with known keys either. An unknown key has nothing to
- * fall back on: the lookup's failure (503 `unavailable`) is the answer.
+ * made during it apply once it is back. The lookup fails within DB_TIMEOUT_MS, and at once while
+ * the database guard knows Postgres is down, so an expired key costs a call at most that. An
+ * unknown key has nothing to fall back on: the lookup's failure (503 `unavailable`) is the answer.
  */
 export function cachedKeyResolver(
   lookup: (key: string) => Promise<AuthedKey | null>,
-  opts: { ttlMs: number; clock: Clock; staleMs?: number; refreshWaitMs?: number; maxEntries?: number },
+  opts: { ttlMs: number; clock: Clock; staleMs?: number; maxEntries?: number },
 ): KeyResolver {
   const maxEntries = opts.maxEntries ?? 50_000;
   const staleMs = opts.staleMs ?? 0;
-  const refreshWaitMs = opts.refreshWaitMs ?? 200;
   const cache = new Map<string, { value: AuthedKey | null; expires: number }>();
   const inflight = new Map<string, Promise<AuthedKey | null>>();
   const refresh = (key: string): Promise<AuthedKey | null> => {
@@ -56,30 +54,16 @@ export function cachedKeyResolver(
       const now = opts.clock.now();
       const hit = cache.get(key);
       if (hit && hit.expires > now) return hit.value;
-      const pending = refresh(key);
-      const usable = hit && now < hit.expires + staleMs ? hit : undefined;
-      if (!usable) {
-        try {
-          return await pending;
-        } catch (err) {
-          if (err instanceof GatewayError) throw err;
-          throw new GatewayError("unavailable", "cannot check the api key right now; try again", {
-            extras: { cause: err instanceof Error ? err.message : String(err) },
-          });
-        }
-      }
-      pending.catch(() => undefined); // answered from the cache below if it fails
-      let timer: NodeJS.Timeout | undefined;
-      const late = new Promise<"late">((resolve) => {
-        timer = setTimeout(() => resolve("late"), refreshWaitMs);
-      });
       try {
-        const fresh = await Promise.race([pending, late]);
-        return fresh === "late" ? usable.value : fresh;
-      } catch {
-        return usable.value;
-      } finally {
-        clearTimeout(timer);
+        return await refresh(key);
+      } catch (err) {
+        // Only a failed lookup falls back on the cache, never a slow one: a revocation still
+        // applies within the TTL whenever Postgres answers.
+        if (hit && now < hit.expires + staleMs) return hit.value;
+        if (err instanceof GatewayError) throw err;
+        throw new GatewayError("unavailable", "cannot check the api key right now; try again", {
+          extras: { cause: err instanceof Error ? err.message : String(err) },
+        });
       }
     },
     invalidate() {

@@ -66,6 +66,9 @@ export async function startGateway(
     OPENROUTER_API_KEY: "sk-or-integrated",
     RELACE_API_KEY: "rlc-integrated",
     LOG_LEVEL: "silent",
+    // A Postgres query slower than 1 s on a busy test machine is slow, not down; the fault tests
+    // run the gateway with its default.
+    DB_TIMEOUT_MS: "10000",
     ...(backend === "postgres+redis"
       ? { DATABASE_URL: await freshDatabaseUrl(), REDIS_URL: inject("redisUrl") }
       : {}),
