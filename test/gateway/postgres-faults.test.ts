@@ -95,6 +95,7 @@ describe("Postgres faults, against the gateway process", () => {
       REDIS_KEY_PREFIX: prefix,
       ADMIN_TOKEN,
       OPENAI_BASE_URL: mock.baseUrls.openai,
+      DB_TIMEOUT_MS: "1000", // the default, which the harness raises for the other tests
       // Short, so key lookups and their refreshes keep meeting terminated connections.
       KEY_CACHE_TTL_MS: "200",
       FLUSH_INTERVAL_MS: "20",
@@ -227,6 +228,7 @@ describe("Postgres faults, against the gateway process", () => {
       REDIS_KEY_PREFIX: prefix,
       ADMIN_TOKEN,
       OPENAI_BASE_URL: mock.baseUrls.openai,
+      DB_TIMEOUT_MS: "1000", // the default, which the harness raises for the other tests
       // The cache expires many times during the outage: each expiry used to stall calls 4-10 s.
       KEY_CACHE_TTL_MS: "1000",
     });
