@@ -107,6 +107,7 @@ export async function startGatewayStack(
       ADMIN_TOKEN,
       METRICS_TOKEN,
       OPENAI_BASE_URL: `${mockUrl}/openai/v1`,
+      OPENROUTER_BASE_URL: `${mockUrl}/openrouter/v1`,
       OPENAI_API_KEY: "sk-bench",
       LOG_LEVEL: "info",
       REDIS_URL: redis.url,
