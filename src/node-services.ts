@@ -42,7 +42,7 @@ export async function loadCatalog(config: Config): Promise<Catalog> {
  */
 export async function createNodeServices(
   config: Config,
-  opts: { clock?: Clock; payments?: Payments; notifier?: Notifier } = {},
+  opts: { clock?: Clock; payments?: Payments; notifier?: Notifier; faults?: { noReplay?: boolean } } = {},
 ): Promise<NodeServices> {
   const log = createLogger(config.LOG_LEVEL);
   const catalog = await loadCatalog(config);
@@ -73,6 +73,7 @@ export async function createNodeServices(
     spoolDir: config.DATA_DIR === "memory://" ? undefined : join(config.DATA_DIR, "spool"),
     payments:
       opts.payments ?? (config.STRIPE_SECRET_KEY ? stripePayments(config.STRIPE_SECRET_KEY) : noPayments),
+    faults: opts.faults,
   });
   const jobs = createBackgroundJobs(config, services, {
     consumer: config.FLUSHER_CONSUMER ?? `${hostname()}-${process.pid}`,

@@ -21,6 +21,8 @@ export interface ServiceParts {
   log: Logger;
   spoolDir?: string;
   payments: Payments;
+  /** Test-only faults (see createLedgerMeter). */
+  faults?: { noReplay?: boolean };
 }
 
 /** Wires the parts every runtime shares; the entries choose the parts. */
@@ -66,6 +68,7 @@ export function buildServices(config: Config, parts: ServiceParts): Services & {
     spoolDir: parts.spoolDir,
     metrics,
     payments: parts.payments,
+    faults: parts.faults,
   });
   return {
     config,

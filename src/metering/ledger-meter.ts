@@ -6,18 +6,27 @@ import type { JsonObject, Usage } from "../core/usage.ts";
 import type { Database } from "../db/client.ts";
 import { callRecorded, creditRow, getTransaction, insertCredit, orgLedgerBalance } from "../db/ledger.ts";
 import { getOrg, MAX_RECHARGE_FAILURES, recordRechargeFailure, updateOrgBilling } from "../db/orgs.ts";
+import {
+  creditPaid,
+  creditRetryAt,
+  dueCredits,
+  insertDeadLetter,
+  oweCredit,
+  recordedCalls,
+  trialResponsesByPlan,
+} from "../db/served.ts";
 import { orgSpendBetween } from "../db/spend.ts";
-import { collectGeneratedText } from "../gateway/generated-text.ts";
-import type { Metrics } from "../gateway/metrics.ts";
 import type { Catalog } from "../pricing/catalog.ts";
 import { computeCost, estimateReservation } from "../pricing/cost.ts";
+import { collectGeneratedText } from "../pricing/generated-text.ts";
 import { type Nanos, parseUsd } from "../pricing/money.ts";
 import { tokenCounter } from "../pricing/tokens.ts";
 import { billingMonthStart, nextBillingMonthStart } from "./billing-month.ts";
 import { type CallEvent, type CreditEvent, encodeCallEvent, encodeCreditEvent } from "./events.ts";
 import type { Admission, CallEnd, CallerOrg, CallStart, CreditResult, Meter, Settlement } from "./meter.ts";
+import type { MeteringMetrics } from "./metrics.ts";
 import type { Payments } from "./payments.ts";
-import { type PendingSettle, SettleSpool } from "./spool.ts";
+import { type PendingSettle, SettleJournal } from "./spool.ts";
 import type { MeteringStore } from "./store.ts";
 
 interface MeteredAdmission extends Admission {
@@ -44,8 +53,10 @@ export function createLedgerMeter(deps: {
   log: Logger;
   /** Where settles the store refused are kept over a restart (DATA_DIR/spool). */
   spoolDir?: string;
-  metrics?: Metrics;
+  metrics?: MeteringMetrics;
   payments: Payments;
+  /** Test-only faults: `noReplay` turns the journal's replay after a store data loss off. */
+  faults?: { noReplay?: boolean };
 }): Meter {
   const { config, store, database, clock, log } = deps;
   const markupBps = config.MARKUP_BPS;
@@ -104,6 +115,7 @@ export function createLedgerMeter(deps: {
         event: p.event,
         monthStart: p.monthStart,
         rebuyBelow: p.rebuyBelow,
+        rebuyLease: { nowMs: clock.now(), ttlMs: config.REBUY_LEASE_MS },
       });
     let result = await settle();
     if (!result.ok) {
@@ -115,19 +127,68 @@ export function createLedgerMeter(deps: {
     if (result.rebuy) recharges.add(recharge(p.orgId, p.requestId));
     return result.balance;
   };
-  // A settle reaches the spool when the store failed to answer, which does not prove it was not
-  // applied; and the store's own memory of it (the done marker) lives DONE_TTL_SECONDS, or less if
-  // Redis restarted empty. A replay therefore first asks the ledger: a call already recorded there
-  // was charged, and is not charged again. Postgres unreachable: the replay waits (the spool retries).
-  const spool = new SettleSpool(
-    async (p) => {
+  // A settle is replayed when the store failed to answer (which does not prove it was not applied)
+  // or lost its data; the store's own memory of it (the done marker) lives DONE_TTL_SECONDS, or not
+  // at all after Redis restarted empty. A replay therefore first asks the ledger: a call already
+  // recorded there was charged, and is not charged again. Postgres unreachable: the replay waits.
+  const journal = new SettleJournal({
+    async apply(p) {
       if (await callRecorded(database.db, p.requestId)) return;
       await applySettle(p);
     },
+    inLedger: (ids) => recordedCalls(database.db, ids),
+    epoch: deps.faults?.noReplay ? undefined : () => store.epoch(),
+    async deadLetter(p, err) {
+      const inserted = await insertDeadLetter(database.db, {
+        id: p.requestId,
+        source: "spool",
+        orgId: p.orgId,
+        payload: JSON.stringify(p),
+        error: err instanceof Error ? err.message : String(err),
+        at: new Date(clock.now()),
+      });
+      deps.metrics?.deadLetters.inc({ source: "spool" });
+      log.error("a settle that can never be applied went to dead_letters", {
+        requestId: p.requestId,
+        orgId: p.orgId,
+        err: err instanceof Error ? err.message : String(err),
+        inserted,
+      });
+      return true;
+    },
     log,
-    deps.spoolDir,
-  );
-  spool.recover().catch((err) => log.error("spool recovery failed", { err: String(err) }));
+    dir: deps.spoolDir,
+  });
+  journal.start();
+  journal.recover().catch((err) => log.error("spool recovery failed", { err: String(err) }));
+
+  /**
+   * Credits owed for payments that succeeded but whose credit failed (credit_outbox). Every
+   * instance retries the due ones (a credit is idempotent by its PaymentIntent id), with jittered
+   * backoff up to an hour apart, until each lands.
+   */
+  const payOwedCredits = async () => {
+    for (const row of await dueCredits(database.db, new Date(clock.now()))) {
+      try {
+        const result = await meter.credit(row.credit as unknown as Parameters<Meter["credit"]>[0]);
+        if (!result.ok) throw new Error(`credit refused: ${result.reason}`);
+        await creditPaid(database.db, row.id);
+        log.info("an owed auto-recharge credit landed", { orgId: row.orgId, creditId: row.id });
+      } catch (err) {
+        const wait = Math.min(3_600_000, 1_000 * 2 ** Math.min(row.attempts, 12));
+        await creditRetryAt(
+          database.db,
+          row.id,
+          new Date(clock.now() + wait / 2 + Math.random() * wait),
+          String(err),
+        ).catch(() => undefined);
+      }
+    }
+  };
+  const owed = setInterval(() => {
+    payOwedCredits().catch((err) => log.warn("owed credits not paid yet", { err: String(err) }));
+  }, config.CREDIT_RETRY_INTERVAL_MS);
+  owed.unref();
 
   /** Auto-recharges in flight; shutdown waits for them. */
   const recharges = new Set<Promise<void>>();
@@ -148,6 +209,8 @@ export function createLedgerMeter(deps: {
         if (missing <= 0) return;
         const cents = Math.ceil(missing / NANOS_PER_CENT);
         const id = `rebuy_${requestId}`;
+        // The lease (REBUY_LEASE_MS) outlives this call: a gateway that dies here, or a clearRebuy
+        // that fails, leaves no org without auto-recharge for longer than that.
         const paid = await deps.payments.charge({
           orgId,
           customerId: org.stripeCustomerId,
@@ -156,16 +219,29 @@ export function createLedgerMeter(deps: {
           idempotencyKey: id,
         });
         if (paid.ok) {
-          await updateOrgBilling(database.db, orgId, { autoRebuyFailures: 0 });
-          await meter.credit({
+          // Keyed by the PaymentIntent: its payment_intent.succeeded webhook credits the same id.
+          const credit = {
             orgId,
-            id,
+            id: paid.paymentId,
             amount: cents * NANOS_PER_CENT,
-            creditType: "purchase",
+            creditType: "purchase" as const,
             isAutoRebuy: true,
             autoRebuyMinThreshold: org.autoRebuyMinThreshold,
             autoRebuyToBalance: org.autoRebuyToBalance,
-          });
+          };
+          // Owed first, then paid: a credit that fails now (or a gateway killed now) is retried
+          // from the outbox until it lands.
+          await oweCredit(database.db, { id: credit.id, orgId, credit, at: new Date(clock.now()) }).catch(
+            (err: unknown) =>
+              log.error("could not record an owed credit; its webhook will credit it", {
+                orgId,
+                paymentId: paid.paymentId,
+                err: String(err),
+              }),
+          );
+          await updateOrgBilling(database.db, orgId, { autoRebuyFailures: 0 }).catch(() => undefined);
+          const result = await meter.credit(credit);
+          if (result.ok) await creditPaid(database.db, credit.id);
           return;
         }
         const counted = await recordRechargeFailure(database.db, {
@@ -220,8 +296,8 @@ export function createLedgerMeter(deps: {
         if (org.isTrial) {
           // A slot is held now and confirmed at settle only if the upstream answered: the trial
           // counts model responses, not attempts.
-          const verdict = await store
-            .holdTrialResponse({
+          const hold = () =>
+            store.holdTrialResponse({
               orgId: org.id,
               planId: start.tags.planId ?? "",
               requestId: start.requestId,
@@ -229,10 +305,24 @@ export function createLedgerMeter(deps: {
               maxPerPlan: config.TRIAL_MAX_RESPONSES_PER_PLAN,
               ttlMs: config.HOLD_TTL_MS,
               nowMs: clock.now(),
-            })
-            .catch((err: unknown) => {
-              throw storeDown(err);
             });
+          let verdict: Awaited<ReturnType<typeof hold>>;
+          try {
+            verdict = await hold();
+            if (!verdict.ok && verdict.reason === "not_loaded") {
+              // The store lost the counters (Redis restarted empty, or a new embedded process):
+              // they are rebuilt from usage_records, as balances are from the ledger.
+              await store.loadTrial({
+                orgId: org.id,
+                plans: await trialResponsesByPlan(database.db, org.id),
+              });
+              verdict = await hold();
+            }
+          } catch (err) {
+            throw storeDown(err);
+          }
+          if (!verdict.ok && verdict.reason === "not_loaded")
+            throw storeDown(new Error("trial counters not loaded"));
           if (!verdict.ok) {
             throw verdict.reason === "trial_plans_exceeded"
               ? new GatewayError(
@@ -357,13 +447,16 @@ export function createLedgerMeter(deps: {
         rebuyBelow: start.org.autoRebuy?.threshold,
         ...(trial ? { answered } : {}),
       };
+      // Journaled before the store is asked: kept until Postgres has it, whatever the store loses.
+      journal.record(pending);
       try {
         const balance = await applySettle(pending);
+        journal.applied(pending.requestId);
         return { cost: pending.cost, balance };
       } catch (err) {
         // The store is unreachable: the charge is kept and applied when it is back, never dropped.
         deps.metrics?.storeErrors.inc();
-        spool.hold(pending, err);
+        journal.hold(pending, err);
         return { cost: pending.cost, balance: undefined };
       }
     },
@@ -423,8 +516,9 @@ export function createLedgerMeter(deps: {
 
     async close() {
       clearInterval(reclaimer);
+      clearInterval(owed);
       await Promise.all(recharges);
-      await spool.close();
+      await journal.close();
     },
   };
   return meter;

@@ -50,6 +50,8 @@ export async function startGateway(
     clock?: Clock;
     mock?: MockUpstream;
     payments?: Payments;
+    /** Test-only faults, e.g. the journal's replay turned off to show what it prevents. */
+    faults?: { noReplay?: boolean };
   } = {},
 ): Promise<TestGateway> {
   const mock = opts.mock ?? (await startMockUpstream());
@@ -71,7 +73,11 @@ export async function startGateway(
     ...opts.env,
   };
   const config = parseConfig(env);
-  const services = await createNodeServices(config, { clock: opts.clock, payments: opts.payments });
+  const services = await createNodeServices(config, {
+    clock: opts.clock,
+    payments: opts.payments,
+    faults: opts.faults,
+  });
   const app = createApp(services);
   const server = serve({ fetch: app.fetch, port: 0, hostname: "127.0.0.1" }) as Server;
   await new Promise<void>((resolve) => server.once("listening", () => resolve()));
