@@ -7,7 +7,7 @@ import { encodeCallEvent } from "../../src/metering/events.ts";
 import type { PendingSettle } from "../../src/metering/spool.ts";
 import { type MockUpstream, startMockUpstream } from "../../tools/mock-upstream/mock-upstream.ts";
 import { waitUntil } from "../../tools/servers/ports.ts";
-import { type RedisServer, startRedis } from "../../tools/servers/redis.ts";
+import { startRedis } from "../../tools/servers/redis.ts";
 import { freshDatabaseUrl } from "../harness/databases.ts";
 import { debitEvent } from "../harness/events.ts";
 import { startGateway, type TestGateway, type TestOrg } from "../harness/gateway.ts";

@@ -1,9 +1,11 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Redis } from "ioredis";
 import postgres from "postgres";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { reconcile } from "../../src/metering/reconcile.ts";
+import { shardOf } from "../../src/metering/store.ts";
 import { type MockUpstream, startMockUpstream } from "../../tools/mock-upstream/mock-upstream.ts";
 import { waitUntil } from "../../tools/servers/ports.ts";
 import { type RedisServer, startRedis } from "../../tools/servers/redis.ts";
@@ -58,19 +60,27 @@ async function streamed(gw: TestGateway, org: TestOrg): Promise<string> {
 }
 
 /**
- * A burst of settles, then SHUTDOWN NOSAVE as soon as Redis has them all (the settle is what puts
- * them on the ledger stream: the poll is a few ms), then an empty restart. Returns the burst's ids.
+ * A burst of settles, then SHUTDOWN NOSAVE as soon as Redis has them all (a settle sets its done
+ * marker in the same script that debits and appends to the stream; the poll is one EXISTS on a
+ * connection opened beforehand), then an empty restart. Returns the burst's ids.
  */
 async function burstThenLoss(gw: TestGateway, org: TestOrg): Promise<string[]> {
-  const before = (await gw.services.store.ledgerLag()).length;
-  const ids = await Promise.all(Array.from({ length: BURST }, () => streamed(gw, org)));
-  for (;;) {
-    if ((await gw.services.store.ledgerLag()).length >= before + BURST) break;
-    await new Promise((r) => setImmediate(r));
+  const admin = new Redis(redis.url, { maxRetriesPerRequest: 0, retryStrategy: () => null });
+  admin.on("error", () => {});
+  try {
+    await admin.ping();
+    const ids = await Promise.all(Array.from({ length: BURST }, () => streamed(gw, org)));
+    for (const id of ids) expect(id).toBeTruthy();
+    const prefix = `loss:{loss:${shardOf(org.id)}}:done:`;
+    while ((await admin.exists(...ids.map((id) => `${prefix}${id}`))) < ids.length) {
+      await new Promise((r) => setImmediate(r));
+    }
+    await admin.call("SHUTDOWN", "NOSAVE").catch(() => undefined);
+    await redis.shutdownNosave(); // waits for the exit, starts it again empty
+    return ids;
+  } finally {
+    admin.disconnect();
   }
-  await redis.shutdownNosave();
-  for (const id of ids) expect(id).toBeTruthy();
-  return ids;
 }
 
 async function debits(orgId: string): Promise<Map<string, number>> {
