@@ -1,15 +1,9 @@
-import type { Config } from "../config.ts";
-import type { Clock } from "../core/clock.ts";
-import type { Logger } from "../core/log.ts";
-import type { Database } from "../db/client.ts";
 import { trialResponsesByPlan } from "../db/served.ts";
 import { estimateReservation } from "../pricing/cost.ts";
 import type { Nanos } from "../pricing/money.ts";
-import type { BalanceLoader } from "./balances.ts";
+import type { MeterParts } from "./balances.ts";
 import { billingMonthStart, nextBillingMonthStart } from "./billing-month.ts";
 import type { Admission, AdmitResult, CallerOrg, CallStart, Refusal } from "./meter.ts";
-import type { MeteringMetrics } from "./metrics.ts";
-import type { MeteringStore } from "./store.ts";
 
 /** What settlement needs to know about how a call was admitted. */
 export interface MeteredAdmission extends Admission {
@@ -27,15 +21,7 @@ export interface MeteredAdmission extends Admission {
  * trial orgs). A refusal is a value (the route maps it to its HTTP error), never a thrown error;
  * what the store lost is rebuilt from Postgres first.
  */
-export function createAdmission(deps: {
-  config: Config;
-  store: MeteringStore;
-  database: Database;
-  clock: Clock;
-  log: Logger;
-  metrics?: MeteringMetrics;
-  loadBalance: BalanceLoader;
-}): (start: CallStart) => Promise<AdmitResult> {
+export function createAdmission(deps: MeterParts): (start: CallStart) => Promise<AdmitResult> {
   const { config, store, database, clock, log, loadBalance } = deps;
 
   /** The store failed while admitting a call: counted, logged (the caller only learns it is down). */

@@ -1,10 +1,24 @@
+import type { Config } from "../config.ts";
 import type { Clock } from "../core/clock.ts";
+import type { Logger } from "../core/log.ts";
 import type { Database } from "../db/client.ts";
 import { orgLedgerBalance } from "../db/ledger.ts";
 import { getOrg } from "../db/orgs.ts";
 import { orgSpendBetween } from "../db/spend.ts";
 import { billingMonthStart, nextBillingMonthStart } from "./billing-month.ts";
+import type { MeteringMetrics } from "./metrics.ts";
 import type { MeteringStore } from "./store.ts";
+
+/** What the meter's parts (admission, settlement) are built from. */
+export interface MeterParts {
+  config: Config;
+  store: MeteringStore;
+  database: Database;
+  clock: Clock;
+  log: Logger;
+  metrics?: MeteringMetrics;
+  loadBalance: BalanceLoader;
+}
 
 /**
  * Rebuilds what the store lost (Redis restarted empty) from the Postgres ledger: the balance, and

@@ -1,8 +1,4 @@
-import type { Config } from "../config.ts";
-import type { Clock } from "../core/clock.ts";
-import type { Logger } from "../core/log.ts";
 import type { JsonObject, Usage } from "../core/usage.ts";
-import type { Database } from "../db/client.ts";
 import { callRecorded } from "../db/ledger.ts";
 import { insertDeadLetter, recordedCalls } from "../db/served.ts";
 import { computeCost } from "../pricing/cost.ts";
@@ -10,12 +6,10 @@ import { collectGeneratedText } from "../pricing/generated-text.ts";
 import type { Nanos } from "../pricing/money.ts";
 import { tokenCounter } from "../pricing/tokens.ts";
 import type { MeteredAdmission } from "./admission.ts";
-import type { BalanceLoader } from "./balances.ts";
+import type { MeterParts } from "./balances.ts";
 import { type CallEvent, encodeCallEvent } from "./events.ts";
 import type { Admission, CallEnd, CallStart, Settlement } from "./meter.ts";
-import type { MeteringMetrics } from "./metrics.ts";
 import { type PendingSettle, SettleJournal } from "./spool.ts";
-import type { MeteringStore } from "./store.ts";
 
 /**
  * Settlement: exactly one settle per call after it ended — the hold released, the cost debited and
@@ -23,20 +17,15 @@ import type { MeteringStore } from "./store.ts";
  * until Postgres has it (src/metering/spool.ts), so no served call goes undebited whatever the
  * store loses.
  */
-export function createSettlement(deps: {
-  config: Config;
-  store: MeteringStore;
-  database: Database;
-  clock: Clock;
-  log: Logger;
-  metrics?: MeteringMetrics;
-  loadBalance: BalanceLoader;
-  /** A settle took the balance below the auto-recharge threshold and holds the recharge lease. */
-  onRebuy(orgId: string, requestId: string): void;
-  /** Where the journal lives over a restart (DATA_DIR/spool). */
-  spoolDir?: string;
-  faults?: { noReplay?: boolean };
-}): {
+export function createSettlement(
+  deps: MeterParts & {
+    /** A settle took the balance below the auto-recharge threshold and holds the recharge lease. */
+    onRebuy(orgId: string, requestId: string): void;
+    /** Where the journal lives over a restart (DATA_DIR/spool). */
+    spoolDir?: string;
+    faults?: { noReplay?: boolean };
+  },
+): {
   price(admission: Admission, usage: Usage): Nanos;
   settle(admission: Admission, end: CallEnd): Promise<Settlement>;
   close(): Promise<void>;

@@ -146,3 +146,12 @@ export async function startGateway(
     },
   };
 }
+
+/** Billing settings that turn auto-recharge on: below $0.50, back to $2, on a saved card. */
+export const AUTO_RECHARGE = {
+  autoRebuyEnabled: true,
+  autoRebuyMinThreshold: "0.5",
+  autoRebuyToBalance: "2",
+  stripeCustomerId: "cus_1",
+  stripePaymentMethodId: "pm_1",
+};

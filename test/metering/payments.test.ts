@@ -6,7 +6,7 @@ import { type MockUpstream, startMockUpstream } from "../../tools/mock-upstream/
 import { waitUntil } from "../../tools/servers/ports.ts";
 import { type RedisServer, startRedis } from "../../tools/servers/redis.ts";
 import { freshDatabaseUrl } from "../harness/databases.ts";
-import { startGateway, type TestGateway, type TestOrg } from "../harness/gateway.ts";
+import { AUTO_RECHARGE, startGateway, type TestGateway, type TestOrg } from "../harness/gateway.ts";
 
 const SECRET = "whsec_test_secret";
 const stripe = new Stripe("sk_test_unused");
@@ -57,13 +57,7 @@ afterEach(async () => {
   await mock.close();
 });
 
-const settings = {
-  autoRebuyEnabled: true,
-  autoRebuyMinThreshold: "0.5",
-  autoRebuyToBalance: "2",
-  stripeCustomerId: "cus_1",
-  stripePaymentMethodId: "pm_1",
-};
+const settings = AUTO_RECHARGE;
 /** Each call costs exactly $0.002 (1000 prompt tokens of gpt-4.1). */
 const call = (org: TestOrg) =>
   gw.post("/v1/chat/completions", org.key, {
