@@ -28,6 +28,8 @@ export async function spawnGateway(env: Record<string, string>): Promise<Gateway
       HOST: "127.0.0.1",
       LOG_LEVEL: "info",
       ...(dataDir ? { DATA_DIR: dataDir } : {}),
+      // These gateways are not pointed at a mock OpenRouter: no list to load from the internet.
+      OPENROUTER_MODELS_REFRESH_MS: "0",
       ...env,
     },
     stdio: ["ignore", "pipe", "pipe"],
