@@ -22,6 +22,8 @@ export interface ServiceParts {
   log: Logger;
   spoolDir?: string;
   payments: Payments;
+  /** Test-only faults (see createLedgerMeter). */
+  faults?: { noReplay?: boolean };
 }
 
 /** Wires the parts every runtime shares; the entries choose the parts. */
@@ -76,6 +78,7 @@ export function buildServices(config: Config, parts: ServiceParts): Services & {
     spoolDir: parts.spoolDir,
     metrics,
     payments: parts.payments,
+    faults: parts.faults,
   });
   return {
     config,

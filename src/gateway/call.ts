@@ -4,6 +4,7 @@ import type { Admission, CallEnd, CallStart } from "../metering/meter.ts";
 import { formatUsd, usdNumber } from "../pricing/money.ts";
 import { clientGone, type StreamSink, send, stream } from "./client-io.ts";
 import type { JsonObject, ProviderAdapter, Usage } from "./providers/types.ts";
+import { refusalError } from "./refusals.ts";
 import type { Services } from "./services.ts";
 import { isUsageOnlyFrame, SseTap } from "./sse.ts";
 import { UpstreamError, type UpstreamResponse } from "./upstream.ts";
@@ -29,7 +30,9 @@ export interface PreparedCall {
  */
 export async function runCall(c: Context, services: Services, call: PreparedCall): Promise<Response> {
   const { meter, upstream, calls } = services;
-  const admission = await meter.admit(call.start);
+  const admitted = await meter.admit(call.start);
+  if (!admitted.ok) throw refusalError(admitted.refusal);
+  const { admission } = admitted;
   calls.enter();
   const signal = clientGone(c);
   const end: CallEnd = {

@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { assertNanos, DONE_TTL_SECONDS, type LedgerEntry, type MeteringStore } from "./store.ts";
 
 interface OrgState {
@@ -7,6 +8,8 @@ interface OrgState {
 }
 
 interface TrialState {
+  /** Counters set from Postgres since this store started (loadTrial): a new process starts empty. */
+  loaded: boolean;
   plans: Map<string, { confirmed: number; inFlight: number }>;
   slots: Map<string, { planId: string; expires: number }>;
 }
@@ -24,8 +27,10 @@ interface StreamEntry {
  * in this process only; the ledger is flushed to the database like Redis's.
  */
 export function createMemoryStore(): MeteringStore {
-  /** Orgs with an auto-recharge requested and not yet paid or failed. */
-  const rebuyPending = new Set<string>();
+  /** Everything here dies with the process: each store is an epoch of its own. */
+  const epoch = randomUUID();
+  /** Orgs with an auto-recharge requested and not yet paid or failed → when its lease ends (ms). */
+  const rebuyPending = new Map<string, number>();
   /** Spend per org and billing month ("orgId:monthStart"). */
   const monthSpend = new Map<string, number>();
   const orgs = new Map<string, OrgState>();
@@ -45,7 +50,7 @@ export function createMemoryStore(): MeteringStore {
   const trialOf = (orgId: string): TrialState => {
     let state = trial.get(orgId);
     if (!state) {
-      state = { plans: new Map(), slots: new Map() };
+      state = { loaded: false, plans: new Map(), slots: new Map() };
       trial.set(orgId, state);
     }
     return state;
@@ -104,7 +109,7 @@ export function createMemoryStore(): MeteringStore {
       return { ok: true, balance: org.bal, held: org.held };
     },
 
-    async settle({ orgId, requestId, cost, event, monthStart, rebuyBelow }) {
+    async settle({ orgId, requestId, cost, event, monthStart, rebuyBelow, rebuyLease }) {
       assertNanos("settle cost", cost, 0);
       const org = orgs.get(orgId);
       if (done.has(requestId)) return { ok: true, balance: org?.bal ?? 0, duplicate: true };
@@ -121,8 +126,10 @@ export function createMemoryStore(): MeteringStore {
       }
       append(event, org.bal);
       markDone(requestId, cost);
-      const rebuy = rebuyBelow !== undefined && org.bal < rebuyBelow && !rebuyPending.has(orgId);
-      if (rebuy) rebuyPending.add(orgId);
+      const leaseNow = rebuyLease?.nowMs ?? 0;
+      const rebuy =
+        rebuyBelow !== undefined && org.bal < rebuyBelow && (rebuyPending.get(orgId) ?? -1) < leaseNow;
+      if (rebuy) rebuyPending.set(orgId, rebuyLease ? leaseNow + rebuyLease.ttlMs : Number.MAX_SAFE_INTEGER);
       return rebuy
         ? { ok: true, balance: org.bal, duplicate: false, rebuy }
         : { ok: true, balance: org.bal, duplicate: false };
@@ -194,6 +201,7 @@ export function createMemoryStore(): MeteringStore {
     async holdTrialResponse({ orgId, planId, requestId, maxPlans, maxPerPlan, ttlMs, nowMs }) {
       const state = trialOf(orgId);
       if (state.slots.has(requestId)) return { ok: true };
+      if (!state.loaded) return { ok: false, reason: "not_loaded" };
       const plan = state.plans.get(planId);
       if (!plan && state.plans.size >= maxPlans) return { ok: false, reason: "trial_plans_exceeded" };
       if (plan && plan.confirmed + plan.inFlight >= maxPerPlan) {
@@ -203,6 +211,22 @@ export function createMemoryStore(): MeteringStore {
       else state.plans.set(planId, { confirmed: 0, inFlight: 1 });
       state.slots.set(requestId, { planId, expires: nowMs + ttlMs });
       return { ok: true };
+    },
+
+    async loadTrial({ orgId, plans }) {
+      const state = trialOf(orgId);
+      for (const [planId, confirmed] of Object.entries(plans)) {
+        const plan = state.plans.get(planId);
+        if (!plan) state.plans.set(planId, { confirmed, inFlight: 0 });
+        else plan.confirmed = Math.max(plan.confirmed, confirmed);
+      }
+      const was = state.loaded;
+      state.loaded = true;
+      return !was;
+    },
+
+    async epoch() {
+      return epoch;
     },
 
     async endTrialResponse({ orgId, requestId, answered, event }) {

@@ -71,8 +71,29 @@ export interface Settlement {
  * Meters model calls: admits them before the upstream is called (refusals are GatewayErrors) and
  * settles each admitted call exactly once, whatever happened to it.
  */
+/**
+ * Why a call was not admitted. A value, not an error: metering decides, the route (src/gateway/
+ * refusals.ts) says it in HTTP.
+ */
+export type Refusal =
+  | { code: "trial_plans_exceeded"; maxPlans: number }
+  | { code: "trial_messages_exceeded"; maxMessages: number }
+  | {
+      code:
+        | "cloud_subscription_paused"
+        | "cloud_subscription_overdue"
+        | "cloud_monthly_max_reached"
+        | "cloud_insufficient_credits";
+      isTrial: boolean;
+    }
+  /** The metering store cannot be reached: the call could not be paid for. */
+  | { code: "unavailable" };
+
+export type AdmitResult = { ok: true; admission: Admission } | { ok: false; refusal: Refusal };
+
 export interface Meter {
-  admit(call: CallStart): Promise<Admission>;
+  /** Holds what the call may cost (or a trial slot), or says why it is refused. */
+  admit(call: CallStart): Promise<AdmitResult>;
   /** The charge for reported usage, for the `cost` in a usage frame. Pure and cheap. */
   price(admission: Admission, usage: Usage): Nanos;
   settle(admission: Admission, end: CallEnd): Promise<Settlement>;

@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { Cluster, Redis } from "ioredis";
 import {
@@ -16,8 +17,9 @@ const SCRIPTS = {
   credit: 3,
   load: 1,
   reclaim: 1,
-  trial: 5,
+  trial: 6,
   trial_end: 6,
+  trial_load: 3,
 } as const;
 type ScriptName = keyof typeof SCRIPTS;
 
@@ -200,7 +202,7 @@ export function createRedisStore(opts: {
       return { ok: true, balance: num(balance), held: num(held) };
     },
 
-    async settle({ orgId, requestId, cost, event, monthStart, rebuyBelow }) {
+    async settle({ orgId, requestId, cost, event, monthStart, rebuyBelow, rebuyLease }) {
       assertNanos("settle cost", cost, 0);
       const k = keys(orgId);
       const [status, balance, rebuy] = (await run(
@@ -217,6 +219,8 @@ export function createRedisStore(opts: {
         DONE_TTL_SECONDS,
         `m${monthStart ?? 0}`,
         rebuyBelow ?? -1,
+        rebuyLease?.nowMs ?? 0,
+        rebuyLease ? rebuyLease.nowMs + rebuyLease.ttlMs : Number.MAX_SAFE_INTEGER,
       )) as Reply[];
       if (num(status) === -1) return { ok: false, reason: "not_loaded" };
       const settled = { ok: true as const, balance: num(balance), duplicate: num(status) === 1 };
@@ -304,6 +308,7 @@ export function createRedisStore(opts: {
           k.trialInFlight,
           k.trialSlots,
           k.expiry,
+          k.org,
           planId,
           maxPlans,
           maxPerPlan,
@@ -312,9 +317,23 @@ export function createRedisStore(opts: {
           `${orgId}\n${requestId}`,
         )) as Reply,
       );
+      if (verdict === -1) return { ok: false, reason: "not_loaded" };
       if (verdict === 1) return { ok: false, reason: "trial_plans_exceeded" };
       if (verdict === 2) return { ok: false, reason: "trial_messages_exceeded" };
       return { ok: true };
+    },
+
+    async loadTrial({ orgId, plans }) {
+      const k = keys(orgId);
+      const args = Object.entries(plans).flat();
+      return num((await run("trial_load", k.trialPlans, k.trialCounts, k.org, ...args)) as Reply) === 1;
+    },
+
+    async epoch() {
+      // Off the hot path (polled by each instance): a missing key means Redis lost its data.
+      const key = `${namespace}:epoch`;
+      await client.set(key, randomUUID(), "NX");
+      return (await client.get(key)) ?? "";
     },
 
     async endTrialResponse({ orgId, requestId, answered, event }) {

@@ -53,6 +53,13 @@ export interface MeteringStore {
     monthStart?: number;
     /** The org's auto-recharge threshold: the settle that first takes the balance below it says rebuy. */
     rebuyBelow?: Nanos;
+    /**
+     * The pending recharge is a lease, not a flag (issue 11): a settle that says rebuy holds it until
+     * nowMs + ttlMs, and a crossing settle after that takes it again, so a gateway that died (or lost
+     * Redis) during the payment call does not turn auto-recharge off for good. Without it the lease
+     * never ends (the old flag). Added with issue 11 (money).
+     */
+    rebuyLease?: { nowMs: number; ttlMs: number };
   }): Promise<SettleOutcome>;
   /** Ends a pending auto-recharge (paid or failed), so the next crossing may request another. */
   clearRebuy(orgId: string): Promise<void>;
@@ -90,6 +97,22 @@ export interface MeteringStore {
     ttlMs: number;
     nowMs: number;
   }): Promise<TrialVerdict>;
+  /**
+   * Sets the org's confirmed trial responses per plan from Postgres (usage_records) when the store
+   * has not had them since it lost its data (holdTrialResponse said not_loaded), as loadBalance does
+   * for balances. A count already there is raised to the given one, never lowered (the store's own
+   * count includes responses Postgres has not seen yet). Marks the trial as loaded either way.
+   * Added with issue 11 (money): the Durable Object store keeps its counters in storage, so it may
+   * never say not_loaded and can implement this as a no-op that returns false.
+   */
+  loadTrial(l: { orgId: string; plans: Record<string, number> }): Promise<boolean>;
+  /**
+   * The store's data epoch: a random value kept in the store, made anew when the store finds none
+   * (it lost its data: Redis restarted empty). Each instance polls it off the hot path; a change
+   * makes it replay the settles Postgres does not have yet (src/metering/spool.ts). Added with issue
+   * 11 (money): a store that cannot lose acknowledged data (a Durable Object) returns a constant.
+   */
+  epoch(): Promise<string>;
   /**
    * Ends a BYO trial call and appends its usage event, atomically: `answered` confirms its slot (a
    * model response, counted for good); otherwise the slot is released, and a plan left with no
@@ -140,7 +163,9 @@ export type CreditOutcome =
 
 export type TrialVerdict =
   | { ok: true }
-  | { ok: false; reason: "trial_plans_exceeded" | "trial_messages_exceeded" };
+  | { ok: false; reason: "trial_plans_exceeded" | "trial_messages_exceeded" }
+  /** The store has not had this org's trial counters since it lost its data: loadTrial, then retry. */
+  | { ok: false; reason: "not_loaded" };
 
 /** One ledger stream entry: the event, and the balance right after it (undefined when no money moved). */
 export interface LedgerEntry {
