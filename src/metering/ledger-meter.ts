@@ -10,13 +10,14 @@ import { orgSpendBetween } from "../db/spend.ts";
 import { collectGeneratedText } from "../gateway/generated-text.ts";
 import type { Metrics } from "../gateway/metrics.ts";
 import type { Catalog } from "../pricing/catalog.ts";
-import { computeCost, estimateReservation } from "../pricing/cost.ts";
+import { computeCost, estimateReservation, estimateTokens } from "../pricing/cost.ts";
 import { type Nanos, parseUsd } from "../pricing/money.ts";
 import { tokenCounter } from "../pricing/tokens.ts";
 import { billingMonthStart, nextBillingMonthStart } from "./billing-month.ts";
 import { type CallEvent, type CreditEvent, encodeCallEvent, encodeCreditEvent } from "./events.ts";
 import type { Admission, CallEnd, CallerOrg, CallStart, CreditResult, Meter, Settlement } from "./meter.ts";
 import type { Payments } from "./payments.ts";
+import { type RateCheck, type RateState, rateCheckFor, rateLimitedError, windowStart } from "./rate-limit.ts";
 import { type PendingSettle, SettleSpool } from "./spool.ts";
 import type { MeteringStore } from "./store.ts";
 
@@ -28,6 +29,8 @@ interface MeteredAdmission extends Admission {
   readonly monthStart: number;
   /** A BYO trial call: it holds a slot of the trial's limits until it is settled. */
   readonly trial: boolean;
+  /** Rate-limited calls: the window they were counted in and the tokens counted, corrected at settle. */
+  readonly rated?: { windowStart: number; tokens: number };
 }
 
 /**
@@ -70,6 +73,15 @@ export function createLedgerMeter(deps: {
       month = { start: from.getTime(), spend: await orgSpendBetween(database.db, orgId, from, to) };
     }
     await store.loadBalance({ orgId, balance, month });
+  };
+
+  /** The rate step of a call that reserves nothing (BYO); refuses with 429 when a limit is reached. */
+  const admitRate = async (orgId: string, rate: RateCheck, nowMs: number): Promise<RateState> => {
+    const verdict = await store.admitRate({ orgId, rate, nowMs }).catch((err: unknown) => {
+      throw storeDown(err);
+    });
+    if (!verdict.ok) throw rateLimitedError(verdict.rate, rate.tokens);
+    return verdict.rate;
   };
 
   /** The store failed while admitting a call: counted, logged (the caller only learns it is down). */
@@ -216,7 +228,24 @@ export function createLedgerMeter(deps: {
   const meter: Meter = {
     async admit(start) {
       const { org } = start;
+      const estimated = estimateTokens(start.model, {
+        promptBytes: start.requestBytes,
+        maxTokens: start.maxTokens,
+        defaultMaxTokens: config.DEFAULT_MAX_TOKENS,
+      });
+      const rate = rateCheckFor(
+        start.keyId,
+        org.rateLimits,
+        start.keyRateLimits,
+        estimated.promptTokens + estimated.outputTokens,
+      );
+      const admittedAt = clock.now();
+      const rated = rate ? { windowStart: windowStart(admittedAt), tokens: rate.tokens } : undefined;
       if (start.byoKey !== undefined || org.billingMode === "byo") {
+        // BYO calls reserve nothing, so their rate step is a script of its own, run only when a
+        // limit is set (and before the trial slot: a call refused for rate holds no slot).
+        let rateState: RateState | undefined;
+        if (rate) rateState = await admitRate(org.id, rate, admittedAt);
         if (org.isTrial) {
           // A slot is held now and confirmed at settle only if the upstream answered: the trial
           // counts model responses, not attempts.
@@ -253,7 +282,15 @@ export function createLedgerMeter(deps: {
                 );
           }
         }
-        return { start, byo: true, hold: 0, monthStart: 0, trial: org.isTrial } satisfies MeteredAdmission;
+        return {
+          start,
+          byo: true,
+          hold: 0,
+          monthStart: 0,
+          trial: org.isTrial,
+          rate: rateState,
+          rated,
+        } satisfies MeteredAdmission;
       }
       if (org.subscriptionStatus === "paused") {
         throw new GatewayError("cloud_subscription_paused", "the subscription is paused", {
@@ -282,6 +319,7 @@ export function createLedgerMeter(deps: {
           amount: hold,
           ttlMs: config.HOLD_TTL_MS,
           nowMs: clock.now(),
+          rate,
         });
       let outcome: Awaited<ReturnType<typeof reserve>>;
       try {
@@ -298,12 +336,22 @@ export function createLedgerMeter(deps: {
           extras: billingError(start),
         });
       }
+      if (!outcome.ok && outcome.reason === "rate_limited")
+        throw rateLimitedError(outcome.rate, rate?.tokens ?? 0);
       if (!outcome.ok) {
         throw new GatewayError("cloud_insufficient_credits", "not enough credits for this call", {
           extras: billingError(start),
         });
       }
-      return { start, byo: false, hold, monthStart, trial: false } satisfies MeteredAdmission;
+      return {
+        start,
+        byo: false,
+        hold,
+        monthStart,
+        trial: false,
+        rate: outcome.rate,
+        rated,
+      } satisfies MeteredAdmission;
     },
 
     price(admission, usage) {
@@ -312,7 +360,7 @@ export function createLedgerMeter(deps: {
     },
 
     async settle(admission, end): Promise<Settlement> {
-      const { start, byo, monthStart, trial } = admission as MeteredAdmission;
+      const { start, byo, monthStart, trial, rated } = admission as MeteredAdmission;
       // A provider charges nothing for a call it refused or never answered; a call it answered
       // without a usage report is counted from what it sent.
       const answered = end.upstreamStatus !== undefined && end.upstreamStatus < 400;
@@ -357,8 +405,22 @@ export function createLedgerMeter(deps: {
         rebuyBelow: start.org.autoRebuy?.threshold,
         ...(trial ? { answered } : {}),
       };
+      // The rate window counted the estimate; it now counts what was used. Pipelined next to the
+      // settle (no wait of its own), and never in the way of the money: a failure is only logged.
+      const corrected =
+        rated && usage.promptTokens + usage.completionTokens !== rated.tokens
+          ? store
+              .settleRate({
+                orgId: start.org.id,
+                keyId: start.keyId,
+                windowStart: rated.windowStart,
+                tokens: usage.promptTokens + usage.completionTokens - rated.tokens,
+              })
+              .catch((err: unknown) => log.warn("rate correction failed", { err: String(err) }))
+          : undefined;
       try {
         const balance = await applySettle(pending);
+        await corrected;
         return { cost: pending.cost, balance };
       } catch (err) {
         // The store is unreachable: the charge is kept and applied when it is back, never dropped.

@@ -2,6 +2,7 @@ import type { Usage } from "../core/usage.ts";
 import type { CreditTransactionRow } from "../db/ledger.ts";
 import type { CatalogModel } from "../pricing/catalog.ts";
 import type { Nanos } from "../pricing/money.ts";
+import type { RateLimits, RateState } from "./rate-limit.ts";
 
 /** The org behind an authenticated api key, as the hot path needs it. */
 export interface CallerOrg {
@@ -16,6 +17,8 @@ export interface CallerOrg {
   billingCycleStartedAt: Date;
   /** Auto-recharge: when a settle takes the balance below the threshold, recharge to the target. */
   autoRebuy: { threshold: Nanos; toBalance: Nanos } | null;
+  /** The org's rate limits (all its keys together); absent: none. */
+  rateLimits?: RateLimits;
 }
 
 /** The optional `x-planto-*` request headers that tag a usage record. */
@@ -34,6 +37,8 @@ export interface CallStart {
   requestId: string;
   org: CallerOrg;
   keyId: string;
+  /** The api key's own rate limits; absent: none (the org's still apply). */
+  keyRateLimits?: RateLimits;
   model: CatalogModel;
   /** The user's own provider key (BYO): nothing is debited. */
   byoKey: string | undefined;
@@ -66,6 +71,8 @@ export interface CallEnd {
 /** A call admitted by the meter, to be settled exactly once. */
 export interface Admission {
   readonly start: CallStart;
+  /** Where the call stands against its rate limits, when any is set (the `x-ratelimit-*` headers). */
+  readonly rate?: RateState;
 }
 
 export interface Settlement {
