@@ -26,6 +26,8 @@ const profileDir = process.env.BENCH_PROFILE;
 const modes = (process.env.BENCH_MODES ?? "streaming,plain").split(",") as ("streaming" | "plain")[];
 
 type Result = {
+  /** Redis's own accounting (INFO commandstats) while this ran: command → [calls, µs]. */
+  redisCommands?: Map<string, [number, number]>;
   rps: number;
   p50: number;
   p99: number;
@@ -41,7 +43,17 @@ const stack = await startGatewayStack({
 const auth = { authorization: `Bearer ${stack.key}` };
 const byo = { authorization: `Bearer ${stack.byoKey}`, "x-planto-provider-key": "sk-byo-bench" };
 
+/** Redis's per-command totals; commands run inside scripts are counted under their own names too. */
+async function commandStats(): Promise<Map<string, [number, number]>> {
+  const text = await ledger.client.info("commandstats");
+  const out = new Map<string, [number, number]>();
+  for (const m of text.matchAll(/^cmdstat_(\S+):calls=(\d+),usec=(\d+)/gm))
+    out.set(m[1] as string, [Number(m[2]), Number(m[3])]);
+  return out;
+}
+
 async function load(url: string, headers: Record<string, string>, body: string): Promise<Result> {
+  const before = await commandStats();
   const cpu = cpuSample(stack.pids);
   const result = await autocannon({
     url,
@@ -51,13 +63,21 @@ async function load(url: string, headers: Record<string, string>, body: string):
     connections,
     duration: seconds,
   });
+  const cpuUsed = cpu();
+  const after = await commandStats();
+  const redisCommands = new Map<string, [number, number]>();
+  for (const [name, [calls, usec]] of after) {
+    const [c0, u0] = before.get(name) ?? [0, 0];
+    if (calls > c0) redisCommands.set(name, [calls - c0, usec - u0]);
+  }
   return {
+    redisCommands,
     rps: result.requests.average,
     p50: result.latency.p50,
     p99: result.latency.p99,
     errors: result.errors + result.non2xx + result.timeouts,
     requests: result.requests.total,
-    cpu: cpu(),
+    cpu: cpuUsed,
   };
 }
 
@@ -172,6 +192,22 @@ const cpuPerRequest = (rs: Result[]) => {
   return `${parts.map(([name, us]) => `${name} ${us.toFixed(0)}`).join(", ")} (all ${sum.toFixed(0)})`;
 };
 
+/** Redis's commands per request and the µs it spent in each (a script's inner calls are also listed). */
+const redisPerRequest = (rs: Result[]): string => {
+  const requests = rs.reduce((n, r) => n + r.requests, 0) || 1;
+  const totals = new Map<string, [number, number]>();
+  for (const r of rs)
+    for (const [name, [calls, usec]] of r.redisCommands ?? []) {
+      const [c, u] = totals.get(name) ?? [0, 0];
+      totals.set(name, [c + calls, u + usec]);
+    }
+  return [...totals]
+    .filter(([name, [calls]]) => calls / requests >= 0.05 && name !== "info")
+    .sort((a, b) => b[1][1] - a[1][1])
+    .map(([name, [calls, usec]]) => `${name} ${(calls / requests).toFixed(2)}×${(usec / calls).toFixed(1)}`)
+    .join(", ");
+};
+
 /** One process's CPU per request in each round of a target, in µs. */
 const perRound = (rs: Result[] | undefined, proc: string): number[] =>
   (rs ?? []).map((r) => ((r.cpu[proc] ?? 0) * 1000) / (r.requests || 1));
@@ -259,6 +295,8 @@ for (const [mode, targets] of Object.entries(table)) {
       `  ${name.padEnd(26)} ${rps.padStart(7)} req/s  p50 ${p50} ms  p99 ${p99} ms${errors ? `  errors ${errors}` : ""}`,
     );
     lines.push(`      CPU µs per request: ${cpuPerRequest(rs)}`);
+    const redis = redisPerRequest(rs);
+    if (redis) lines.push(`      Redis's own time per request (commandstats, calls × µs): ${redis}`);
   }
   const baseline = targets["(b) bare node:http proxy"];
   for (const [label, name] of [
