@@ -3,7 +3,13 @@ import { RATE_WINDOW_MS } from "../../src/metering/rate-limit.ts";
 import { type MockUpstream, startMockUpstream } from "../../tools/mock-upstream/mock-upstream.ts";
 import { freshDatabaseUrl } from "../harness/databases.ts";
 import { ADMIN_TOKEN } from "../harness/gateway.ts";
-import { adminCall, createOrgOn, type GatewayProcess, spawnGateway } from "../harness/process.ts";
+import {
+  adminCall,
+  createOrgOn,
+  type GatewayProcess,
+  spawnGateways,
+  stopGateways,
+} from "../harness/process.ts";
 
 const body = JSON.stringify({
   model: "gpt-4.1-mini",
@@ -28,12 +34,10 @@ describe("rate limits across 3 gateway processes sharing one Redis", () => {
       ADMIN_TOKEN,
       OPENAI_BASE_URL: mock.baseUrls.openai,
     };
-    gateways = [await spawnGateway(env)];
-    gateways.push(...(await Promise.all([spawnGateway(env), spawnGateway(env)])));
+    gateways = await spawnGateways(env, 3);
   }, 60_000);
   afterAll(async () => {
-    for (const g of gateways) g.child.kill("SIGTERM");
-    await Promise.all(gateways.map((g) => g.exited));
+    await stopGateways(gateways);
     await mock?.close();
   });
 

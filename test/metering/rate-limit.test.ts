@@ -1,6 +1,5 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createMemoryStore } from "../../src/metering/memory-store.ts";
 import {
   formatReset,
   NO_LIMITS,
@@ -9,14 +8,8 @@ import {
   rateHeaders,
   rateLimitedError,
 } from "../../src/metering/rate-limit.ts";
-import { createRedisStore } from "../../src/metering/redis-store.ts";
 import type { MeteringStore } from "../../src/metering/store.ts";
-import {
-  type RedisCluster,
-  type RedisServer,
-  startRedis,
-  startRedisCluster,
-} from "../../tools/servers/redis.ts";
+import { startStore } from "../harness/stores.ts";
 
 const kinds = ["memory", "redis", "cluster"] as const;
 const org = () => `org_${randomUUID()}`;
@@ -38,24 +31,12 @@ const check = (
 
 describe.each(kinds)("rate limits in the metering store (%s)", (kind) => {
   let store: MeteringStore;
-  let redis: RedisServer | undefined;
-  let cluster: RedisCluster | undefined;
+  let stop: (() => Promise<void>) | undefined;
 
   beforeAll(async () => {
-    if (kind === "memory") store = createMemoryStore();
-    else if (kind === "redis") {
-      redis = await startRedis();
-      store = createRedisStore({ url: redis.url });
-    } else {
-      cluster = await startRedisCluster();
-      store = createRedisStore({ clusterNodes: cluster.nodes });
-    }
+    ({ store, stop } = await startStore(kind));
   }, 60_000);
-  afterAll(async () => {
-    await store?.close();
-    await redis?.stop();
-    await cluster?.stop();
-  });
+  afterAll(() => stop?.());
 
   const loaded = async (balance = BIG) => {
     const id = org();

@@ -1,9 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createMemoryStore } from "../../src/metering/memory-store.ts";
-import { createRedisStore } from "../../src/metering/redis-store.ts";
 import type { MeteringStore } from "../../src/metering/store.ts";
-import { type RedisServer, startRedis } from "../../tools/servers/redis.ts";
+import { startStore } from "../harness/stores.ts";
 
 /**
  * settle.lua computes the new balance, holds and month's spend in Lua and writes them with one HSET
@@ -11,18 +9,11 @@ import { type RedisServer, startRedis } from "../../tools/servers/redis.ts";
  */
 describe.each(["memory", "redis"] as const)("settle arithmetic on large amounts (%s)", (kind) => {
   let store: MeteringStore;
-  let redis: RedisServer | undefined;
+  let stop: (() => Promise<void>) | undefined;
   beforeAll(async () => {
-    if (kind === "memory") store = createMemoryStore();
-    else {
-      redis = await startRedis();
-      store = createRedisStore({ url: redis.url });
-    }
+    ({ store, stop } = await startStore(kind));
   });
-  afterAll(async () => {
-    await store?.close();
-    await redis?.stop();
-  });
+  afterAll(() => stop?.());
 
   it("keeps balances, holds and the month's spend exact to the nanodollar near 2^53", async () => {
     const orgId = `org_${randomUUID()}`;
@@ -54,23 +45,11 @@ describe.each(["memory", "redis"] as const)("settle arithmetic on large amounts 
     });
     // The month's spend counts the debit exactly: a budget of spend + held + 1 more admits nothing more.
     const spend = 4_000_000_000_000_001 + 999_999_999_999;
-    const over = await store.reserve({
-      orgId,
-      requestId: `req_${randomUUID()}`,
-      amount: 2,
-      ttlMs: 60_000,
-      nowMs: 1,
-      budget: { monthStart: 0, max: spend + 1_000_000_000_007 + 1 },
-    });
-    expect(over).toMatchObject({ ok: false, reason: "monthly_max_reached" });
-    const fits = await store.reserve({
-      orgId,
-      requestId: `req_${randomUUID()}`,
-      amount: 1,
-      ttlMs: 60_000,
-      nowMs: 1,
-      budget: { monthStart: 0, max: spend + 1_000_000_000_007 + 1 },
-    });
+    const budget = { monthStart: 0, max: spend + 1_000_000_000_007 + 1 };
+    const withBudget = (amount: number) =>
+      store.reserve({ orgId, requestId: `req_${randomUUID()}`, amount, ttlMs: 60_000, nowMs: 1, budget });
+    expect(await withBudget(2)).toMatchObject({ ok: false, reason: "monthly_max_reached" });
+    const fits = await withBudget(1);
     expect(fits.ok).toBe(true);
   });
 });
