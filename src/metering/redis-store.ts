@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { Cluster, Redis } from "ioredis";
-import { RATE_WINDOW_MS, type RateCheck, rateStateFromReply, windowStart } from "./rate-limit.ts";
+import { hasLimits, RATE_WINDOW_MS, type RateCheck, rateStateFromReply, windowStart } from "./rate-limit.ts";
 import {
   assertNanos,
   DONE_TTL_SECONDS,
@@ -54,19 +54,19 @@ function keysIn(namespace: string, orgId: string) {
 /** `<ns>:{<ns>:<shard>}:`: the hash tag puts a shard's keys and its ledger stream in one cluster slot. */
 const shardPrefix = (namespace: string, shard: number) => `${namespace}:{${namespace}:${shard}}:`;
 
-/** The rate arguments of reserve.lua and rate.lua (see rate_lib.lua); all -1 without limits. */
-function rateArgs(rate: RateCheck | undefined, nowMs: number): number[] {
+/** The rate arguments of reserve.lua and rate.lua (see rate_lib.lua); -1 for a limit not set. */
+function rateArgs(rate: RateCheck, nowMs: number): number[] {
   const start = windowStart(nowMs);
   const lim = (n: number | null | undefined) => n ?? -1;
   return [
     start,
     start + RATE_WINDOW_MS - nowMs,
     RATE_WINDOW_MS,
-    lim(rate?.org.requestsPerMinute),
-    lim(rate?.org.tokensPerMinute),
-    lim(rate?.key.requestsPerMinute),
-    lim(rate?.key.tokensPerMinute),
-    rate?.tokens ?? 0,
+    lim(rate.org.requestsPerMinute),
+    lim(rate.org.tokensPerMinute),
+    lim(rate.key.requestsPerMinute),
+    lim(rate.key.tokensPerMinute),
+    rate.tokens,
   ];
 }
 
@@ -218,7 +218,8 @@ export function createRedisStore(opts: {
         `${orgId}\n${requestId}`,
         budget ? budget.max : -1,
         `m${budget?.monthStart ?? 0}`,
-        ...rateArgs(rate, nowMs),
+        // Without limits reserve.lua takes no rate arguments and runs no rate step.
+        ...(rate && (hasLimits(rate.org) || hasLimits(rate.key)) ? rateArgs(rate, nowMs) : []),
       )) as Reply[];
       const [status, balance, held] = reply;
       if (num(status) === -1) return { ok: false, reason: "not_loaded" };

@@ -4,8 +4,8 @@ import type { MeteringStore } from "../../src/metering/store.ts";
 import { startStore } from "../harness/stores.ts";
 
 /**
- * settle.lua computes the new balance, holds and month's spend in Lua and writes them with one HSET
- * (not HINCRBY): large amounts must stay exact to the nanodollar, as in the memory store.
+ * The scripts read balances, holds and the month's spend into Lua numbers (doubles) and compare
+ * them there: amounts up to 2^53 must stay exact to the nanodollar, as in the memory store.
  */
 describe.each(["memory", "redis"] as const)("settle arithmetic on large amounts (%s)", (kind) => {
   let store: MeteringStore;

@@ -22,36 +22,25 @@ Returns {status, balance, rebuy}: status 0 settled, 1 duplicate (already settled
 changed), -1 not loaded (Redis lost the balance since the reserve: load it and retry). rebuy is 1
 for the one settle that took the balance below the auto-recharge threshold while no recharge was
 pending: it sets the org's `rebuy` flag, so concurrent settles crossing the line request one.
-
-Performance: one HMGET reads the balance, the holds total and the month's spend, and one HSET
-writes all three (this was two HGETs and three HINCRBYs). The new values are computed in Lua and
-written with '%d': the amounts are safe integers (checked before they are sent, and balances stay
-below 2^53 nanodollars, $9M), which Lua's doubles hold exactly, and '%d' writes them in full where
-a plain Lua number would become "1.2e+15".
 ]]
-local o = redis.call('HMGET', KEYS[1], 'bal', 'held', ARGV[6])
-if redis.call('EXISTS', KEYS[4]) == 1 then return {1, tonumber(o[1] or '0')} end
-if not o[1] then return {-1, 0} end
-local bal = tonumber(o[1])
-local fields = {}
+local bal = redis.call('HGET', KEYS[1], 'bal')
+if redis.call('EXISTS', KEYS[4]) == 1 then return {1, tonumber(bal or '0')} end
+if not bal then return {-1, 0} end
 local hold = redis.call('HGET', KEYS[2], ARGV[1])
 if hold then
   redis.call('HDEL', KEYS[2], ARGV[1])
+  -- 0 - x, not -x: a hold of 0 would give -0, which HINCRBY rejects mid-script.
+  redis.call('HINCRBY', KEYS[1], 'held', 0 - tonumber(hold))
   redis.call('ZREM', KEYS[3], ARGV[4])
-  fields[#fields + 1] = 'held'
-  fields[#fields + 1] = string.format('%d', tonumber(o[2] or '0') - tonumber(hold))
 end
 local cost = tonumber(ARGV[2])
 if cost > 0 then
-  bal = bal - cost
-  fields[#fields + 1] = 'bal'
-  fields[#fields + 1] = string.format('%d', bal)
-  fields[#fields + 1] = ARGV[6]
-  fields[#fields + 1] = string.format('%d', tonumber(o[3] or '0') + cost)
+  bal = redis.call('HINCRBY', KEYS[1], 'bal', -cost)
+  redis.call('HINCRBY', KEYS[1], ARGV[6], cost)
+else
+  bal = tonumber(bal)
 end
--- One HSET for the hold released, the debit and the month's spend (three HINCRBYs before).
-if #fields > 0 then redis.call('HSET', KEYS[1], unpack(fields)) end
-redis.call('XADD', KEYS[5], '*', 'e', ARGV[3], 'b', string.format('%d', bal))
+redis.call('XADD', KEYS[5], '*', 'e', ARGV[3], 'b', bal)
 redis.call('SET', KEYS[4], ARGV[2], 'EX', ARGV[5])
 local rebuy = 0
 local threshold = tonumber(ARGV[7])
