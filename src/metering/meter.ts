@@ -2,7 +2,11 @@ import type { Usage } from "../core/usage.ts";
 import type { CreditTransactionRow } from "../db/ledger.ts";
 import type { CatalogModel } from "../pricing/catalog.ts";
 import type { Nanos } from "../pricing/money.ts";
+import type { CallTags } from "./events.ts";
 import type { RateLimits, RateState } from "./rate-limit.ts";
+
+// The tags belong to the ledger event they end up in (events.ts), which the db layer reads too.
+export type { CallTags };
 
 /** The org behind an authenticated api key, as the hot path needs it. */
 export interface CallerOrg {
@@ -19,17 +23,6 @@ export interface CallerOrg {
   autoRebuy: { threshold: Nanos; toBalance: Nanos } | null;
   /** The org's rate limits (all its keys together); absent: none. */
   rateLimits?: RateLimits;
-}
-
-/** The optional `x-planto-*` request headers that tag a usage record. */
-export interface CallTags {
-  planId?: string;
-  planName?: string;
-  sessionId?: string;
-  userId?: string;
-  purpose?: string;
-  modelRole?: string;
-  modelPack?: string;
 }
 
 /** Everything known about a call before it goes upstream. */
