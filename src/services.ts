@@ -51,6 +51,7 @@ export function buildServices(config: Config, parts: ServiceParts): Services & {
       const { org } = found;
       return {
         keyId: found.keyId,
+        keyRateLimits: { requestsPerMinute: found.rateLimitRpm, tokensPerMinute: found.rateLimitTpm },
         org: {
           id: org.id,
           name: org.name,
@@ -63,6 +64,7 @@ export function buildServices(config: Config, parts: ServiceParts): Services & {
             org.autoRebuyEnabled && org.autoRebuyMinThreshold !== null && org.autoRebuyToBalance !== null
               ? { threshold: org.autoRebuyMinThreshold, toBalance: org.autoRebuyToBalance }
               : null,
+          rateLimits: { requestsPerMinute: org.rateLimitRpm, tokensPerMinute: org.rateLimitTpm },
         },
       };
     },

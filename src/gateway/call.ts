@@ -1,6 +1,7 @@
 import type { Context } from "hono";
 import { errorFrame, GatewayError, JSON_CONTENT_TYPE } from "../core/errors.ts";
 import type { Admission, CallEnd, CallStart } from "../metering/meter.ts";
+import { rateHeaders } from "../metering/rate-limit.ts";
 import { formatUsd, usdNumber } from "../pricing/money.ts";
 import { clientGone, type StreamSink, send, stream } from "./client-io.ts";
 import type { JsonObject, ProviderAdapter, Usage } from "./providers/types.ts";
@@ -89,7 +90,9 @@ export async function runCall(c: Context, services: Services, call: PreparedCall
       end.upstreamError = true;
       throw await upstreamStatusError(res, call, services);
     }
-    const headers = { "x-request-id": call.start.requestId };
+    const headers: Record<string, string> = admission.rate
+      ? { "x-request-id": call.start.requestId, ...rateHeaders(admission.rate) }
+      : { "x-request-id": call.start.requestId };
     if (call.start.stream && res.contentType.includes("text/event-stream")) {
       return await stream(
         c,

@@ -1,5 +1,6 @@
 import { GatewayError } from "../core/errors.ts";
 import type { Refusal } from "../metering/meter.ts";
+import { rateLimitedError } from "../metering/rate-limit.ts";
 
 /** A metering refusal as the HTTP error the contract gives it (codes, statuses and extras). */
 export function refusalError(refusal: Refusal): GatewayError {
@@ -14,6 +15,8 @@ export function refusalError(refusal: Refusal): GatewayError {
         `trial orgs may have ${refusal.maxMessages} model responses per plan`,
         { extras: { trialMessagesExceededError: { maxMessages: refusal.maxMessages } } },
       );
+    case "rate_limit_exceeded":
+      return rateLimitedError(refusal.rate, refusal.tokens);
     case "unavailable":
       return new GatewayError("unavailable", "metering is unavailable; try again shortly");
     default: {

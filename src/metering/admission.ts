@@ -1,9 +1,10 @@
 import { trialResponsesByPlan } from "../db/served.ts";
-import { estimateReservation } from "../pricing/cost.ts";
+import { estimateReservation, estimateTokens } from "../pricing/cost.ts";
 import type { Nanos } from "../pricing/money.ts";
 import type { MeterParts } from "./balances.ts";
 import { billingMonthStart, nextBillingMonthStart } from "./billing-month.ts";
 import type { Admission, AdmitResult, CallerOrg, CallStart, Refusal } from "./meter.ts";
+import { type RateCheck, rateCheckFor, windowStart } from "./rate-limit.ts";
 
 /** What settlement needs to know about how a call was admitted. */
 export interface MeteredAdmission extends Admission {
@@ -14,6 +15,8 @@ export interface MeteredAdmission extends Admission {
   readonly monthStart: number;
   /** A BYO trial call: it holds a slot of the trial's limits until it is settled. */
   readonly trial: boolean;
+  /** Rate-limited calls: the window they were counted in and the tokens counted, corrected at settle. */
+  readonly rated?: { windowStart: number; tokens: number };
 }
 
 /**
@@ -47,7 +50,7 @@ export function createAdmission(deps: MeterParts): (start: CallStart) => Promise
   const admitted = (admission: MeteredAdmission): AdmitResult => ({ ok: true, admission });
 
   /** A BYO trial call holds a slot now, confirmed at settle only if the upstream answered. */
-  const admitTrial = async (start: CallStart): Promise<AdmitResult> => {
+  const admitTrial = async (start: CallStart, extra: Partial<MeteredAdmission>): Promise<AdmitResult> => {
     const { org } = start;
     const hold = () =>
       store.holdTrialResponse({
@@ -71,7 +74,7 @@ export function createAdmission(deps: MeterParts): (start: CallStart) => Promise
     } catch (err) {
       return storeDown(err);
     }
-    if (verdict.ok) return admitted({ start, byo: true, hold: 0, monthStart: 0, trial: true });
+    if (verdict.ok) return admitted({ start, byo: true, hold: 0, monthStart: 0, trial: true, ...extra });
     if (verdict.reason === "not_loaded") return storeDown(new Error("trial counters not loaded"));
     return {
       ok: false,
@@ -82,11 +85,47 @@ export function createAdmission(deps: MeterParts): (start: CallStart) => Promise
     };
   };
 
+  /** The rate step of a call that reserves nothing (BYO), run only when a limit is set. */
+  const admitRate = async (orgId: string, rate: RateCheck, nowMs: number) => {
+    try {
+      const verdict = await store.admitRate({ orgId, rate, nowMs });
+      return verdict.ok
+        ? { ok: true as const, rate: verdict.rate }
+        : {
+            ok: false as const,
+            refusal: { code: "rate_limit_exceeded" as const, rate: verdict.rate, tokens: rate.tokens },
+          };
+    } catch (err) {
+      return storeDown(err);
+    }
+  };
+
   return async (start) => {
     const { org } = start;
+    const estimated = estimateTokens(start.model, {
+      promptBytes: start.requestBytes,
+      maxTokens: start.maxTokens,
+      defaultMaxTokens: config.DEFAULT_MAX_TOKENS,
+    });
+    const rate = rateCheckFor(
+      start.keyId,
+      org.rateLimits,
+      start.keyRateLimits,
+      estimated.promptTokens + estimated.outputTokens,
+    );
+    const admittedAt = clock.now();
+    const rated = rate ? { windowStart: windowStart(admittedAt), tokens: rate.tokens } : undefined;
     if (start.byoKey !== undefined || org.billingMode === "byo") {
-      if (org.isTrial) return admitTrial(start);
-      return admitted({ start, byo: true, hold: 0, monthStart: 0, trial: false });
+      // BYO calls reserve nothing, so their rate step is a script of its own, run only when a limit
+      // is set (and before the trial slot: a call refused for rate holds no slot).
+      let extra: Partial<MeteredAdmission> = {};
+      if (rate) {
+        const verdict = await admitRate(org.id, rate, admittedAt);
+        if (!verdict.ok) return verdict;
+        extra = { rate: verdict.rate, rated };
+      }
+      if (org.isTrial) return admitTrial(start, extra);
+      return admitted({ start, byo: true, hold: 0, monthStart: 0, trial: false, ...extra });
     }
     const isTrial = org.isTrial;
     if (org.subscriptionStatus === "paused") {
@@ -112,6 +151,7 @@ export function createAdmission(deps: MeterParts): (start: CallStart) => Promise
         amount: hold,
         ttlMs: config.HOLD_TTL_MS,
         nowMs: clock.now(),
+        rate,
       });
     let outcome: Awaited<ReturnType<typeof reserve>>;
     try {
@@ -123,8 +163,24 @@ export function createAdmission(deps: MeterParts): (start: CallStart) => Promise
     } catch (err) {
       return storeDown(err);
     }
-    if (outcome.ok) return admitted({ start, byo: false, hold, monthStart, trial: false });
+    if (outcome.ok) {
+      return admitted({
+        start,
+        byo: false,
+        hold,
+        monthStart,
+        trial: false,
+        ...(outcome.rate ? { rate: outcome.rate } : {}),
+        ...(rated ? { rated } : {}),
+      });
+    }
     if (outcome.reason === "not_loaded") return storeDown(new Error("balance not loaded after a reload"));
+    if (outcome.reason === "rate_limited") {
+      return {
+        ok: false,
+        refusal: { code: "rate_limit_exceeded", rate: outcome.rate, tokens: rate?.tokens ?? 0 },
+      };
+    }
     return {
       ok: false,
       refusal: {

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { hasLimits, RateCounters, type RateState } from "./rate-limit.ts";
 import { assertNanos, DONE_TTL_SECONDS, type LedgerEntry, type MeteringStore } from "./store.ts";
 
 interface OrgState {
@@ -66,6 +67,7 @@ export function createMemoryStore(): MeteringStore {
     if (plan.confirmed === 0 && plan.inFlight <= 0) state.plans.delete(slot.planId);
     return true;
   };
+  const rates = new RateCounters();
   const stream: StreamEntry[] = [];
   const pending = new Map<string, { entry: StreamEntry; consumer: string; since: number }>();
   let seq = 0;
@@ -92,7 +94,7 @@ export function createMemoryStore(): MeteringStore {
   return {
     kind: "memory",
 
-    async reserve({ orgId, requestId, amount, ttlMs, nowMs, budget }) {
+    async reserve({ orgId, requestId, amount, ttlMs, nowMs, budget, rate }) {
       assertNanos("reserve amount", amount, 0);
       const org = orgs.get(orgId);
       if (!org) return { ok: false, reason: "not_loaded" };
@@ -104,9 +106,26 @@ export function createMemoryStore(): MeteringStore {
       if (budget && (monthSpend.get(`${orgId}:${budget.monthStart}`) ?? 0) + org.held + amount > budget.max) {
         return { ok: false, reason: "monthly_max_reached", balance: org.bal, held: org.held };
       }
+      let state: RateState | undefined;
+      if (rate && (hasLimits(rate.org) || hasLimits(rate.key))) {
+        const admitted = rates.admit(orgId, rate, nowMs);
+        if (!admitted.ok)
+          return { ok: false, reason: "rate_limited", balance: org.bal, held: org.held, rate: admitted.rate };
+        state = admitted.rate;
+      }
       org.holds.set(requestId, { amount, expires: nowMs + ttlMs });
       org.held += amount;
-      return { ok: true, balance: org.bal, held: org.held };
+      return state
+        ? { ok: true, balance: org.bal, held: org.held, rate: state }
+        : { ok: true, balance: org.bal, held: org.held };
+    },
+
+    async admitRate({ orgId, rate, nowMs }) {
+      return rates.admit(orgId, rate, nowMs);
+    },
+
+    async settleRate(c) {
+      rates.correct(c);
     },
 
     async settle({ orgId, requestId, cost, event, monthStart, rebuyBelow, rebuyLease }) {

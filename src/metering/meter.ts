@@ -3,6 +3,7 @@ import type { CreditTransactionRow } from "../db/ledger.ts";
 import type { CatalogModel } from "../pricing/catalog.ts";
 import type { Nanos } from "../pricing/money.ts";
 import type { CallTags } from "./events.ts";
+import type { RateLimits, RateState } from "./rate-limit.ts";
 
 // The tags belong to the ledger event they end up in (events.ts), which the db layer reads too.
 export type { CallTags };
@@ -20,6 +21,8 @@ export interface CallerOrg {
   billingCycleStartedAt: Date;
   /** Auto-recharge: when a settle takes the balance below the threshold, recharge to the target. */
   autoRebuy: { threshold: Nanos; toBalance: Nanos } | null;
+  /** The org's rate limits (all its keys together); absent: none. */
+  rateLimits?: RateLimits;
 }
 
 /** Everything known about a call before it goes upstream. */
@@ -27,6 +30,8 @@ export interface CallStart {
   requestId: string;
   org: CallerOrg;
   keyId: string;
+  /** The api key's own rate limits; absent: none (the org's still apply). */
+  keyRateLimits?: RateLimits;
   model: CatalogModel;
   /** The user's own provider key (BYO): nothing is debited. */
   byoKey: string | undefined;
@@ -59,6 +64,8 @@ export interface CallEnd {
 /** A call admitted by the meter, to be settled exactly once. */
 export interface Admission {
   readonly start: CallStart;
+  /** Where the call stands against its rate limits, when any is set (the `x-ratelimit-*` headers). */
+  readonly rate?: RateState;
 }
 
 export interface Settlement {
@@ -86,6 +93,8 @@ export type Refusal =
         | "cloud_insufficient_credits";
       isTrial: boolean;
     }
+  /** A rate limit of the org or the key is reached: `rate` says where the call stands, `tokens` what it asked. */
+  | { code: "rate_limit_exceeded"; rate: RateState; tokens: number }
   /** The metering store cannot be reached: the call could not be paid for. */
   | { code: "unavailable" };
 

@@ -104,7 +104,7 @@ export function createSettlement(
   journal.recover().catch((err) => log.error("spool recovery failed", { err: String(err) }));
 
   const settle = async (admission: Admission, end: CallEnd): Promise<Settlement> => {
-    const { start, byo, monthStart, trial } = admission as MeteredAdmission;
+    const { start, byo, monthStart, trial, rated } = admission as MeteredAdmission;
     // A provider charges nothing for a call it refused or never answered; a call it answered
     // without a usage report is counted from what it sent.
     const answered = end.upstreamStatus !== undefined && end.upstreamStatus < 400;
@@ -149,10 +149,25 @@ export function createSettlement(
       rebuyBelow: start.org.autoRebuy?.threshold,
       ...(trial ? { answered } : {}),
     };
+    // The rate window counted the estimate; it now counts what was used. Sent next to the settle
+    // (no wait of its own), and never in the way of the money: a failure is only logged.
+    const usedTokens = usage.promptTokens + usage.completionTokens;
+    const corrected =
+      rated && usedTokens !== rated.tokens
+        ? store
+            .settleRate({
+              orgId: start.org.id,
+              keyId: start.keyId,
+              windowStart: rated.windowStart,
+              tokens: usedTokens - rated.tokens,
+            })
+            .catch((err: unknown) => log.warn("rate correction failed", { err: String(err) }))
+        : undefined;
     // Journaled before the store is asked: kept until Postgres has it, whatever the store loses.
     journal.record(pending);
     try {
       const balance = await applySettle(pending);
+      await corrected;
       journal.applied(pending.requestId);
       return { cost: pending.cost, balance };
     } catch (err) {

@@ -1,4 +1,5 @@
 import type { Nanos } from "../pricing/money.ts";
+import type { RateCheck, RateCorrection, RateState } from "./rate-limit.ts";
 
 /**
  * The metering store: balances, holds and the ledger stream. Redis in production (src/metering/
@@ -37,7 +38,23 @@ export interface MeteringStore {
     nowMs: number;
     /** The org's monthly budget: spend this billing month + held + amount may not pass `max`. */
     budget?: { monthStart: number; max: Nanos };
+    /**
+     * Rate limits (./rate-limit.ts), checked and counted in the same atomic step, after the credit
+     * checks: a call refused for credits counts nothing, one refused for rate holds nothing, and an
+     * idempotent repeat is counted once. Absent, or every limit null: no rate step.
+     */
+    rate?: RateCheck;
   }): Promise<ReserveOutcome>;
+  /**
+   * The rate step alone, for calls that reserve nothing (BYO): the same check and count as reserve's.
+   * The caller runs it only when a limit is set.
+   */
+  admitRate(r: { orgId: string; rate: RateCheck; nowMs: number }): Promise<{ ok: boolean; rate: RateState }>;
+  /**
+   * Corrects the token count of the window a call was admitted in by (actual − estimated) tokens;
+   * nothing when that window has ended. Not money: it need not be atomic with the settle.
+   */
+  settleRate(c: RateCorrection): Promise<void>;
   /**
    * Releases the hold (if any), debits `cost` (settle always succeeds, even below zero) and appends
    * `event` to the ledger, atomically. Idempotent by requestId: a repeat changes nothing and says
@@ -148,7 +165,8 @@ export interface MeteringStore {
 }
 
 export type ReserveOutcome =
-  | { ok: true; balance: Nanos; held: Nanos }
+  | { ok: true; balance: Nanos; held: Nanos; rate?: RateState }
+  | { ok: false; reason: "rate_limited"; balance: Nanos; held: Nanos; rate: RateState }
   | { ok: false; reason: "insufficient_credits"; balance: Nanos; held: Nanos }
   | { ok: false; reason: "monthly_max_reached"; balance: Nanos; held: Nanos }
   | { ok: false; reason: "not_loaded" };

@@ -83,3 +83,15 @@ export async function createOrgOn(
   const key = await adminCall<{ key: string }>(url, "POST", `/admin/orgs/${org.body.id}/api-keys`);
   return { id: org.body.id, key: key.body.key };
 }
+
+/** `n` gateways on one database and Redis: the first migrates, the others start after it together. */
+export async function spawnGateways(env: Record<string, string>, n: number): Promise<GatewayProcess[]> {
+  const first = await spawnGateway(env);
+  return [first, ...(await Promise.all(Array.from({ length: n - 1 }, () => spawnGateway(env))))];
+}
+
+/** SIGTERM to each gateway (they settle and flush), and waits until all have exited. */
+export async function stopGateways(gateways: GatewayProcess[]): Promise<void> {
+  for (const g of gateways) g.child.kill("SIGTERM");
+  await Promise.all(gateways.map((g) => g.exited));
+}
