@@ -72,7 +72,13 @@ export async function loadCatalog(config: Config, log: Logger): Promise<LiveCata
  */
 export async function createNodeServices(
   config: Config,
-  opts: { clock?: Clock; sleeper?: Sleeper; payments?: Payments; notifier?: Notifier } = {},
+  opts: {
+    clock?: Clock;
+    sleeper?: Sleeper;
+    payments?: Payments;
+    notifier?: Notifier;
+    faults?: { noReplay?: boolean };
+  } = {},
 ): Promise<NodeServices> {
   const log = createLogger(config.LOG_LEVEL);
   const catalog = await loadCatalog(config, log);
@@ -104,6 +110,7 @@ export async function createNodeServices(
     spoolDir: config.DATA_DIR === "memory://" ? undefined : join(config.DATA_DIR, "spool"),
     payments:
       opts.payments ?? (config.STRIPE_SECRET_KEY ? stripePayments(config.STRIPE_SECRET_KEY) : noPayments),
+    faults: opts.faults,
   });
   const jobs = createBackgroundJobs(config, services, {
     consumer: config.FLUSHER_CONSUMER ?? `${hostname()}-${process.pid}`,

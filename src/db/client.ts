@@ -13,6 +13,19 @@ export interface Database {
   migrate(): Promise<void>;
 }
 
+type FaultListener = () => void;
+const faultListeners = new Set<FaultListener>();
+
+/** Called when the process caught a postgres.js internal fault: each open pool replaces itself. */
+export function driverFaulted(): void {
+  for (const listener of faultListeners) listener();
+}
+
+function onDriverFault(listener: FaultListener): () => void {
+  faultListeners.add(listener);
+  return () => faultListeners.delete(listener);
+}
+
 const MIGRATIONS = new URL("./migrations", import.meta.url).pathname;
 
 /**
@@ -29,28 +42,54 @@ export async function openDatabase(opts: {
     const { default: postgres } = await import("postgres");
     const { drizzle } = await import("drizzle-orm/postgres-js");
     const { migrate } = await import("drizzle-orm/postgres-js/migrator");
-    const client = postgres(opts.databaseUrl, {
-      max: opts.poolSize ?? 10,
-      prepare: true,
-      onnotice: () => {},
-      // bigint columns come back as strings otherwise; ours are nanodollars within 2^53.
-      types: { bigint: postgres.BigInt },
+    const open = () =>
+      postgres(opts.databaseUrl as string, {
+        max: opts.poolSize ?? 10,
+        prepare: true,
+        onnotice: () => {},
+        // bigint columns come back as strings otherwise; ours are nanodollars within 2^53.
+        types: { bigint: postgres.BigInt },
+        // postgres.js reads the array types on every new connection, from a promise nobody awaits: a
+        // connection dropped in that instant was an unhandled rejection (it ended the process). No
+        // column or parameter of ours is an array, so the lookup is not needed.
+        fetch_types: false,
+        // A Postgres that does not answer a new connection fails the query within this, not 30 s.
+        connect_timeout: 2,
+        // postgres.js waits up to 20 s (3^retries / 100) before reconnecting after failures, and a
+        // query queued behind that wait stalls as long: capped, an outage fails queries within
+        // half a second and recovery is seen as soon.
+        backoff: (retries: number) => Math.min(0.05 * 2 ** retries, 0.5),
+      });
+    let client = open();
+    let db = drizzle(client, { schema });
+    // After a driver fault (see src/process-guard.ts) a connection of the pool can be left unable
+    // to send; a fresh pool replaces it and the old one ends once its queries are done.
+    const unsubscribe = onDriverFault(() => {
+      const old = client;
+      client = open();
+      db = drizzle(client, { schema });
+      old.end({ timeout: 5 }).catch(() => {});
     });
-    const db = drizzle(client, { schema });
     return {
-      db: db as unknown as Db,
+      get db() {
+        return db as unknown as Db;
+      },
       kind: "postgres",
       ping: async () => (await client`select 1 as ok`).length === 1,
-      close: () => client.end({ timeout: 5 }),
+      close: () => {
+        unsubscribe();
+        return client.end({ timeout: 5 });
+      },
       async migrate() {
         // Several instances may start at once against one database: one migrates, the rest wait.
-        const lock = await client.reserve();
+        // The lock is held by a connection of its own (`reserve()` never resolves with fetch_types off).
+        const lock = postgres(opts.databaseUrl as string, { max: 1, onnotice: () => {}, fetch_types: false });
         try {
           await lock`select pg_advisory_lock(727274)`;
           await migrate(db, { migrationsFolder: MIGRATIONS });
         } finally {
           await lock`select pg_advisory_unlock(727274)`.catch(() => {});
-          lock.release();
+          await lock.end({ timeout: 5 });
         }
       },
     };

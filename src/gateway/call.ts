@@ -1,10 +1,12 @@
 import type { Context } from "hono";
 import { errorFrame, GatewayError, JSON_CONTENT_TYPE } from "../core/errors.ts";
 import type { Admission, CallEnd, CallStart } from "../metering/meter.ts";
+import { rateHeaders } from "../metering/rate-limit.ts";
 import type { CatalogModel } from "../pricing/catalog.ts";
 import { formatUsd, usdNumber } from "../pricing/money.ts";
 import { clientGone, type StreamSink, send, stream } from "./client-io.ts";
 import type { JsonObject, ProviderAdapter, Usage } from "./providers/types.ts";
+import { refusalError } from "./refusals.ts";
 import type { Services } from "./services.ts";
 import { isUsageOnlyFrame, SseTap } from "./sse.ts";
 import { UpstreamError, type UpstreamResponse } from "./upstream.ts";
@@ -56,7 +58,9 @@ export interface PreparedCall {
  */
 export async function runCall(c: Context, services: Services, call: PreparedCall): Promise<Response> {
   const { meter, calls } = services;
-  const admission = await meter.admit(call.start);
+  const admitted = await meter.admit(call.start);
+  if (!admitted.ok) throw refusalError(admitted.refusal);
+  const { admission } = admitted;
   calls.enter();
   const signal = clientGone(c);
   const end: CallEnd = {
@@ -92,7 +96,9 @@ export async function runCall(c: Context, services: Services, call: PreparedCall
 
   try {
     const { res, route } = await connect(services, call, end, signal);
-    const headers = { "x-request-id": call.start.requestId };
+    const headers: Record<string, string> = admission.rate
+      ? { "x-request-id": call.start.requestId, ...rateHeaders(admission.rate) }
+      : { "x-request-id": call.start.requestId };
     if (call.start.stream && res.contentType.includes("text/event-stream")) {
       return await stream(
         c,
@@ -297,7 +303,7 @@ async function attemptOnce(
     return { ok: true, res };
   }
   const retryAfterMs = retryAfter(res, services.clock.now());
-  const failure = await upstreamStatusError(res);
+  const failure = await upstreamStatusError(res, call, route, services);
   return { ok: false, failure, retry: res.status === 429 || res.status >= 500, retryAfterMs };
 }
 
@@ -337,8 +343,19 @@ function upstreamFailure(err: unknown): GatewayError {
   return new GatewayError("upstream_error", "upstream request failed");
 }
 
-/** The upstream's 4xx (and 429) pass through with its status; anything else is a 502. */
-async function upstreamStatusError(res: UpstreamResponse): Promise<GatewayError> {
+/**
+ * The upstream's 4xx (and 429) pass through with its status; anything else is a 502. A 401 or 403
+ * on an integrated call means the provider refused the gateway's own key: the caller did nothing
+ * wrong and must not read the provider's text (it quotes the key's last characters), so it gets a
+ * 502 `upstream_auth_error` and the text goes to the log, redacted. A BYO call's 401 is about the
+ * caller's own key and passes through as it is.
+ */
+async function upstreamStatusError(
+  res: UpstreamResponse,
+  call: PreparedCall,
+  route: CallRoute,
+  services: Services,
+): Promise<GatewayError> {
   let detail = "";
   try {
     const body = parseObject(await res.bytes());
@@ -351,8 +368,27 @@ async function upstreamStatusError(res: UpstreamResponse): Promise<GatewayError>
   } catch {
     // the status alone says enough
   }
+  if ((res.status === 401 || res.status === 403) && call.start.byoKey === undefined) {
+    services.log.error("the provider refused the gateway's key", {
+      requestId: call.start.requestId,
+      provider: route.provider.name,
+      upstreamStatus: res.status,
+      detail: redactKeys(detail.slice(2)),
+    });
+    return new GatewayError(
+      "upstream_auth_error",
+      `the ${route.provider.name} integration is misconfigured on the gateway's side; this is not your key. Try again later`,
+    );
+  }
   const status = res.status >= 400 && res.status < 500 ? res.status : 502;
   return new GatewayError("upstream_error", `upstream answered ${res.status}${detail}`, { status });
+}
+
+/** Masks anything shaped like an api key (`sk-…a111`, bearer tokens) in a provider's text. */
+export function redactKeys(text: string): string {
+  return text
+    .replace(/\b(sk|rk|pk|rlc|sk-or|sk-proj)[-_][A-Za-z0-9*_.…-]{2,}/gi, "[redacted key]")
+    .replace(/\bBearer\s+\S+/gi, "Bearer [redacted]");
 }
 
 function parseObject(bytes: Uint8Array): JsonObject | undefined {

@@ -59,9 +59,26 @@ export class Metrics {
     labelNames: ["kind", "outcome"] as const,
     registers: [this.registry],
   });
+  readonly deadLetters = new Counter({
+    name: "planto_dead_letters_total",
+    help: "Ledger entries and spooled settles set aside in dead_letters (they can never succeed), by source",
+    labelNames: ["source"] as const,
+    registers: [this.registry],
+  });
   readonly databaseErrors = new Counter({
     name: "planto_postgres_errors_total",
     help: "Ledger flushes that failed",
+    registers: [this.registry],
+  });
+  readonly databaseAvailable = new Gauge({
+    name: "planto_postgres_available",
+    help: "1 while request-path Postgres work is let through, 0 while the breaker is open",
+    registers: [this.registry],
+  });
+  readonly processFaults = new Counter({
+    name: "planto_process_faults_total",
+    help: "Faults the process survived: postgres.js driver faults, unhandled rejections",
+    labelNames: ["kind"] as const,
     registers: [this.registry],
   });
 

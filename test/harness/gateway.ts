@@ -7,6 +7,7 @@ import { type Config, parseConfig } from "../../src/config.ts";
 import type { Clock, Sleeper } from "../../src/core/clock.ts";
 import { createApp } from "../../src/gateway/app.ts";
 import type { Payments } from "../../src/metering/payments.ts";
+import { jsonClientErrors } from "../../src/node-http.ts";
 import { createNodeServices, type NodeServices } from "../../src/node-services.ts";
 import { type MockUpstream, startMockUpstream } from "../../tools/mock-upstream/mock-upstream.ts";
 import { freshDatabaseUrl } from "./databases.ts";
@@ -52,6 +53,8 @@ export async function startGateway(
     sleeper?: Sleeper;
     mock?: MockUpstream;
     payments?: Payments;
+    /** Test-only faults, e.g. the journal's replay turned off to show what it prevents. */
+    faults?: { noReplay?: boolean };
   } = {},
 ): Promise<TestGateway> {
   const mock = opts.mock ?? (await startMockUpstream());
@@ -67,6 +70,9 @@ export async function startGateway(
     OPENROUTER_API_KEY: "sk-or-integrated",
     RELACE_API_KEY: "rlc-integrated",
     LOG_LEVEL: "silent",
+    // A Postgres query slower than 1 s on a busy test machine is slow, not down; the fault tests
+    // run the gateway with its default.
+    DB_TIMEOUT_MS: "10000",
     ...(backend === "postgres+redis"
       ? { DATABASE_URL: await freshDatabaseUrl(), REDIS_URL: inject("redisUrl") }
       : {}),
@@ -77,9 +83,11 @@ export async function startGateway(
     clock: opts.clock,
     sleeper: opts.sleeper,
     payments: opts.payments,
+    faults: opts.faults,
   });
   const app = createApp(services);
   const server = serve({ fetch: app.fetch, port: 0, hostname: "127.0.0.1" }) as Server;
+  jsonClientErrors(server);
   await new Promise<void>((resolve) => server.once("listening", () => resolve()));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 
@@ -146,3 +154,12 @@ export async function startGateway(
     },
   };
 }
+
+/** Billing settings that turn auto-recharge on: below $0.50, back to $2, on a saved card. */
+export const AUTO_RECHARGE = {
+  autoRebuyEnabled: true,
+  autoRebuyMinThreshold: "0.5",
+  autoRebuyToBalance: "2",
+  stripeCustomerId: "cus_1",
+  stripePaymentMethodId: "pm_1",
+};

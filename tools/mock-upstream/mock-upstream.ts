@@ -830,9 +830,15 @@ export async function startMockUpstream(opts: { port?: number; host?: string } =
     const answer = async () => {
       if (knobs.status !== undefined && fails(flavour, knobs)) {
         if (knobs.firstByteDelayMs) await sleep(knobs.firstByteDelayMs);
+        // OpenAI's 401 quotes the end of the key it was given, as the real one does.
+        const presented = /^Bearer (.+)$/.exec(String(req.headers.authorization ?? ""))?.[1];
+        const message =
+          knobs.status === 401 && flavour === "openai" && presented
+            ? `Incorrect API key provided: ${presented.slice(0, 3)}*****${presented.slice(-4)}. You can find your API key at https://platform.openai.com/account/api-keys.`
+            : undefined;
         const extra: Record<string, string> =
           knobs.retryAfter !== undefined ? { "retry-after": String(knobs.retryAfter) } : {};
-        if (!state.closed) sendJson(res, knobs.status, errorBody(flavour, knobs.status), extra);
+        if (!state.closed) sendJson(res, knobs.status, errorBody(flavour, knobs.status, message), extra);
         return;
       }
       if (flavour === "relace") await answerApply(body, knobs, res, state);

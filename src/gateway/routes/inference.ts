@@ -7,9 +7,11 @@ import type { CatalogModel } from "../../pricing/catalog.ts";
 import { type AuthVariables, requireApiKey } from "../auth.ts";
 import { type CallRoute, chatWire, type PreparedCall, runCall, type Wire } from "../call.ts";
 import { readBody } from "../client-io.ts";
+import { chatTextBytes, refuseOverContextWindow } from "../context-window.ts";
 import { namespaceOf } from "../namespace.ts";
 import { type ProviderAdapter, providers } from "../providers/index.ts";
 import type { JsonObject, ProviderName } from "../providers/types.ts";
+import { requestIdOf } from "../request-id.ts";
 import { responsesWire } from "../responses-wire.ts";
 import type { Services } from "../services.ts";
 import {
@@ -74,7 +76,7 @@ export function inferenceRoutes(services: Services): Hono<Env> {
     const raw = await readBody(c, config.MAX_BODY_BYTES);
     const body = parseJsonObject(raw);
     const modelId = requireString(body, "model");
-    requireMessages(body);
+    const messages = requireMessages(body);
     const stream = optionalBoolean(body, "stream") ?? false;
     const streamOptions = optionalObject(body, "stream_options");
     const maxTokens =
@@ -87,6 +89,7 @@ export function inferenceRoutes(services: Services): Hono<Env> {
         param: "model",
       });
     }
+    refuseOverContextWindow(model, chatTextBytes(messages), "messages");
     const call = prepareCall(c, config, {
       route: "chat",
       path: "/chat/completions",
@@ -113,7 +116,7 @@ export function inferenceRoutes(services: Services): Hono<Env> {
     const raw = await readBody(c, config.MAX_BODY_BYTES);
     const body = parseJsonObject(raw);
     const modelId = requireString(body, "model");
-    requireResponsesInput(body);
+    const input = requireResponsesInput(body);
     const stream = optionalBoolean(body, "stream") ?? false;
     const maxTokens = optionalPositiveInt(body, "max_output_tokens");
     const model = catalog.resolve(modelId, namespaceOf(c));
@@ -124,6 +127,7 @@ export function inferenceRoutes(services: Services): Hono<Env> {
         param: "model",
       });
     }
+    refuseOverContextWindow(model, responsesTextBytes(body, input), "input");
     const call = prepareCall(c, config, {
       route: "responses",
       path: "/responses",
@@ -144,8 +148,8 @@ export function inferenceRoutes(services: Services): Hono<Env> {
     const startedAt = clock.now();
     const raw = await readBody(c, config.MAX_BODY_BYTES);
     const body = parseJsonObject(raw);
-    requireString(body, "initialCode");
-    requireString(body, "editSnippet");
+    const initialCode = requireString(body, "initialCode");
+    const editSnippet = requireString(body, "editSnippet");
     const stream = optionalBoolean(body, "stream") ?? false;
     const modelId =
       body.model === undefined ? catalog.defaultApplyModel().upstreamModel : requireString(body, "model");
@@ -155,6 +159,11 @@ export function inferenceRoutes(services: Services): Hono<Env> {
         param: "model",
       });
     }
+    refuseOverContextWindow(
+      model,
+      Buffer.byteLength(initialCode) + Buffer.byteLength(editSnippet),
+      "initialCode",
+    );
     const named = body.model !== undefined;
     const call = prepareCall(c, config, {
       route: "apply",
@@ -190,14 +199,14 @@ function wantsCost(c: Context): boolean {
 }
 
 /** The Responses API's `input`: a string, or a non-empty array of items (objects). */
-function requireResponsesInput(body: JsonObject): void {
+function requireResponsesInput(body: JsonObject): string | JsonObject[] {
   const v = body.input;
   if (v === undefined || v === null) {
     throw new GatewayError("invalid_request_error", "missing required parameter: 'input'", {
       param: "input",
     });
   }
-  if (typeof v === "string") return;
+  if (typeof v === "string") return v;
   if (!Array.isArray(v) || v.length === 0) {
     throw new GatewayError(
       "invalid_request_error",
@@ -214,6 +223,13 @@ function requireResponsesInput(body: JsonObject): void {
       });
     }
   });
+  return v as JsonObject[];
+}
+
+/** Text bytes of a Responses prompt: `instructions`, and `input` as a string or message-like items. */
+function responsesTextBytes(body: JsonObject, input: string | JsonObject[]): number {
+  const instructions = typeof body.instructions === "string" ? Buffer.byteLength(body.instructions) : 0;
+  return instructions + (typeof input === "string" ? Buffer.byteLength(input) : chatTextBytes(input));
 }
 
 /**
@@ -268,12 +284,13 @@ function prepareCall(
   },
 ): PreparedCall {
   const { routes, byoKey } = callRoutes(c, config, p.model, p.shape, p.body, p.raw);
-  const { org, keyId } = c.get("auth");
+  const { org, keyId, keyRateLimits } = c.get("auth");
   return {
     start: {
-      requestId: newRequestId(),
+      requestId: requestIdOf(c),
       org,
       keyId,
+      keyRateLimits,
       model: p.model,
       byoKey,
       route: p.route,
@@ -310,8 +327,4 @@ function forwardedHeaders(c: Context, provider: ProviderName, byo: boolean): Rec
     }
   });
   return out;
-}
-
-function newRequestId(): string {
-  return `req_${crypto.randomUUID().replaceAll("-", "")}`;
 }
