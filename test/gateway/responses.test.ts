@@ -206,6 +206,32 @@ describe("the Responses API through the gateway (Postgres + Redis)", () => {
     );
   });
 
+  it("refuses a prompt clearly over the model's context window before it goes upstream", async () => {
+    const payer = await gw.org({ credits: "1" });
+    const upstreamBefore = gw.mock.requests.length;
+    // o3 takes 200,000 tokens; 1.7 MB of text is at least 212,500 of them however it is tokenized,
+    // whether it comes as a string, as input_text parts, or split between instructions and input.
+    const words = (n: number) => "word ".repeat(n);
+    const prompts: unknown[] = [
+      { model: "o3", input: words(340_000) },
+      {
+        model: "o3",
+        input: [{ role: "user", content: [{ type: "input_text", text: words(340_000) }] }],
+      },
+      { model: "o3", instructions: words(170_000), input: words(170_000) },
+    ];
+    for (const body of prompts) {
+      const res = await gw.post("/v1/responses", payer.key, body);
+      expect(res.status).toBe(400);
+      const err = (await res.json()) as { error: { code: string; param: string | null } };
+      expect([err.error.code, err.error.param]).toEqual(["context_length_exceeded", "input"]);
+    }
+    // Half of it fits and goes through.
+    const fits = await gw.post("/v1/responses", payer.key, { model: "o3", input: words(170_000) });
+    expect(fits.status).toBe(200);
+    expect(gw.mock.requests.length).toBe(upstreamBefore + 1);
+  });
+
   it("passes an upstream 400 through and charges nothing", async () => {
     const payer = await gw.org({ credits: "1" });
     const res = await gw.post("/v1/responses", payer.key, {
