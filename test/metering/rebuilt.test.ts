@@ -119,7 +119,8 @@ describe("dead letters", () => {
         `${[poison, ...good].map((p) => JSON.stringify(p)).join("\n")}\n`,
       );
 
-      const gw = await startGateway({ mock, env });
+      // /metrics answers only its bearer token (METRICS_TOKEN).
+      const gw = await startGateway({ mock, env: { ...env, METRICS_TOKEN: "scrape-token" } });
       try {
         await waitUntil("the good settles to reach Postgres", async () => {
           await gw.services.flusher.drain();
@@ -133,7 +134,9 @@ describe("dead letters", () => {
         expect(letters).toEqual([
           { id: poison.requestId, source: "spool", org_id: org.id, payload: JSON.stringify(poison) },
         ]);
-        const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+        const metrics = await (
+          await fetch(`${gw.url}/metrics`, { headers: { authorization: "Bearer scrape-token" } })
+        ).text();
         expect(metrics).toMatch(/planto_dead_letters_total\{source="spool"\} 1/);
         expect((await gw.services.store.getBalance(org.id))?.balance).toBe(1_000_000_000 - 3000);
       } finally {

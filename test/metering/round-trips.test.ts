@@ -34,7 +34,9 @@ describe("the hot path", () => {
     let markerSeen = false;
     monitor.on("monitor", (_time: string, args: string[], source: string) => {
       if (args[1] === marker) markerSeen = true;
-      else if (source !== "lua") commands += 1;
+      // The settle journal polls the store's epoch on a timer of its own (a few times a second,
+      // whatever the traffic): background work like the flusher's, not a call's round trip.
+      else if (source !== "lua" && !String(args[1]).endsWith(":epoch")) commands += 1;
     });
     const calls = 50;
     for (let i = 0; i < calls; i++) {
