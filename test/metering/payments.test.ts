@@ -158,9 +158,12 @@ describe("auto-recharge payments", () => {
     // The balance rebuilt from Postgres has the credit, once (and the call's debit, replayed if Redis
     // took it down with it).
     const expected = 501_500_000 - 2_000_000 + cents * 10_000_000;
+    // Bounded by the test's own timeout, not a speed: on a busy machine the journal's epoch poll, the
+    // replay and the outbox retry each wait their turn.
     await waitUntil(
       "the balance to settle",
       async () => (await gw.services.meter.balance(org.id)) === expected,
+      40_000,
     );
     expect(payments.charges).toHaveLength(1);
   }, 60_000);
