@@ -5,6 +5,7 @@ import type { Config } from "./config.ts";
 import { type Clock, systemClock } from "./core/clock.ts";
 import { createLogger } from "./core/log.ts";
 import { openDatabase } from "./db/client.ts";
+import { Metrics } from "./gateway/metrics.ts";
 import type { Services } from "./gateway/services.ts";
 import { createNodeUpstream } from "./gateway/upstream-node.ts";
 import type { Flusher } from "./metering/flusher.ts";
@@ -73,6 +74,7 @@ export async function createNodeServices(
     spoolDir: config.DATA_DIR === "memory://" ? undefined : join(config.DATA_DIR, "spool"),
     payments:
       opts.payments ?? (config.STRIPE_SECRET_KEY ? stripePayments(config.STRIPE_SECRET_KEY) : noPayments),
+    metrics: (sources) => new Metrics(sources),
   });
   const jobs = createBackgroundJobs(config, services, {
     consumer: config.FLUSHER_CONSUMER ?? `${hostname()}-${process.pid}`,
@@ -85,6 +87,8 @@ export async function createNodeServices(
   purger.unref();
   const granter = setInterval(jobs.grant, config.GRANT_INTERVAL_MS);
   granter.unref();
+  const reclaimer = setInterval(jobs.reclaim, config.RECLAIM_INTERVAL_MS);
+  reclaimer.unref();
   return {
     ...services,
     flusher,
@@ -92,6 +96,7 @@ export async function createNodeServices(
     async close() {
       clearInterval(purger);
       clearInterval(granter);
+      clearInterval(reclaimer);
       await notifications.stop();
       await flusher.stop();
       await flusher.drain().catch((err) => log.error("last flush failed", { err: String(err) }));

@@ -4,7 +4,7 @@ import type { Logger } from "./core/log.ts";
 import type { Database } from "./db/client.ts";
 import { findApiKeyByHash, hashApiKey } from "./db/orgs.ts";
 import { cachedKeyResolver } from "./gateway/auth.ts";
-import { Metrics } from "./gateway/metrics.ts";
+import type { GatewayMetrics, MetricSources } from "./gateway/metrics-port.ts";
 import { OpenCalls, type Services } from "./gateway/services.ts";
 import type { UpstreamClient } from "./gateway/upstream.ts";
 import { createLedgerMeter } from "./metering/ledger-meter.ts";
@@ -21,6 +21,8 @@ export interface ServiceParts {
   log: Logger;
   spoolDir?: string;
   payments: Payments;
+  /** Prometheus on Node (metrics.ts), off on Workers (metrics-port.ts). */
+  metrics: (sources: MetricSources) => GatewayMetrics;
 }
 
 /** Wires the parts every runtime shares; the entries choose the parts. */
@@ -51,7 +53,7 @@ export function buildServices(config: Config, parts: ServiceParts): Services & {
     { ttlMs: config.KEY_CACHE_TTL_MS, clock },
   );
   const calls = new OpenCalls();
-  const metrics = new Metrics({
+  const metrics = parts.metrics({
     openCalls: () => calls.size,
     ledgerLag: () => store.ledgerLag(),
     now: () => clock.now(),

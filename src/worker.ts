@@ -46,7 +46,10 @@ async function start(env: Bindings): Promise<Instance> {
     catalog,
     database,
     store: createMemoryStore(),
-    upstream: createFetchUpstream({ headersTimeoutMs: config.UPSTREAM_HEADERS_TIMEOUT_MS }),
+    upstream: createFetchUpstream({
+      headersTimeoutMs: config.UPSTREAM_HEADERS_TIMEOUT_MS,
+      idleTimeoutMs: config.UPSTREAM_IDLE_TIMEOUT_MS,
+    }),
     clock: systemClock,
     log,
     payments: config.STRIPE_SECRET_KEY ? stripePayments(config.STRIPE_SECRET_KEY) : noPayments,

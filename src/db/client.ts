@@ -1,60 +1,20 @@
-import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
+import type { Database } from "./database.ts";
+import { migrationsFolder, openPostgres } from "./postgres.ts";
 import * as schema from "./schema/index.ts";
 
-/** The one query surface both drivers (postgres.js and PGlite) satisfy, so queries are written once. */
-export type Db = PgDatabase<PgQueryResultHKT, typeof schema>;
-
-export interface Database {
-  db: Db;
-  kind: "postgres" | "pglite";
-  ping(): Promise<boolean>;
-  close(): Promise<void>;
-  /** Runs the committed migrations (see migrate.ts). */
-  migrate(): Promise<void>;
-}
-
-const MIGRATIONS = new URL("./migrations", import.meta.url).pathname;
+export type { Database, Db } from "./database.ts";
 
 /**
  * postgres.js when a DATABASE_URL is given; otherwise embedded PGlite persisted under DATA_DIR
- * (`memory://` keeps it in memory). The drivers are imported lazily so a Workers bundle, which
- * always has a DATABASE_URL, never pulls in PGlite's WASM.
+ * (`memory://` keeps it in memory). Node only: the Worker opens postgres.js itself (postgres.ts),
+ * so its bundle never holds PGlite's WASM.
  */
 export async function openDatabase(opts: {
   databaseUrl?: string;
   dataDir: string;
   poolSize?: number;
 }): Promise<Database> {
-  if (opts.databaseUrl) {
-    const { default: postgres } = await import("postgres");
-    const { drizzle } = await import("drizzle-orm/postgres-js");
-    const { migrate } = await import("drizzle-orm/postgres-js/migrator");
-    const client = postgres(opts.databaseUrl, {
-      max: opts.poolSize ?? 10,
-      prepare: true,
-      onnotice: () => {},
-      // bigint columns come back as strings otherwise; ours are nanodollars within 2^53.
-      types: { bigint: postgres.BigInt },
-    });
-    const db = drizzle(client, { schema });
-    return {
-      db: db as unknown as Db,
-      kind: "postgres",
-      ping: async () => (await client`select 1 as ok`).length === 1,
-      close: () => client.end({ timeout: 5 }),
-      async migrate() {
-        // Several instances may start at once against one database: one migrates, the rest wait.
-        const lock = await client.reserve();
-        try {
-          await lock`select pg_advisory_lock(727274)`;
-          await migrate(db, { migrationsFolder: MIGRATIONS });
-        } finally {
-          await lock`select pg_advisory_unlock(727274)`.catch(() => {});
-          lock.release();
-        }
-      },
-    };
-  }
+  if (opts.databaseUrl) return openPostgres(opts.databaseUrl, { poolSize: opts.poolSize });
   const { PGlite } = await import("@electric-sql/pglite");
   const { drizzle } = await import("drizzle-orm/pglite");
   const { migrate } = await import("drizzle-orm/pglite/migrator");
@@ -67,10 +27,10 @@ export async function openDatabase(opts: {
   await client.waitReady;
   const db = drizzle(client, { schema });
   return {
-    db: db as unknown as Db,
+    db: db as unknown as Database["db"],
     kind: "pglite",
     ping: async () => (await client.query("select 1 as ok")).rows.length === 1,
     close: () => client.close(),
-    migrate: () => migrate(db, { migrationsFolder: MIGRATIONS }),
+    migrate: () => migrate(db, { migrationsFolder: migrationsFolder() }),
   };
 }

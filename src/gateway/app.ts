@@ -31,9 +31,10 @@ export function createApp(services: Services): Hono {
   app.route("/billing", billing);
 
   app.notFound(() => renderError(new GatewayError("not_found", "no such route")));
-  app.get("/metrics", async (c) =>
-    c.body(await services.metrics.render(), 200, { "content-type": services.metrics.registry.contentType }),
-  );
+  app.get("/metrics", async (c) => {
+    if (!services.metrics.enabled) throw new GatewayError("not_found", "metrics are off on this runtime");
+    return c.body(await services.metrics.render(), 200, { "content-type": services.metrics.contentType });
+  });
 
   app.onError((err) => {
     if (err instanceof GatewayError) services.metrics.refusals.inc({ code: err.code });

@@ -1,10 +1,12 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import type { GatewayMetrics, MetricSources } from "./metrics-port.ts";
 
 /**
  * What operators watch, in Prometheus text at `GET /metrics`. One registry per app (not the
  * library's global one), so several gateways in one process (the tests) keep their own counts.
  */
-export class Metrics {
+export class Metrics implements GatewayMetrics {
+  readonly enabled = true;
   readonly registry = new Registry();
   readonly calls = new Counter({
     name: "planto_calls_total",
@@ -65,11 +67,11 @@ export class Metrics {
     registers: [this.registry],
   });
 
-  constructor(sources: {
-    openCalls: () => number;
-    ledgerLag: () => Promise<{ length: number; oldestMs: number | null }>;
-    now: () => number;
-  }) {
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  constructor(sources: MetricSources) {
     new Gauge({
       name: "planto_open_calls",
       help: "Calls in flight (streams open, holds active)",

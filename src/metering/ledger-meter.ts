@@ -8,7 +8,7 @@ import { callRecorded, creditRow, getTransaction, insertCredit, orgLedgerBalance
 import { getOrg, MAX_RECHARGE_FAILURES, recordRechargeFailure, updateOrgBilling } from "../db/orgs.ts";
 import { orgSpendBetween } from "../db/spend.ts";
 import { collectGeneratedText } from "../gateway/generated-text.ts";
-import type { Metrics } from "../gateway/metrics.ts";
+import type { GatewayMetrics } from "../gateway/metrics-port.ts";
 import type { Catalog } from "../pricing/catalog.ts";
 import { computeCost, estimateReservation } from "../pricing/cost.ts";
 import { type Nanos, parseUsd } from "../pricing/money.ts";
@@ -44,7 +44,7 @@ export function createLedgerMeter(deps: {
   log: Logger;
   /** Where settles the store refused are kept over a restart (DATA_DIR/spool). */
   spoolDir?: string;
-  metrics?: Metrics;
+  metrics?: GatewayMetrics;
   payments: Payments;
 }): Meter {
   const { config, store, database, clock, log } = deps;
@@ -189,14 +189,6 @@ export function createLedgerMeter(deps: {
     const done = run().finally(() => recharges.delete(done));
     return done;
   };
-
-  const reclaimer = setInterval(() => {
-    store.reclaimExpired(clock.now()).then(
-      (n) => n > 0 && log.warn("reclaimed expired holds", { holds: n }),
-      (err) => log.error("reclaim failed", { err: String(err) }),
-    );
-  }, config.RECLAIM_INTERVAL_MS);
-  reclaimer.unref();
 
   /** Each org's current billing month, worked out once a month rather than on every call. */
   const months = new WeakMap<CallerOrg, { start: number; next: number }>();
@@ -422,7 +414,6 @@ export function createLedgerMeter(deps: {
     },
 
     async close() {
-      clearInterval(reclaimer);
       await Promise.all(recharges);
       await spool.close();
     },

@@ -1,6 +1,7 @@
 import { appendFileSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { readdir, readFile, rm } from "node:fs/promises";
 import { basename, join } from "node:path";
+import { unrefTimer } from "../core/clock.ts";
 import type { Logger } from "../core/log.ts";
 import type { Nanos } from "../pricing/money.ts";
 
@@ -29,7 +30,7 @@ export interface PendingSettle {
  */
 export class SettleSpool {
   private readonly pending = new Map<string, PendingSettle>();
-  private timer: NodeJS.Timeout | undefined;
+  private timer: ReturnType<typeof setTimeout> | undefined;
   private backoff = 200;
   /** This process's spool file, written while settles are pending. */
   private readonly file: string | undefined;
@@ -151,6 +152,6 @@ export class SettleSpool {
         this.backoff = 200;
       }
     }, this.backoff);
-    this.timer.unref();
+    unrefTimer(this.timer);
   }
 }

@@ -1,0 +1,49 @@
+/**
+ * What the gateway counts, as the code that counts sees it. Node wires Prometheus (metrics.ts, at
+ * `GET /metrics`); a Worker wires `metricsOff`: an isolate's own counters say nothing about the
+ * deployment, prom-client's process metrics need Node, and Workers Analytics counts requests.
+ */
+export interface GatewayMetrics {
+  /** False when nothing is collected: `GET /metrics` then answers 404. */
+  readonly enabled: boolean;
+  readonly contentType: string;
+  debits: { inc(): void };
+  debitedUsd: { inc(value: number): void };
+  credits: { inc(labels: { type: string }): void };
+  refusals: { inc(labels: { code: string }): void };
+  storeErrors: { inc(): void };
+  notifications: { inc(labels: { kind: string; outcome: string }): void };
+  databaseErrors: { inc(): void };
+  recordCall(c: {
+    route: string;
+    model: string;
+    provider: string;
+    status: number;
+    durationSeconds: number;
+    timeToFirstTokenSeconds: number | undefined;
+  }): void;
+  render(): Promise<string>;
+}
+
+/** What the metrics read when scraped. */
+export interface MetricSources {
+  openCalls: () => number;
+  ledgerLag: () => Promise<{ length: number; oldestMs: number | null }>;
+  now: () => number;
+}
+
+const nothing = { inc() {} };
+
+export const metricsOff: GatewayMetrics = {
+  enabled: false,
+  contentType: "text/plain",
+  debits: nothing,
+  debitedUsd: nothing,
+  credits: nothing,
+  refusals: nothing,
+  storeErrors: nothing,
+  notifications: nothing,
+  databaseErrors: nothing,
+  recordCall() {},
+  render: async () => "",
+};
