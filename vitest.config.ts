@@ -1,11 +1,48 @@
+import { cloudflareTest } from "@cloudflare/vitest-pool-workers";
 import { defineConfig } from "vitest/config";
 
+/**
+ * Two projects, one `npm test`: the Node suite (real Redis and Postgres started by its global
+ * setup), and the Workers suite, which runs inside workerd itself (@cloudflare/vitest-pool-workers)
+ * against the Worker of wrangler.toml, with a real Postgres and the mock upstream started in Node.
+ */
 export default defineConfig({
   test: {
-    include: ["test/**/*.test.ts"],
-    globalSetup: ["test/global-setup.ts"],
     testTimeout: 30_000,
     hookTimeout: 90_000,
-    pool: "forks",
+    projects: [
+      {
+        extends: true,
+        test: {
+          name: "node",
+          include: ["test/**/*.test.ts"],
+          exclude: ["test/workerd/**"],
+          globalSetup: ["test/global-setup.ts"],
+          pool: "forks",
+        },
+      },
+      {
+        extends: true,
+        plugins: [
+          cloudflareTest(({ inject }) => ({
+            wrangler: { configPath: "./wrangler.toml" },
+            miniflare: {
+              bindings: {
+                DATABASE_URL: inject("workerdDatabaseUrl"),
+                OPENAI_BASE_URL: inject("workerdOpenAiUrl"),
+                OPENAI_API_KEY: "sk-openai-integrated",
+                ADMIN_TOKEN: "worker-admin",
+                LOG_LEVEL: "silent",
+              },
+            },
+          })),
+        ],
+        test: {
+          name: "workerd",
+          include: ["test/workerd/**/*.test.ts"],
+          globalSetup: ["test/workerd/global-setup.ts"],
+        },
+      },
+    ],
   },
 });

@@ -1,5 +1,5 @@
-import postgres from "postgres";
 import { drizzle } from "drizzle-orm/postgres-js";
+import postgres from "postgres";
 import type { Database, Db } from "./database.ts";
 import * as schema from "./schema/index.ts";
 

@@ -67,7 +67,10 @@ export function classifyUpstreamError(err: unknown, signal?: AbortSignal): Upstr
  * headers only; after them, the body may take as long as it keeps talking, and fails only after
  * `idleTimeoutMs` without a byte (a stream of a long answer runs for minutes).
  */
-export function createFetchUpstream(opts: { headersTimeoutMs: number; idleTimeoutMs: number }): UpstreamClient {
+export function createFetchUpstream(opts: {
+  headersTimeoutMs: number;
+  idleTimeoutMs: number;
+}): UpstreamClient {
   return {
     async request(req) {
       const stop = new AbortController();

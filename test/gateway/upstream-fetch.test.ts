@@ -57,10 +57,12 @@ describe("the fetch upstream client", () => {
 
   it("fails a body that falls silent for the idle timeout, as a timeout", async () => {
     const res = await call("/silent", 150);
-    const failure = await res.read(() => undefined).then(
-      () => undefined,
-      (err: unknown) => err,
-    );
+    const failure = await res
+      .read(() => undefined)
+      .then(
+        () => undefined,
+        (err: unknown) => err,
+      );
     expect(failure).toBeInstanceOf(UpstreamError);
     expect((failure as UpstreamError).failure).toBe("timeout");
   });
