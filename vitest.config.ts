@@ -6,6 +6,9 @@ import { defineConfig } from "vitest/config";
  * setup), and the Workers suite, which runs inside workerd itself (@cloudflare/vitest-pool-workers)
  * against the Worker of wrangler.toml, with a real Postgres and the mock upstream started in Node.
  */
+// wrangler (the pool's, and `wrangler dev` in test/worker-dev.test.ts) sends no telemetry from tests.
+process.env.WRANGLER_SEND_METRICS ??= "false";
+
 export default defineConfig({
   test: {
     testTimeout: 30_000,

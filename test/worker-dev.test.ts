@@ -9,6 +9,7 @@ import { type MockUpstream, startMockUpstream } from "../tools/mock-upstream/moc
 import { spawnServer, stopChild } from "../tools/servers/children.ts";
 import { freePort, waitUntil } from "../tools/servers/ports.ts";
 import { freshDatabaseUrl } from "./harness/databases.ts";
+import { STREAMED_CALL, streamedUsage } from "./harness/usage-frame.ts";
 
 /**
  * The smoke test of a deploy: `wrangler dev --local` runs the Worker of wrangler.toml in workerd
@@ -110,20 +111,10 @@ describe("wrangler dev --local", () => {
       key: string;
     };
 
-    const res = await post("/v1/chat/completions", key, {
-      model: "gpt-4.1",
-      messages: [{ role: "user", content: "hi" }],
-      stream: true,
-      stream_options: { include_usage: true },
-      mock: { chunks: 20, delayMs: 2 },
-    });
+    const res = await post("/v1/chat/completions", key, STREAMED_CALL);
     expect(res.status).toBe(200);
     const text = await res.text();
-    const usage = text
-      .split("\n")
-      .filter((l) => l.startsWith("data: {"))
-      .map((l) => JSON.parse(l.slice(6)) as { usage?: { completion_tokens: number; cost: number } })
-      .find((f) => f.usage)?.usage;
+    const usage = streamedUsage(text);
     expect(usage?.completion_tokens).toBe(20);
     const cost = Math.round((usage?.cost ?? 0) * 1e9);
     expect(cost).toBeGreaterThan(0);

@@ -14,15 +14,18 @@ export interface GatewayMetrics {
   storeErrors: { inc(): void };
   notifications: { inc(labels: { kind: string; outcome: string }): void };
   databaseErrors: { inc(): void };
-  recordCall(c: {
-    route: string;
-    model: string;
-    provider: string;
-    status: number;
-    durationSeconds: number;
-    timeToFirstTokenSeconds: number | undefined;
-  }): void;
+  recordCall(c: CallRecord): void;
   render(): Promise<string>;
+}
+
+/** One finished call, as counted. */
+export interface CallRecord {
+  route: string;
+  model: string;
+  provider: string;
+  status: number;
+  durationSeconds: number;
+  timeToFirstTokenSeconds: number | undefined;
 }
 
 /** What the metrics read when scraped. */

@@ -1,5 +1,5 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
-import type { GatewayMetrics, MetricSources } from "./metrics-port.ts";
+import type { CallRecord, GatewayMetrics, MetricSources } from "./metrics-port.ts";
 
 /**
  * What operators watch, in Prometheus text at `GET /metrics`. One registry per app (not the
@@ -115,14 +115,7 @@ export class Metrics implements GatewayMetrics {
    * Counts one finished call. The labelled series are looked up once per label set and kept:
    * prom-client hashes the labels on every call otherwise, and this runs once per model call.
    */
-  recordCall(c: {
-    route: string;
-    model: string;
-    provider: string;
-    status: number;
-    durationSeconds: number;
-    timeToFirstTokenSeconds: number | undefined;
-  }): void {
+  recordCall(c: CallRecord): void {
     const key = `${c.route}\n${c.model}\n${c.provider}\n${c.status}`;
     let series = this.callSeries.get(key);
     if (!series) {

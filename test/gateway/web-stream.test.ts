@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createApp } from "../../src/gateway/app.ts";
 import { startGateway, type TestGateway, type TestOrg } from "../harness/gateway.ts";
+import { STREAMED_CALL, streamedUsage } from "../harness/usage-frame.ts";
 
 /**
  * The web-stream path (Workers, and `app.request()` here): the Response is returned before its body
@@ -46,21 +47,13 @@ function request(body: Record<string, unknown>) {
 describe("the web-stream path through app.request()", () => {
   it("debits a stream what its usage frame says, once the pump has read it all", async () => {
     const before = await balance();
-    const res = await request({
-      stream: true,
-      stream_options: { include_usage: true },
-      mock: { chunks: 20, delayMs: 2 },
-    });
+    const res = await request(STREAMED_CALL);
     expect(res.status).toBe(200);
     const text = await res.text();
     await Promise.all(pending.splice(0));
-    const usageFrame = text
-      .split("\n")
-      .filter((l) => l.startsWith("data: {"))
-      .map((l) => JSON.parse(l.slice(6)) as { usage?: { completion_tokens: number; cost: number } })
-      .find((f) => f.usage);
-    expect(usageFrame?.usage?.completion_tokens).toBe(20);
-    const cost = Math.round((usageFrame?.usage?.cost ?? 0) * 1e9);
+    const usage = streamedUsage(text);
+    expect(usage?.completion_tokens).toBe(20);
+    const cost = Math.round((usage?.cost ?? 0) * 1e9);
     expect(cost).toBeGreaterThan(0);
     expect(before - (await balance())).toBe(cost);
   });

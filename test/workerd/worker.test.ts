@@ -2,6 +2,7 @@ import { createExecutionContext, env, waitOnExecutionContext } from "cloudflare:
 import postgres from "postgres";
 import { beforeAll, describe, expect, it } from "vitest";
 import worker from "../../src/worker.ts";
+import { STREAMED_CALL, streamedUsage } from "../harness/usage-frame.ts";
 
 /**
  * The Worker in workerd, driven through its own fetch: a Request in, a Response out, and the work it
@@ -62,21 +63,11 @@ describe("the Worker in workerd", () => {
     expect(before).toBe(1e9);
     const { res, text } = await call("/v1/chat/completions", {
       auth: org.key,
-      body: {
-        model: "gpt-4.1",
-        messages: [{ role: "user", content: "hi" }],
-        stream: true,
-        stream_options: { include_usage: true },
-        mock: { chunks: 20, delayMs: 2 },
-      },
+      body: STREAMED_CALL,
     });
     expect(res.status).toBe(200);
     expect(text).toContain("data: [DONE]");
-    const usage = text
-      .split("\n")
-      .filter((l) => l.startsWith("data: {"))
-      .map((l) => JSON.parse(l.slice(6)) as { usage?: { completion_tokens: number; cost: number } })
-      .find((f) => f.usage)?.usage;
+    const usage = streamedUsage(text);
     expect(usage?.completion_tokens).toBe(20);
     const cost = Math.round((usage?.cost ?? 0) * 1e9);
     expect(cost).toBeGreaterThan(0);
