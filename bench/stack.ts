@@ -104,6 +104,7 @@ export async function startGatewayStack(
       DATA_DIR: dataDir,
       ADMIN_TOKEN,
       OPENAI_BASE_URL: `${mockUrl}/openai/v1`,
+      OPENROUTER_BASE_URL: `${mockUrl}/openrouter/v1`,
       OPENAI_API_KEY: "sk-bench",
       LOG_LEVEL: "info",
       REDIS_URL: redis.url,

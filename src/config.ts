@@ -48,6 +48,11 @@ export const configSchema = z
     TRIAL_MAX_PLANS: int(10, 1),
     TRIAL_MAX_RESPONSES_PER_PLAN: int(20, 1),
 
+    /**
+     * How often OpenRouter's model list is reloaded into the catalogue (it is also loaded at start
+     * and cached under DATA_DIR); 0 turns the list off (built-in models and PRICES_FILE only).
+     */
+    OPENROUTER_MODELS_REFRESH_MS: int(3600_000, 0),
     /** JSON file of price overrides and added models (see README). */
     PRICES_FILE: optionalString,
     /** Output tokens a reservation assumes when a request sets no max_tokens. */

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { createBackgroundJobs } from "./background.ts";
 import type { Config } from "./config.ts";
 import { type Clock, systemClock } from "./core/clock.ts";
-import { createLogger } from "./core/log.ts";
+import { createLogger, type Logger } from "./core/log.ts";
 import { openDatabase } from "./db/client.ts";
 import { Metrics } from "./gateway/metrics.ts";
 import type { Services } from "./gateway/services.ts";
@@ -15,7 +15,13 @@ import { createRedisStore } from "./metering/redis-store.ts";
 import type { MeteringStore } from "./metering/store.ts";
 import type { NotificationDispatcher } from "./notify/dispatcher.ts";
 import type { Notifier } from "./notify/notifier.ts";
-import { type Catalog, createCatalog, loadPricesFile } from "./pricing/catalog.ts";
+import { loadPricesFile } from "./pricing/catalog.ts";
+import {
+  createLiveCatalog,
+  fileModelListCache,
+  type LiveCatalog,
+  openRouterListFetcher,
+} from "./pricing/live-catalog.ts";
 import { buildServices } from "./services.ts";
 
 export type NodeServices = Services & {
@@ -24,16 +30,40 @@ export type NodeServices = Services & {
   notifications: NotificationDispatcher;
 };
 
-/** Loads the catalog with PRICES_FILE applied; a bad file stops the start with its reason. */
-export async function loadCatalog(config: Config): Promise<Catalog> {
+/** How long one load of OpenRouter's model list may take (at start too: the gateway waits for it). */
+const MODEL_LIST_TIMEOUT_MS = 10_000;
+
+/**
+ * Loads the catalogue: built-in models, OpenRouter's list (fetched now, else the copy cached under
+ * DATA_DIR) and PRICES_FILE on top; a bad PRICES_FILE stops the start with its reason.
+ */
+export async function loadCatalog(config: Config, log: Logger): Promise<LiveCatalog> {
   let overrides: unknown;
   if (config.PRICES_FILE) {
     const loaded = await loadPricesFile(config.PRICES_FILE);
     if ("error" in loaded) throw new Error(loaded.error);
     overrides = loaded.overrides;
   }
-  const catalog = createCatalog({ overrides });
-  if ("error" in catalog) throw new Error(catalog.error);
+  const listed = config.OPENROUTER_MODELS_REFRESH_MS > 0;
+  const catalog = await createLiveCatalog({
+    overrides,
+    fetchList: openRouterListFetcher(config.OPENROUTER_BASE_URL, MODEL_LIST_TIMEOUT_MS),
+    cache:
+      !listed || config.DATA_DIR === "memory://"
+        ? undefined
+        : fileModelListCache(join(config.DATA_DIR, "openrouter-models.json")),
+    everyMs: config.OPENROUTER_MODELS_REFRESH_MS,
+    log,
+  });
+  if (listed) {
+    await catalog.refresh();
+    catalog.start((fn, ms) => {
+      const timer = setTimeout(fn, ms);
+      // Node only: the refresh must not keep a stopping process alive.
+      if (typeof timer === "object" && timer.unref) timer.unref();
+      return () => clearTimeout(timer);
+    });
+  }
   return catalog;
 }
 
@@ -46,7 +76,7 @@ export async function createNodeServices(
   opts: { clock?: Clock; payments?: Payments; notifier?: Notifier } = {},
 ): Promise<NodeServices> {
   const log = createLogger(config.LOG_LEVEL);
-  const catalog = await loadCatalog(config);
+  const catalog = await loadCatalog(config, log);
   const database = await openDatabase({ databaseUrl: config.DATABASE_URL, dataDir: config.DATA_DIR });
   await database.migrate();
   let store: MeteringStore;
@@ -94,6 +124,7 @@ export async function createNodeServices(
     flusher,
     notifications,
     async close() {
+      catalog.stop();
       clearInterval(purger);
       clearInterval(granter);
       clearInterval(reclaimer);

@@ -44,7 +44,15 @@ curl -N ${base}/v1/chat/completions \\
   -H "Authorization: Bearer ${key.key}" -H "Content-Type: application/json" \\
   -d '{"model":"openai/gpt-4.1-mini","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Hello"}]}'
 
+# The providers' drop-in base URLs take their own model names (OpenRouter's with :nitro and co.);
+# a request with tools gets a tool call back from the mock.
+curl -N ${base}/openrouter/v1/chat/completions \\
+  -H "Authorization: Bearer ${key.key}" -H "Content-Type: application/json" -H "X-Title: Planto" \\
+  -d '{"model":"qwen/qwen3-32b:nitro","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Weather in Paris?"}],"tools":[{"type":"function","function":{"name":"getWeather","parameters":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}}}]}'
+
 curl ${base}/billing/balance -H "Authorization: Bearer ${key.key}"
+
+PLANTO_API_KEY=${key.key} PLANTO_GATEWAY_URL=${base} npx planto-gateway usage --log
 
 node --input-type=module -e '
 import OpenAI from "openai";

@@ -96,7 +96,12 @@ export function toGatewayError(err: unknown): GatewayError {
   return new GatewayError("internal_error", "internal error");
 }
 
-/** The final SSE frame sent when a stream fails after its first byte. */
+/**
+ * The final SSE frame sent when a stream fails after its first byte, in OpenRouter's shape: a Go
+ * client (the Planto server) decodes `code` as an int, so it is the HTTP-like status, and the
+ * contract's code rides in `metadata.type`.
+ */
 export function errorFrame(err: GatewayError): string {
-  return `data: ${JSON.stringify({ error: err.toOpenAi() })}\n\n`;
+  const frame = { error: { code: err.status, message: err.message, metadata: { type: err.code } } };
+  return `data: ${JSON.stringify(frame)}\n\n`;
 }

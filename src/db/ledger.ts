@@ -257,13 +257,27 @@ function filterWhere(f: TransactionFilter) {
   );
 }
 
-/** A page of the org's transactions, newest first, and how many there are in all. */
+/**
+ * A page of the org's transactions, newest first, and how many there are in all, counted up to
+ * `countAtMost` when given (a count that reaches it means "at least that many").
+ */
 export async function listTransactions(
   db: Db,
   filter: TransactionFilter,
-  page: { size: number; page: number },
+  page: { size: number; page: number; countAtMost?: number },
 ): Promise<{ rows: CreditTransactionRow[]; total: number }> {
   const where = filterWhere(filter);
+  const counted =
+    page.countAtMost === undefined
+      ? db.select({ n: sql<string>`count(*)` }).from(creditTransactions).where(where)
+      : db.select({ n: sql<string>`count(*)` }).from(
+          db
+            .select({ one: sql`1`.as("one") })
+            .from(creditTransactions)
+            .where(where)
+            .limit(page.countAtMost)
+            .as("capped"),
+        );
   const [rows, [count]] = await Promise.all([
     db
       .select()
@@ -272,7 +286,7 @@ export async function listTransactions(
       .orderBy(desc(creditTransactions.createdAt), desc(creditTransactions.id))
       .limit(page.size)
       .offset(page.size * (page.page - 1)),
-    db.select({ n: sql<string>`count(*)` }).from(creditTransactions).where(where),
+    counted,
   ]);
   return { rows, total: Number(count?.n ?? 0) };
 }

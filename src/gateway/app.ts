@@ -1,6 +1,7 @@
 import { Hono } from "hono";
 import { GatewayError, renderError } from "../core/errors.ts";
 import { requireApiKey } from "./auth.ts";
+import { NAMESPACE_PARAM } from "./namespace.ts";
 import { adminRoutes } from "./routes/admin.ts";
 import { billingRoutes } from "./routes/billing.ts";
 import { healthRoutes } from "./routes/health.ts";
@@ -22,6 +23,9 @@ export function createApp(services: Services): Hono {
   v1.use("/code/*", requireApiKey(services.keys));
   v1.route("/", inferenceRoutes(services));
   app.route("/v1", v1);
+  // The providers' drop-in base URLs: the same routes, auth, metering and errors; the namespace
+  // (see namespaceOf) only changes how a model name resolves.
+  app.route(`/:${NAMESPACE_PARAM}{openai|openrouter|relace}/v1`, v1);
 
   // Stripe authenticates its webhook by signature, not by an org key.
   app.route("/billing/stripe", stripeRoutes(services));

@@ -17,6 +17,8 @@ export interface PreparedCall {
   /** The exact bytes sent upstream. */
   payload: string | Uint8Array;
   apiKey: string | undefined;
+  /** Client headers the provider is given (an allow-list; never the client's key). */
+  forwardHeaders: Record<string, string>;
   /** The client asked for the usage frame (it then gets it, with `cost` added). */
   clientWantsUsage: boolean;
 }
@@ -71,6 +73,7 @@ export async function runCall(c: Context, services: Services, call: PreparedCall
       res = await upstream.request({
         url: call.provider.baseUrl(services.config) + call.path,
         headers: {
+          ...call.forwardHeaders,
           "content-type": "application/json",
           accept: call.start.stream ? "text/event-stream" : "application/json",
           ...(call.apiKey ? call.provider.authHeaders(call.apiKey) : {}),

@@ -1,5 +1,3 @@
-import type { CallTags } from "./meter.ts";
-
 /**
  * What the metering store's ledger stream carries, one entry per event, for the flusher to write
  * to Postgres. The ids are the idempotency keys there: a debit's id is its request id.
@@ -10,6 +8,17 @@ import type { CallTags } from "./meter.ts";
  * flusher does not decode it at all: Postgres builds the rows from the positions (src/db/ledger.ts).
  */
 export type LedgerEvent = CallEvent | CreditEvent;
+
+/** The optional `x-planto-*` request headers that tag a usage record. */
+export interface CallTags {
+  planId?: string;
+  planName?: string;
+  sessionId?: string;
+  userId?: string;
+  purpose?: string;
+  modelRole?: string;
+  modelPack?: string;
+}
 
 /**
  * A metered call. It is a debit when money moved (amount > 0), a usage record only when it did not

@@ -2,6 +2,10 @@ import type { Usage } from "../core/usage.ts";
 import type { CreditTransactionRow } from "../db/ledger.ts";
 import type { CatalogModel } from "../pricing/catalog.ts";
 import type { Nanos } from "../pricing/money.ts";
+import type { CallTags } from "./events.ts";
+
+// The tags belong to the ledger event they end up in (events.ts), which the db layer reads too.
+export type { CallTags };
 
 /** The org behind an authenticated api key, as the hot path needs it. */
 export interface CallerOrg {
@@ -16,17 +20,6 @@ export interface CallerOrg {
   billingCycleStartedAt: Date;
   /** Auto-recharge: when a settle takes the balance below the threshold, recharge to the target. */
   autoRebuy: { threshold: Nanos; toBalance: Nanos } | null;
-}
-
-/** The optional `x-planto-*` request headers that tag a usage record. */
-export interface CallTags {
-  planId?: string;
-  planName?: string;
-  sessionId?: string;
-  userId?: string;
-  purpose?: string;
-  modelRole?: string;
-  modelPack?: string;
 }
 
 /** Everything known about a call before it goes upstream. */

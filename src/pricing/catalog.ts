@@ -1,33 +1,10 @@
 import { readFile } from "node:fs/promises";
 import { z } from "zod";
 import type { ProviderName } from "../core/usage.ts";
+import { type Encoding, type ModelSpec, modelSpecSchema, pricesSchema } from "./model-spec.ts";
 import { builtinModels } from "./models.ts";
 
-export type Encoding = "o200k_base" | "cl100k_base";
-
-const decimal = z.string().regex(/^\d+(\.\d{1,6})?$/, "a USD decimal per 1M tokens with at most 6 decimals");
-
-const pricesSchema = z.object({
-  input: decimal,
-  cachedInput: decimal,
-  cacheWrite: decimal.optional(),
-  output: decimal,
-});
-
-const modelSpecSchema = z.object({
-  id: z.string().min(1),
-  aliases: z.array(z.string().min(1)).default([]),
-  provider: z.enum(["openai", "openrouter", "relace"]),
-  upstreamModel: z.string().min(1),
-  ownedBy: z.string().min(1),
-  contextWindow: z.number().int().positive(),
-  maxOutput: z.number().int().positive(),
-  encoding: z.enum(["o200k_base", "cl100k_base"]).default("o200k_base"),
-  prices: pricesSchema,
-});
-
-/** A model as declared: prices per 1M tokens as exact decimal strings. */
-export type ModelSpec = z.input<typeof modelSpecSchema>;
+export type { Encoding, ModelSpec };
 
 /** Prices per 1M tokens in MICRODOLLARS, so tokens × price is an exact integer of picodollars. */
 export interface MicroPrices {
@@ -50,12 +27,27 @@ export interface CatalogModel {
   micro: MicroPrices;
 }
 
+/**
+ * The base URL a call came in on: `/v1` takes Planto's ids (`openai/gpt-4.1` is OpenAI direct,
+ * other vendors go to OpenRouter); `/openai/v1`, `/openrouter/v1` and `/relace/v1` take that
+ * provider's own model names, as a client pointed straight at the provider sends them.
+ */
+export type Namespace = "planto" | ProviderName;
+
 export interface Catalog {
-  resolve(modelId: string): CatalogModel | undefined;
-  list(): CatalogModel[];
+  /** The model a call names, as its namespace reads it (default `planto`); undefined: not routable. */
+  resolve(modelId: string, namespace?: Namespace): CatalogModel | undefined;
+  list(namespace?: Namespace): CatalogModel[];
   /** The Relace model `/v1/code/apply` uses when the request names none. */
   defaultApplyModel(): CatalogModel;
 }
+
+/**
+ * OpenRouter's variant suffixes (`:nitro`, `:floor`, `:free`, `:online`, `:thinking`, `:extended`,
+ * and whatever word it adds next) pick a routing or a mode, not another model: they reach OpenRouter
+ * as sent and are held at the base model's price.
+ */
+const VARIANT = /^(.+):([a-z0-9][a-z0-9_-]*)$/i;
 
 function micro(decimalUsd: string): number {
   const [whole = "0", frac = ""] = decimalUsd.split(".");
@@ -90,9 +82,31 @@ const overrideSchema = z.array(
   ]),
 );
 
-export function createCatalog(opts: { overrides?: unknown } = {}): Catalog | { error: string } {
-  const specs = new Map<string, z.output<typeof modelSpecSchema>>();
-  for (const spec of builtinModels) specs.set(spec.id, modelSpecSchema.parse(spec));
+type Spec = z.output<typeof modelSpecSchema>;
+
+/**
+ * Builds the catalogue from the built-in list, OpenRouter's own list when one was loaded
+ * (`openrouterModels`, see openrouter-models.ts) and PRICES_FILE's overrides, in that order.
+ * A loaded list is authoritative for OpenRouter: its prices replace the built-in ones, and a
+ * built-in OpenRouter model it no longer lists is dropped. Without a list the built-in OpenRouter
+ * models (and OpenAI's, which OpenRouter resells at OpenAI's price) are the fallback.
+ */
+export function createCatalog(
+  opts: { overrides?: unknown; openrouterModels?: ModelSpec[] } = {},
+): Catalog | { error: string } {
+  const listed = opts.openrouterModels && new Map(opts.openrouterModels.map((m) => [m.id, m]));
+  const specs = new Map<string, Spec>();
+  for (const builtin of builtinModels) {
+    const spec = modelSpecSchema.parse(builtin);
+    if (listed && spec.provider === "openrouter") {
+      const live = listed.get(spec.upstreamModel);
+      if (!live) continue;
+      const { contextWindow, maxOutput, prices } = modelSpecSchema.parse(live);
+      specs.set(spec.id, { ...spec, contextWindow, maxOutput, prices });
+      continue;
+    }
+    specs.set(spec.id, spec);
+  }
   if (opts.overrides !== undefined) {
     const parsed = overrideSchema.safeParse(opts.overrides);
     if (!parsed.success) {
@@ -107,7 +121,7 @@ export function createCatalog(opts: { overrides?: unknown } = {}): Catalog | { e
           ...Object.fromEntries(Object.entries(entry).filter(([, v]) => v !== undefined)),
           id: known.id,
           prices: { ...known.prices, ...entry.prices },
-        } as z.output<typeof modelSpecSchema>);
+        } as Spec);
         continue;
       }
       const full = modelSpecSchema.safeParse(entry);
@@ -126,11 +140,62 @@ export function createCatalog(opts: { overrides?: unknown } = {}): Catalog | { e
     byId.set(m.id, m);
     for (const alias of m.aliases) if (!byId.has(alias)) byId.set(alias, m);
   }
+
+  // Each provider's own names. OpenRouter's: its list (or the fallback), then the catalogue's own
+  // OpenRouter models on top, so PRICES_FILE reaches them under either base URL.
+  const byProvider: Record<ProviderName, Map<string, CatalogModel>> = {
+    openai: new Map(),
+    openrouter: new Map(),
+    relace: new Map(),
+  };
+  const openrouter = byProvider.openrouter;
+  if (opts.openrouterModels) {
+    for (const spec of opts.openrouterModels) openrouter.set(spec.id, toModel(modelSpecSchema.parse(spec)));
+  } else {
+    for (const m of models) {
+      if (m.provider !== "openai") continue;
+      const name = `openai/${m.upstreamModel}`;
+      openrouter.set(name, { ...m, id: name, aliases: [], provider: "openrouter", upstreamModel: name });
+    }
+  }
+  for (const m of models) {
+    byProvider[m.provider].set(m.upstreamModel, m);
+    if (m.provider === "relace") for (const alias of m.aliases) byProvider.relace.set(alias, m);
+  }
+
+  const resolveOpenRouter = (id: string): CatalogModel | undefined => {
+    const variant = VARIANT.exec(id);
+    const base = variant ? openrouter.get(variant[1] as string) : undefined;
+    if (base) return { ...base, upstreamModel: `${base.upstreamModel}:${variant?.[2]}` };
+    return openrouter.get(id);
+  };
+  // `/v1` sends `openai/*` to OpenAI direct; any other vendor's id is OpenRouter's.
+  const viaOpenRouter = (id: string) => id.includes("/") && !id.startsWith("openai/");
+  const plantoList = (): CatalogModel[] => {
+    const out = [...models];
+    const seen = new Set(models.map((m) => m.id));
+    for (const m of openrouter.values()) {
+      if (seen.has(m.id) || !viaOpenRouter(m.id)) continue;
+      seen.add(m.id);
+      out.push(m);
+    }
+    return out;
+  };
+  let plantoModels: CatalogModel[] | undefined;
+
   const apply = models.find((m) => m.provider === "relace");
   if (!apply) return { error: "the catalog has no Relace model for /v1/code/apply" };
   return {
-    resolve: (id) => byId.get(id),
-    list: () => models,
+    resolve(id, namespace = "planto") {
+      if (namespace === "openrouter") return resolveOpenRouter(id);
+      if (namespace !== "planto") return byProvider[namespace].get(id);
+      return byId.get(id) ?? (viaOpenRouter(id) ? resolveOpenRouter(id) : undefined);
+    },
+    list(namespace = "planto") {
+      if (namespace !== "planto") return [...new Set(byProvider[namespace].values())];
+      plantoModels ??= plantoList();
+      return plantoModels;
+    },
     defaultApplyModel: () => apply,
   };
 }
@@ -145,9 +210,10 @@ export async function loadPricesFile(path: string): Promise<{ overrides: unknown
 }
 
 /** The contract's `/v1/models` entry: provider prices in USD per 1M tokens, before markup. */
-export function toOpenAiModel(m: CatalogModel): Record<string, unknown> {
+export function toOpenAiModel(m: CatalogModel, namespace: Namespace = "planto"): Record<string, unknown> {
   return {
-    id: m.id,
+    // Under a provider's base URL a model is named as that provider names it.
+    id: namespace === "planto" ? m.id : m.upstreamModel,
     object: "model",
     owned_by: m.ownedBy,
     provider: m.provider,

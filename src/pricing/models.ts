@@ -1,4 +1,4 @@
-import type { ModelSpec } from "./catalog.ts";
+import type { ModelSpec } from "./model-spec.ts";
 
 /**
  * The models Planto uses, with the providers' list prices in USD per 1M tokens (exact decimals).

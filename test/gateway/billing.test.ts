@@ -17,7 +17,11 @@ describe.each(backends)("credits in, ledger out (%s)", (backend) => {
 
   it("an integrated trial org starts with its trial credit", async () => {
     const org = await gw.org({ isTrial: true });
-    expect(await (await billing(org.key, "/balance")).json()).toEqual({ balance: "10" });
+    expect(await (await billing(org.key, "/balance")).json()).toEqual({
+      balance: "10",
+      orgId: org.id,
+      orgName: "test org",
+    });
     const log = (await (await billing(org.key, "/credits_transactions", {})).json()) as {
       transactions: Record<string, unknown>[];
     };
@@ -49,7 +53,10 @@ describe.each(backends)("credits in, ledger out (%s)", (backend) => {
     expect(conflict.status).toBe(409);
     expect(conflict.headers.get("content-type")).toBe("application/json");
     expect((await grant("1", "grant-2")).status).toBe(201);
-    expect(await (await billing(org.key, "/balance")).json()).toEqual({ balance: "3.5" });
+    expect(await (await billing(org.key, "/balance")).json()).toMatchObject({
+      balance: "3.5",
+      orgId: org.id,
+    });
     expect((await gw.admin("POST", `/admin/orgs/${org.id}/credits`, { amount: "1" })).status).toBe(400);
     expect(
       (
@@ -80,11 +87,12 @@ describe.each(backends)("credits in, ledger out (%s)", (backend) => {
       (await (await billing(org.key, `/credits_transactions?size=2&page=${n}`, body)).json()) as {
         transactions: Record<string, unknown>[];
         numPages: number;
-        numPagesMax: number;
+        numPagesMax: boolean;
         monthStart: string;
       };
     const p1 = await page(1);
     expect(p1.numPages).toBe(3);
+    expect(p1.numPagesMax).toBe(false);
     expect(p1.transactions).toHaveLength(2);
     expect(new Date(p1.monthStart).toISOString()).toBe(p1.monthStart);
     const all = [...p1.transactions, ...(await page(2)).transactions, ...(await page(3)).transactions];
@@ -101,6 +109,7 @@ describe.each(backends)("credits in, ledger out (%s)", (backend) => {
         "debitPurpose",
         "debitInputTokens",
         "debitOutputTokens",
+        "debitCachedTokens",
         "debitModelInputPricePerToken",
         "debitModelOutputPricePerToken",
         "debitBaseAmount",
@@ -114,8 +123,16 @@ describe.each(backends)("credits in, ledger out (%s)", (backend) => {
     }
     expect((await page(1, { transactionType: "credit" })).transactions).toHaveLength(1);
     expect((await page(1, { transactionType: "debit" })).numPages).toBe(3);
+    // The admin API's finer credit type shows as one of the four the CLI renders.
+    expect(all[5]).toMatchObject({ creditType: "grant" });
     const bad = await billing(org.key, "/credits_transactions?size=0", {});
     expect(bad.status).toBe(400);
+    // The Go CLI sends every field, empty ones too, and may ask for more than the maximum page.
+    const cli = { transactionType: "", planId: "", sessionId: "", dayStart: null, month: false };
+    const clamped = await billing(org.key, "/credits_transactions?size=5000&page=1", cli);
+    expect(clamped.status).toBe(200);
+    expect(((await clamped.json()) as { transactions: unknown[] }).transactions).toHaveLength(6);
+    expect((await billing(org.key, "/credits_summary", cli)).status).toBe(200);
   });
 });
 

@@ -206,8 +206,15 @@ describe("errors in the contract's shape", () => {
     expect(res.status).toBe(200);
     const text = await res.text();
     const frames = text.trim().split("\n\n");
-    const last = JSON.parse((frames.at(-1) as string).replace(/^data: /, "")) as ErrorBody;
-    expect(last.error.code).toBe("upstream_error");
+    // OpenRouter's shape: a Go client decodes `code` as an int.
+    const last = JSON.parse((frames.at(-1) as string).replace(/^data: /, "")) as {
+      error: { code: number; message: string; metadata: { type: string } };
+    };
+    expect(last.error).toEqual({
+      code: 502,
+      message: expect.stringMatching(/upstream/) as string,
+      metadata: { type: "upstream_error" },
+    });
     expect(text).not.toContain("[DONE]");
   });
 

@@ -369,6 +369,62 @@ describe("mock upstream", () => {
       expect(models.data.map((m) => m.id)).toContain("gpt-4.1");
     });
 
+    it("lists OpenRouter's models in its shape: per-token price strings, context and max output", async () => {
+      const res = await fetch(`${mock.baseUrls.openrouter}/models`);
+      const body = (await res.json()) as { data: Array<Record<string, unknown>> };
+      const sonnet = body.data.find((m) => m.id === "anthropic/claude-sonnet-4");
+      expect(sonnet).toMatchObject({
+        context_length: 200_000,
+        pricing: { prompt: "0.000003", completion: "0.000015", input_cache_read: "0.0000003" },
+        top_provider: { max_completion_tokens: 64_000 },
+      });
+      expect(body.data.map((m) => m.id)).toEqual(expect.arrayContaining(["qwen/qwen3-32b", "openai/o3"]));
+    });
+
+    it("calls a tool when the request offers tools, and answers the tool's result with text", async () => {
+      const tools = [
+        {
+          type: "function" as const,
+          function: {
+            name: "getWeather",
+            parameters: {
+              type: "object",
+              properties: { city: { type: "string" }, days: { type: "integer" } },
+              required: ["city", "days"],
+            },
+          },
+        },
+      ];
+      for (const client of [openai, openrouter]) {
+        const plain = await client.chat.completions.create({ model: "gpt-4.1", messages, tools });
+        expect(plain.choices[0]?.finish_reason).toBe("tool_calls");
+        const call = plain.choices[0]?.message.tool_calls?.[0];
+        expect(call?.type === "function" && call.function).toEqual({
+          name: "getWeather",
+          arguments: '{"city":"mock","days":1}',
+        });
+        const chunks = await collect(
+          await client.chat.completions.create({ model: "gpt-4.1", messages, tools, stream: true }),
+        );
+        const deltas = chunks.flatMap((c) => c.choices[0]?.delta?.tool_calls ?? []);
+        expect(deltas[0]).toMatchObject({ index: 0, type: "function", function: { name: "getWeather" } });
+        expect(deltas.map((d) => d.function?.arguments ?? "").join("")).toBe('{"city":"mock","days":1}');
+        expect(chunks.flatMap((c) => c.choices.map((x) => x.finish_reason)).filter(Boolean)).toEqual([
+          "tool_calls",
+        ]);
+        const answered = await client.chat.completions.create({
+          model: "gpt-4.1",
+          tools,
+          messages: [
+            ...messages,
+            { role: "assistant", content: null, tool_calls: plain.choices[0]?.message.tool_calls ?? [] },
+            { role: "tool", tool_call_id: call?.id ?? "", content: "sunny" },
+          ],
+        });
+        expect(answered.choices[0]?.finish_reason).toBe("stop");
+      }
+    });
+
     it("keeps the last 1000 requests", async () => {
       const first = tag();
       await apply(first);

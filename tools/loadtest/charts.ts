@@ -125,21 +125,38 @@ export function histogramChart(opts: {
   width?: number;
   height?: number;
 }): string {
-  const f: Frame = {
-    width: opts.width ?? 560,
-    height: opts.height ?? 300,
-    left: 58,
-    right: 16,
-    top: 40,
-    bottom: 48,
-  };
-  const { x0, x1, y0, y1 } = plotArea(f);
+  const width = opts.width ?? 560;
+  const left = 58;
+  const right = 16;
   const all = opts.series.flatMap((s) => s.bins);
-  if (all.length === 0) return emptyChart(f, opts.title, "no successful calls");
   const lo = Math.min(...all.map((b) => b.from));
   const hi = Math.max(...all.map((b) => b.to));
   const x = (v: number) =>
-    x0 + ((Math.log(v) - Math.log(lo)) / (Math.log(hi) - Math.log(lo) || 1)) * (x1 - x0);
+    left + ((Math.log(v) - Math.log(lo)) / (Math.log(hi) - Math.log(lo) || 1)) * (width - right - left);
+  // The marker labels get a band of their own between the legend and the plot, one row per label
+  // that would touch another, so neither the bars nor each other can cover them.
+  const labels = placeMarkerLabels(
+    opts.markers
+      .filter((m) => m.value > 0 && all.length > 0)
+      .map((m) => ({
+        ...m,
+        x: x(Math.min(hi, Math.max(lo, m.value))),
+        text: `${m.label} ${formatMs(m.value)}`,
+      })),
+    left,
+    width - right,
+  );
+  const rows = Math.max(1, ...labels.map((l) => l.row + 1));
+  const f: Frame = {
+    width,
+    height: (opts.height ?? 300) + (rows - 1) * LABEL_ROW,
+    left,
+    right,
+    top: 28 + rows * LABEL_ROW + 6,
+    bottom: 48,
+  };
+  const { x0, x1, y0, y1 } = plotArea(f);
+  if (all.length === 0) return emptyChart(f, opts.title, "no successful calls");
   const yTicks = niceTicks(Math.max(...all.map((b) => b.count)));
   const yTop = yTicks[yTicks.length - 1] ?? 1;
   const y = (v: number) => y0 - (v / yTop) * (y0 - y1);
@@ -176,20 +193,14 @@ export function histogramChart(opts: {
       );
     }
   }
-  const placed: Array<{ x: number; row: number }> = [];
-  for (const m of opts.markers) {
-    if (!(m.value > 0)) continue;
-    const mx = Math.min(x1, Math.max(x0, x(Math.min(hi, Math.max(lo, m.value)))));
-    // A label that would overlap one already placed steps down a line.
-    let row = 0;
-    while (placed.some((p) => p.row === row && Math.abs(p.x - mx) < 84)) row++;
-    placed.push({ x: mx, row });
+  // Markers last, over the bars, each on a white halo so that it shows across a bar of any colour.
+  for (const l of labels) {
+    const baseline = 28 + (l.row + 1) * LABEL_ROW;
+    const mx = l.x.toFixed(1);
     out.push(
-      `<line x1="${mx}" y1="${y0}" x2="${mx}" y2="${y1 - 4 + row * 13}" stroke="${m.color}" stroke-width="1.3" stroke-dasharray="4 3"/>`,
-    );
-    const anchor = mx > x1 - 45 ? "end" : mx < x0 + 45 ? "start" : "middle";
-    out.push(
-      `<text x="${mx}" y="${y1 - 8 + row * 13}" font-size="11" fill="${m.color}" text-anchor="${anchor}" font-weight="600">${escapeHtml(`${m.label} ${formatMs(m.value)}`)}</text>`,
+      `<line class="marker" x1="${mx}" y1="${y0}" x2="${mx}" y2="${baseline + 3}" stroke="#fff" stroke-width="4" stroke-opacity="0.9"/>`,
+      `<line class="marker" x1="${mx}" y1="${y0}" x2="${mx}" y2="${baseline + 3}" stroke="${l.color}" stroke-width="1.6" stroke-dasharray="4 3"/>`,
+      `<text class="marker-label" x="${l.textX.toFixed(1)}" y="${baseline}" font-size="${LABEL_FONT}" fill="${l.color}" text-anchor="${l.anchor}" font-weight="600">${escapeHtml(l.text)}</text>`,
     );
   }
   out.push(axes(f, opts.xLabel, "calls"));
@@ -202,6 +213,58 @@ export function histogramChart(opts: {
   );
   out.push("</svg>");
   return out.join("");
+}
+
+const LABEL_FONT = 11;
+const LABEL_ROW = 14;
+/** A generous width of a bold 11 px label: wide enough that two labels placed apart never touch. */
+export const labelWidth = (text: string): number => text.length * LABEL_FONT * 0.64 + 4;
+
+/**
+ * Puts each marker's label on the first row where it fits: centred on its marker, else beside it
+ * (right, then left), inside the plot's width, 6 px clear of the labels on its row and clear of
+ * every other marker's line that reaches its row (a label across a line hides it).
+ */
+function placeMarkerLabels<T extends { x: number; text: string }>(
+  markers: T[],
+  x0: number,
+  x1: number,
+): Array<T & { row: number; textX: number; anchor: "start" | "middle" | "end" }> {
+  const GAP = 6;
+  const LINE_GAP = 2;
+  const placed: Array<
+    T & { row: number; textX: number; anchor: "start" | "middle" | "end"; from: number; to: number }
+  > = [];
+  const sorted = [...markers].sort((a, b) => a.x - b.x);
+  for (const m of sorted) {
+    const w = labelWidth(m.text);
+    const sides: Array<{ anchor: "start" | "middle" | "end"; from: number; textX: number }> = [
+      { anchor: "middle", from: m.x - w / 2, textX: m.x },
+      { anchor: "start", from: m.x + 3, textX: m.x + 3 },
+      { anchor: "end", from: m.x - 3 - w, textX: m.x - 3 },
+    ];
+    const candidates = sides.filter((c) => c.from >= x0 - 1 && c.from + w <= x1 + 1);
+    if (candidates.length === 0) candidates.push({ anchor: "start", from: x0, textX: x0 });
+    // A marker's line runs from the plot up to its label's row: it crosses that row and every
+    // row below it (higher numbers), where no other label may cover it.
+    const covers = (from: number, to: number, x: number) => x > from - LINE_GAP && x < to + LINE_GAP;
+    const clear = (c: { from: number }, row: number) =>
+      placed.every(
+        (p) =>
+          (p.row !== row || c.from >= p.to + GAP || p.from >= c.from + w + GAP) &&
+          (p.row > row || !covers(c.from, c.from + w, p.x)) &&
+          (p.row < row || !covers(p.from, p.to, m.x)),
+      );
+    let choice: { row: number; anchor: "start" | "middle" | "end"; from: number; textX: number } | undefined;
+    for (let row = 0; !choice && row < 8; row++) {
+      const c = candidates.find((c) => clear(c, row));
+      if (c) choice = { row, ...c };
+    }
+    // Eight rows of markers on one chart is more than any report draws; stack the rest anyway.
+    choice ??= { row: placed.length, ...(candidates[0] as (typeof candidates)[number]) };
+    placed.push({ ...m, ...choice, to: choice.from + w });
+  }
+  return placed;
 }
 
 function axes(f: Frame, xLabel: string, yLabel: string, y2Label?: string): string {
@@ -248,6 +311,8 @@ export function timeChart(opts: {
   yLabel: string;
   y2Label?: string;
   yFormat?: (v: number) => string;
+  /** Where the x axis ends (the run's length); default the last point. The axis never runs past it. */
+  xMax?: number;
   width?: number;
   height?: number;
 }): string {
@@ -263,10 +328,9 @@ export function timeChart(opts: {
   const { x0, x1, y0, y1 } = plotArea(f);
   const xs = opts.lines.flatMap((l) => l.points.map((p) => p[0]));
   if (xs.length === 0) return emptyChart(f, opts.title, "no data");
-  const xMax = Math.max(...xs, 1);
-  const xTicks = niceTicks(xMax, 8);
-  const xTop = xTicks[xTicks.length - 1] ?? xMax;
-  const x = (v: number) => x0 + (v / xTop) * (x1 - x0);
+  const xTop = opts.xMax ?? Math.max(...xs);
+  const xTicks = niceTicks(xTop, 8).filter((t) => t <= xTop * (1 + 1e-9));
+  const x = (v: number) => x0 + (v / (xTop || 1)) * (x1 - x0);
   const leftValues = [
     ...opts.lines.filter((l) => !l.right).flatMap((l) => l.points.map((p) => p[1] ?? 0)),
     ...(opts.bars?.intervals.map((b) => b.value) ?? []),

@@ -7,6 +7,7 @@ import type { Report } from "./report.ts";
 const COLORS = {
   total: "#4f46e5",
   ttft: "#0d9488",
+  p50: "#0f172a",
   p99: "#ea580c",
   error: "#dc2626",
   inFlight: "#94a3b8",
@@ -129,6 +130,7 @@ export function renderHtml(r: Report): string {
       }),
     },
     xLabel: "time since start (s)",
+    xMax: r.summary.durationS,
     yLabel: "calls per second",
     y2Label: "in flight",
   });
@@ -146,6 +148,7 @@ export function renderHtml(r: Report): string {
       },
     ],
     xLabel: "time since start (s)",
+    xMax: r.summary.durationS,
     yLabel: "milliseconds",
     yFormat: (v) => `${Number(v.toPrecision(3))}`,
     width: 560,
@@ -158,7 +161,8 @@ export function renderHtml(r: Report): string {
       { label: firstLabel.toLowerCase(), color: COLORS.ttft, bins: r.histograms.ttft, style: "step" },
     ],
     markers: [
-      { label: "p50", value: s.latency.p50, color: COLORS.total },
+      // Not the bars' colour: a p50 marker drawn in it vanishes into the bars it crosses.
+      { label: "p50", value: s.latency.p50, color: COLORS.p50 },
       { label: "p99", value: s.latency.p99, color: COLORS.p99 },
     ],
     xLabel: "latency (ms, log scale)",

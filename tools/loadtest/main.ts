@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { checkBooks } from "./books.ts";
+import { renderHtml } from "./html.ts";
 import { billingApi, ledgerAfterRun, snapshotLedger } from "./ledger.ts";
 import { type LoadtestOptions, loadtestUsage, OptionsError, parseOptions } from "./options.ts";
 import { type BooksSection, buildReport, reportPaths, writeReports } from "./report.ts";
@@ -137,7 +138,7 @@ export async function loadtest(argv: string[], io: LoadtestIo = defaultIo): Prom
           : target.notes,
     });
     const paths = reportPaths(options.out, startedAt);
-    writeReports(report, paths);
+    writeReports(report, renderHtml(report), paths);
     io.out(summaryText(report, paths));
     if (booksFailed) return 1;
     if (recorder.ok === 0) {

@@ -1,7 +1,7 @@
 import { parseArgs } from "node:util";
 import { parseUsd } from "../../src/pricing/money.ts";
 
-/** The options of `planto-gateway loadtest`, checked and with their defaults filled in. */
+/** The options of the load tester (`npm run loadtest`), checked and with their defaults filled in. */
 export interface LoadtestOptions {
   /** Base URL of the gateway under test; undefined in self-contained mode. */
   url: string | undefined;
@@ -36,12 +36,7 @@ export interface ModelWeight {
   weight: number;
 }
 
-export const loadtestHelp = `loadtest [--url URL (--key KEY | --admin-token TOKEN)] [--self-contained]
-      [--concurrency N] [--duration 30s | --requests N] [--ramp 5s] [--stream | --plain]
-      [--models gpt-4.1-mini=3,anthropic/claude-sonnet-4=1] [--prompt-bytes N] [--max-tokens N]
-      [--mock-chunks N] [--mock-delay-ms N] [--timeout 60s] [--out PATH] [--quiet]`;
-
-export const loadtestUsage = `planto-gateway loadtest: drives /v1/chat/completions, reports latency and errors,
+export const loadtestUsage = `npm run loadtest -- [options]: drives /v1/chat/completions, reports latency and errors,
 and checks that every answered call was debited exactly once.
 
 Target (self-contained when no --url is given):

@@ -3,7 +3,6 @@ import { cpus, hostname } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import type { BooksResult } from "./books.ts";
 import type { Percentiles } from "./histogram.ts";
-import { renderHtml } from "./html.ts";
 import type { LoadtestOptions } from "./options.ts";
 import type { ModelStats, Recorder, TimePoint } from "./stats.ts";
 
@@ -148,8 +147,9 @@ export function reportPaths(out: string | undefined, startedAt: Date): { json: s
   return { json: `${base}.json`, html: `${base}.html` };
 }
 
-export function writeReports(report: Report, paths: { json: string; html: string }): void {
+/** Writes the JSON and the already rendered page (html.ts renders it from this file's Report). */
+export function writeReports(report: Report, html: string, paths: { json: string; html: string }): void {
   mkdirSync(dirname(paths.json), { recursive: true });
   writeFileSync(paths.json, `${JSON.stringify(report, null, 2)}\n`);
-  writeFileSync(paths.html, renderHtml(report));
+  writeFileSync(paths.html, html);
 }

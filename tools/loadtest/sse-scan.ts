@@ -17,11 +17,16 @@ type Json = Record<string, unknown>;
 const objectOf = (v: unknown): Json | undefined =>
   typeof v === "object" && v !== null && !Array.isArray(v) ? (v as Json) : undefined;
 
-/** The code of an error object: its `code` (contract codes are strings), else its `type`. */
+/**
+ * The code of an error object: its `code` (contract codes are strings); for OpenRouter's shape,
+ * whose `code` is a number (the gateway's own mid-stream frame), `metadata.type`; else its `type`.
+ */
 export function errorCodeOf(error: unknown): string {
   const e = objectOf(error);
   if (!e) return typeof error === "string" && error ? error : "unknown_error";
   if (typeof e.code === "string" && e.code) return e.code;
+  const metadataType = objectOf(e.metadata)?.type;
+  if (typeof metadataType === "string" && metadataType) return metadataType;
   if (typeof e.code === "number") return `upstream_${e.code}`;
   if (typeof e.type === "string" && e.type) return e.type;
   return "unknown_error";

@@ -3,6 +3,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from "node:ht
 import type { AddressInfo } from "node:net";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
+import { openRouterModelList } from "./openrouter-models.ts";
 
 /**
  * A stand-in for OpenAI, OpenRouter and Relace that speaks their wire formats, for the tests, the
@@ -44,6 +45,8 @@ export interface MockKnobs {
   abortAfterChunks?: number;
   /** Send the provider's mid-stream error frame after this many content chunks, then end. */
   errorAfterChunks?: number;
+  /** Hold `data: [DONE]` back this long after the usage frame (a client may close in between). */
+  doneDelayMs?: number;
   /** Never report usage, even when asked. */
   noUsage?: boolean;
   /** Answer with this HTTP status (>= 400) and the provider's error body. */
@@ -71,6 +74,8 @@ export interface MockRequestLog {
   flavour: Flavour;
   path: string;
   headers: IncomingMessage["headers"];
+  /** The body's bytes as they arrived, for tests of byte-exact passthrough. */
+  raw: Buffer;
   body: Record<string, unknown>;
   tag: string | undefined;
 }
@@ -99,6 +104,7 @@ interface Knobs {
   firstByteDelayMs: number;
   abortAfterChunks: number | undefined;
   errorAfterChunks: number | undefined;
+  doneDelayMs: number;
   noUsage: boolean;
   status: number | undefined;
   hang: boolean;
@@ -184,6 +190,7 @@ function readKnobs(body: Json): Knobs {
     firstByteDelayMs: count(m.firstByteDelayMs) ?? 0,
     abortAfterChunks: count(m.abortAfterChunks),
     errorAfterChunks: count(m.errorAfterChunks),
+    doneDelayMs: count(m.doneDelayMs) ?? 0,
     noUsage: m.noUsage === true,
     status: status !== undefined && status >= 400 && status <= 599 ? status : undefined,
     hang: m.hang === true,
@@ -304,6 +311,64 @@ function sendJson(
   res.end(payload);
 }
 
+/** A function call the mock makes instead of answering with text. */
+interface ToolCall {
+  id: string;
+  name: string;
+  arguments: string;
+}
+
+/** A value of a JSON-schema property's type, for made-up call arguments. */
+function sampleValue(schema: Json | undefined): unknown {
+  if (Array.isArray(schema?.enum) && schema.enum.length > 0) return schema.enum[0];
+  switch (schema?.type) {
+    case "number":
+    case "integer":
+      return 1;
+    case "boolean":
+      return true;
+    case "array":
+      return [];
+    case "object":
+      return {};
+    default:
+      return "mock";
+  }
+}
+
+/**
+ * When the request offers `tools` (and `tool_choice` is not "none"), the mock calls one, as the
+ * providers do: the function `tool_choice` names, else the first, with arguments made from its
+ * schema's required properties. A conversation whose last message is a tool's result gets text,
+ * so an agent loop tried against the mock (`npm run dev`) ends.
+ */
+function toolCallOf(body: Json, callId: string): ToolCall | undefined {
+  const tools = Array.isArray(body.tools) ? body.tools : [];
+  if (tools.length === 0 || body.tool_choice === "none") return undefined;
+  const messages = Array.isArray(body.messages) ? body.messages : [];
+  if (objectOf(messages.at(-1))?.role === "tool") return undefined;
+  const wanted = objectOf(objectOf(body.tool_choice)?.function)?.name;
+  const fn = tools
+    .map((t) => objectOf(objectOf(t)?.function))
+    .find((f) => typeof f?.name === "string" && (wanted === undefined || f.name === wanted));
+  if (!fn) return undefined;
+  const params = objectOf(fn.parameters);
+  const properties = objectOf(params?.properties) ?? {};
+  const required = Array.isArray(params?.required)
+    ? params.required.filter((r): r is string => typeof r === "string")
+    : Object.keys(properties);
+  const args: Json = {};
+  for (const name of required) args[name] = sampleValue(objectOf(properties[name]));
+  return { id: callId, name: fn.name as string, arguments: JSON.stringify(args) };
+}
+
+/** The call's arguments in `count` pieces, as a stream sends them. */
+function argumentPieces(call: ToolCall, chunks: number): string[] {
+  const count = Math.max(1, Math.min(chunks, call.arguments.length));
+  const size = Math.ceil(call.arguments.length / count);
+  return Array.from({ length: count }, (_, i) => call.arguments.slice(i * size, (i + 1) * size));
+}
+
 function chatPlan(
   flavour: "openai" | "openrouter",
   id: string,
@@ -313,8 +378,17 @@ function chatPlan(
   body: Json,
   knobs: Knobs,
   numbers: UsageNumbers,
+  call: ToolCall | undefined,
 ): StreamPlan {
   const contentJson = JSON.stringify(knobs.chunkText);
+  // A tool call streams as its id and name first, then its arguments piece by piece.
+  const pieces = call ? argumentPieces(call, knobs.chunks) : [];
+  const callHead = call
+    ? `"tool_calls":[{"index":0,"id":"${call.id}","type":"function","function":{"name":${JSON.stringify(call.name)},"arguments":""}}]`
+    : "";
+  const argumentDelta = (piece: string) =>
+    `{"tool_calls":[{"index":0,"function":{"arguments":${JSON.stringify(piece)}}}]}`;
+  const finishReason = call ? '"tool_calls"' : '"stop"';
   if (flavour === "openai") {
     const options = objectOf(body.stream_options);
     const includeUsage = options?.include_usage === true;
@@ -328,10 +402,18 @@ function chatPlan(
       includeUsage && !knobs.noUsage ? `${head}],"usage":${openAiUsage(numbers)}${obfuscation}}\n\n` : "";
     return {
       early: "",
-      head: frame('{"role":"assistant","content":"","refusal":null}', "null"),
-      count: knobs.chunks,
-      frames: (from, to) => content.repeat(to - from),
-      tail: frame("{}", '"stop"') + usage,
+      head: call
+        ? frame(`{"role":"assistant","content":null,${callHead},"refusal":null}`, "null")
+        : frame('{"role":"assistant","content":"","refusal":null}', "null"),
+      count: call ? pieces.length : knobs.chunks,
+      frames: call
+        ? (from, to) =>
+            pieces
+              .slice(from, to)
+              .map((p) => frame(argumentDelta(p), "null"))
+              .join("")
+        : (from, to) => content.repeat(to - from),
+      tail: frame("{}", finishReason) + usage,
       errorFrame:
         'data: {"error":{"message":"The server had an error while processing your request. Sorry about that!","type":"server_error","param":null,"code":null}}\n\n',
     };
@@ -340,18 +422,25 @@ function chatPlan(
   const choice = (delta: string, finish: string) =>
     `{"index":0,"delta":${delta},"finish_reason":${finish},"native_finish_reason":${finish},"logprobs":null}`;
   const content = `${head}${choice(`{"role":"assistant","content":${contentJson}}`, "null")}]}\n\n`;
-  const finishChoice = choice('{"role":"assistant","content":""}', '"stop"');
+  const finishChoice = choice('{"role":"assistant","content":""}', finishReason);
   const usageJson = openRouterUsage(numbers);
   const usage = knobs.noUsage
     ? ""
     : knobs.usageOnChoice
       ? `${head}${finishChoice}],"usage":${usageJson}}\n\n`
       : `${head}],"usage":${usageJson}}\n\n`;
+  const chunk = (delta: string) => `${head}${choice(delta, "null")}]}\n\n`;
   return {
     early: OPENROUTER_COMMENT,
-    head: "",
-    count: knobs.chunks,
-    frames: (from, to) => content.repeat(to - from),
+    head: call ? chunk(`{"role":"assistant","content":"",${callHead}}`) : "",
+    count: call ? pieces.length : knobs.chunks,
+    frames: call
+      ? (from, to) =>
+          pieces
+            .slice(from, to)
+            .map((p) => chunk(argumentDelta(p)))
+            .join("")
+      : (from, to) => content.repeat(to - from),
     tail: `${head}${finishChoice}]}\n\n${usage}`,
     errorFrame: `${head.slice(0, -'"choices":['.length)}"error":{"code":"server_error","message":"Provider disconnected unexpectedly"},"choices":[${choice('{"content":""}', '"error"')}]}\n\n`,
   };
@@ -412,14 +501,20 @@ async function sendStream(
   }
   if (!res.headersSent) res.writeHead(200, headers);
 
+  const done = async () => {
+    if (knobs.doneDelayMs) {
+      await sleep(knobs.doneDelayMs);
+      if (state.closed) return;
+    }
+    res.end(DONE);
+  };
   if (!knobs.delayMs) {
     // One write for the whole answer: the benchmark measures the gateway, not this mock.
     const body = plan.head + plan.frames(0, stopAt);
     if (stoppedBy === "abort") return selfDestroy(body);
     if (stoppedBy === "error") return void res.end(body + plan.errorFrame);
     res.write(body + plan.tail);
-    res.end(DONE);
-    return;
+    return done();
   }
   if (plan.head) res.write(plan.head);
   for (let i = 0; i < stopAt; i++) {
@@ -430,7 +525,7 @@ async function sendStream(
   if (stoppedBy === "abort") return selfDestroy("");
   if (stoppedBy === "error") return void res.end(plan.errorFrame);
   res.write(plan.tail);
-  res.end(DONE);
+  return done();
 }
 
 async function answerChat(
@@ -451,23 +546,28 @@ async function answerChat(
   const provider = OPENROUTER_PROVIDERS[model.split("/")[0] ?? ""] ?? "Mock";
   const numbers = usageNumbers(flavour, body, knobs);
   const extra: Record<string, string> = flavour === "openrouter" ? { "x-generation-id": id } : {};
+  const call = toolCallOf(body, `call_${knobs.tag ?? randomId(24)}`);
 
   if (body.stream === true) {
-    const plan = chatPlan(flavour, id, created, modelJson, provider, body, knobs, numbers);
+    const plan = chatPlan(flavour, id, created, modelJson, provider, body, knobs, numbers, call);
     const headers = { "content-type": "text/event-stream", "cache-control": "no-cache", ...extra };
     return sendStream(res, state, knobs, plan, headers);
   }
   if (!(await beforePlainAnswer(knobs, res, state))) return;
-  const content = JSON.stringify(knobs.chunkText.repeat(knobs.chunks));
+  const content = call ? "null" : JSON.stringify(knobs.chunkText.repeat(knobs.chunks));
+  const toolCalls = call
+    ? `,"tool_calls":[{"id":"${call.id}","type":"function","function":{"name":${JSON.stringify(call.name)},"arguments":${JSON.stringify(call.arguments)}}}]`
+    : "";
+  const finish = call ? "tool_calls" : "stop";
   const payload =
     flavour === "openai"
       ? `{"id":"${id}","object":"chat.completion","created":${created},"model":${modelJson},` +
-        `"choices":[{"index":0,"message":{"role":"assistant","content":${content},"refusal":null,"annotations":[]},` +
-        `"logprobs":null,"finish_reason":"stop"}]${knobs.noUsage ? "" : `,"usage":${openAiUsage(numbers)}`},` +
+        `"choices":[{"index":0,"message":{"role":"assistant","content":${content}${toolCalls},"refusal":null,"annotations":[]},` +
+        `"logprobs":null,"finish_reason":"${finish}"}]${knobs.noUsage ? "" : `,"usage":${openAiUsage(numbers)}`},` +
         `"service_tier":"default","system_fingerprint":"${FINGERPRINT}"}`
       : `{"id":"${id}","object":"chat.completion","created":${created},"model":${modelJson},"provider":"${provider}",` +
-        `"system_fingerprint":null,"choices":[{"index":0,"logprobs":null,"finish_reason":"stop","native_finish_reason":"stop",` +
-        `"message":{"role":"assistant","content":${content},"refusal":null,"reasoning":null}}]` +
+        `"system_fingerprint":null,"choices":[{"index":0,"logprobs":null,"finish_reason":"${finish}","native_finish_reason":"${finish}",` +
+        `"message":{"role":"assistant","content":${content}${toolCalls},"refusal":null,"reasoning":null}}]` +
         `${knobs.noUsage ? "" : `,"usage":${openRouterUsage(numbers)}`}}`;
   sendJson(res, 200, payload, extra);
 }
@@ -505,10 +605,8 @@ async function answerApply(
 }
 
 function modelsList(flavour: Flavour): string {
-  const ids =
-    flavour === "openrouter"
-      ? ["anthropic/claude-sonnet-4", "google/gemini-2.5-pro", "openai/gpt-4.1"]
-      : ["gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "o4-mini"];
+  if (flavour === "openrouter") return openRouterModelList();
+  const ids = ["gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "o3", "o4-mini"];
   return JSON.stringify({
     object: "list",
     data: ids.map((id) => ({ id, object: "model", created: FIXED_CREATED, owned_by: "system" })),
@@ -553,7 +651,7 @@ export async function startMockUpstream(opts: { port?: number; host?: string } =
       return sendJson(res, 400, errorBody(flavour, 400, "We could not parse the JSON body of your request."));
     }
     const knobs = readKnobs(body);
-    const entry: MockRequestLog = { flavour, path, headers: req.headers, body, tag: knobs.tag };
+    const entry: MockRequestLog = { flavour, path, headers: req.headers, raw, body, tag: knobs.tag };
     requests.push(entry);
     if (requests.length > MAX_LOG) requests.shift();
 

@@ -1,28 +1,16 @@
-import {
-  bearer,
-  type JsonObject,
-  type ProviderAdapter,
-  prepareOpenAiChat,
-  readOpenAiUsage,
-} from "./types.ts";
+import { bearer, type ProviderAdapter, prepareOpenAiChat, readOpenAiUsage } from "./types.ts";
 
 /**
  * OpenRouter speaks OpenAI's wire format and adds `usage.cost`, the USD it charged, which is the
- * base amount of the debit when present. `usage: {include: true}` asks for it on every response.
+ * base amount of the debit when present. It reports usage, cost included, on every response now
+ * (its `usage: {include: true}` is deprecated and has no effect), so the body goes up as the
+ * client sent it: a drop-in client's bytes reach OpenRouter unchanged.
  */
 export const openrouter: ProviderAdapter = {
   name: "openrouter",
   baseUrl: (config) => config.OPENROUTER_BASE_URL,
   integratedKey: (config) => config.OPENROUTER_API_KEY,
   authHeaders: bearer,
-  prepareChat(body: JsonObject, upstreamModel: string, stream: boolean): boolean {
-    let changed = prepareOpenAiChat(body, upstreamModel, stream);
-    const usage = body.usage;
-    if (typeof usage !== "object" || usage === null || (usage as JsonObject).include !== true) {
-      body.usage = { include: true };
-      changed = true;
-    }
-    return changed;
-  },
+  prepareChat: prepareOpenAiChat,
   readUsage: readOpenAiUsage,
 };

@@ -12,24 +12,66 @@ import { parseJsonObject } from "../validate.ts";
 
 type Env = { Variables: AuthVariables };
 
+/**
+ * A field the CLI may leave empty: it is Go, marshals every field of its struct (none is
+ * `omitempty`), and so sends `""`, `null` or `false` for "not given".
+ */
+const given = <T extends z.ZodType>(schema: T) =>
+  z.preprocess((v) => (v === "" || v === null || v === false ? undefined : v), schema.optional());
+
 /** The Planto CLI's CreditsLogRequest. */
 export const creditsLogRequest = z
   .object({
-    transactionType: z.enum(["debit", "credit"]).optional(),
-    planId: z.string().min(1).optional(),
-    sessionId: z.string().min(1).optional(),
-    dayStart: z.iso.datetime({ offset: true }).optional(),
-    month: z.boolean().optional(),
+    transactionType: given(z.enum(["debit", "credit"])),
+    planId: given(z.string()),
+    sessionId: given(z.string()),
+    dayStart: given(z.iso.datetime({ offset: true })),
+    month: given(z.boolean()),
   })
   .strip();
 
+/** The CLI's declared maximum page size (it never checks it: a larger `size` is clamped). */
 const MAX_PAGE_SIZE = 500;
+/** The CLI's default page size. */
+const DEFAULT_PAGE_SIZE = 100;
+/**
+ * Rows counted for `numPages`; past it the count stops and `numPagesMax` says "more pages than
+ * counted" (the CLI shows `+` and lets the user page on), so a long ledger costs a bounded count.
+ */
+const MAX_COUNTED_ROWS = 100_000;
 
 /** `{key: "usd"}` from rows of amounts. */
 const usdBy = <T extends { amount: number }>(rows: T[], key: (row: T) => string): Record<string, string> =>
   Object.fromEntries(rows.map((row) => [key(row), formatUsd(row.amount)]));
 
 const usdOrNull = (n: number | null) => (n === null ? null : formatUsd(n));
+
+/** The CLI renders four credit types; the admin API's finer ones show as the one they belong to. */
+const CLI_CREDIT_TYPE: Record<string, string> = {
+  trial: "trial",
+  grant: "grant",
+  admin_grant: "grant",
+  purchase: "purchase",
+  switch: "switch",
+};
+
+/** The model as the CLI names it: the provider's own name (`gpt-4.1`, not Planto's `openai/gpt-4.1`). */
+function providerModelName(provider: string | null, name: string | null): string | undefined {
+  if (name === null) return undefined;
+  return provider === "openai" && name.startsWith("openai/") ? name.slice("openai/".length) : name;
+}
+
+/**
+ * The debit's base and surcharge as the CLI reads them: it shows the markup as surcharge / base, so
+ * the base is never zero. A debit row exists only when the call cost something (amount > 0), and
+ * the base of a call that used tokens rounds up to at least one nanodollar; a row from before the
+ * base was recorded (or with a zero base) shows its whole amount as the base and no surcharge.
+ */
+function debitSplit(row: CreditTransactionRow): { base: number; surcharge: number } {
+  const base = row.debitBaseAmount ?? 0;
+  if (base > 0) return { base, surcharge: row.debitSurcharge ?? 0 };
+  return { base: Math.max(row.amount, 1), surcharge: 0 };
+}
 
 /** Renders a ledger row as the CLI's CreditsTransaction (money as USD decimal strings). */
 export function renderTransaction(row: CreditTransactionRow, orgName: string): Record<string, unknown> {
@@ -47,29 +89,34 @@ export function renderTransaction(row: CreditTransactionRow, orgName: string): R
   if (row.transactionType === "credit") {
     return {
       ...base,
-      creditType: row.creditType,
+      creditType: CLI_CREDIT_TYPE[row.creditType ?? ""] ?? "grant",
       creditIsAutoRebuy: row.creditIsAutoRebuy ?? false,
       creditAutoRebuyMinThreshold: usdOrNull(row.creditAutoRebuyMinThreshold) ?? undefined,
       creditAutoRebuyToBalance: usdOrNull(row.creditAutoRebuyToBalance) ?? undefined,
     };
   }
+  const split = debitSplit(row);
   return {
     ...base,
-    debitInputTokens: row.debitInputTokens ?? 0,
+    // The whole prompt, as OpenAI's prompt_tokens counts it: the ledger keeps cached tokens apart.
+    debitInputTokens: (row.debitInputTokens ?? 0) + (row.debitCachedTokens ?? 0),
     debitOutputTokens: row.debitOutputTokens ?? 0,
+    // Of debitInputTokens, how many were read from the prompt cache (billed at the cached rate).
+    debitCachedTokens: row.debitCachedTokens ?? 0,
     debitModelInputPricePerToken: row.debitModelInputPricePerToken ?? "0",
     debitModelOutputPricePerToken: row.debitModelOutputPricePerToken ?? "0",
-    debitBaseAmount: formatUsd(row.debitBaseAmount ?? row.amount),
-    debitSurcharge: formatUsd(row.debitSurcharge ?? 0),
-    debitModelProvider: row.debitModelProvider,
-    debitModelName: row.debitModelName,
+    debitBaseAmount: formatUsd(split.base),
+    debitSurcharge: formatUsd(split.surcharge),
+    debitModelProvider: row.debitModelProvider ?? undefined,
+    debitModelName: providerModelName(row.debitModelProvider, row.debitModelName),
     debitModelPackName: row.debitModelPackName ?? undefined,
     debitModelRole: row.debitModelRole ?? undefined,
     debitPurpose: row.debitPurpose ?? "chat",
     debitPlanId: row.debitPlanId ?? undefined,
     debitPlanName: row.debitPlanName ?? undefined,
     debitId: row.id,
-    debitCacheDiscount: usdOrNull(row.debitCacheDiscount) ?? undefined,
+    // Absent without a discount: the CLI prints a "cache discount" line for any value, zero too.
+    debitCacheDiscount: row.debitCacheDiscount ? formatUsd(row.debitCacheDiscount) : undefined,
     debitSessionId: row.debitSessionId ?? undefined,
   };
 }
@@ -78,9 +125,12 @@ export function billingRoutes(services: Services): Hono<Env> {
   const app = new Hono<Env>();
   const { meter, database, clock } = services;
 
+  // `orgId`/`orgName` tell a client whose key it holds (`planto-gateway usage` needs no --org); the
+  // Planto CLI decodes `balance` only and ignores the rest.
   app.get("/balance", async (c) => {
-    const balance = await meter.balance(c.get("auth").org.id);
-    return c.json({ balance: formatUsd(balance ?? 0) });
+    const { org } = c.get("auth");
+    const balance = await meter.balance(org.id);
+    return c.json({ balance: formatUsd(balance ?? 0), orgId: org.id, orgName: org.name });
   });
 
   /** Reads the CLI's CreditsLogRequest and the scope it names. */
@@ -122,13 +172,12 @@ export function billingRoutes(services: Services): Hono<Env> {
   });
 
   app.post("/credits_transactions", async (c) => {
-    const size = Number(c.req.query("size") ?? 50);
-    const page = Number(c.req.query("page") ?? 1);
-    if (!Number.isInteger(size) || size < 1 || size > MAX_PAGE_SIZE) {
-      throw new GatewayError("invalid_request_error", `size must be an integer from 1 to ${MAX_PAGE_SIZE}`, {
-        param: "size",
-      });
+    const asked = Number(c.req.query("size") || DEFAULT_PAGE_SIZE);
+    const page = Number(c.req.query("page") || 1);
+    if (!Number.isInteger(asked) || asked < 1) {
+      throw new GatewayError("invalid_request_error", "size must be a positive integer", { param: "size" });
     }
+    const size = Math.min(asked, MAX_PAGE_SIZE);
     if (!Number.isInteger(page) || page < 1) {
       throw new GatewayError("invalid_request_error", "page must be a positive integer", { param: "page" });
     }
@@ -142,7 +191,7 @@ export function billingRoutes(services: Services): Hono<Env> {
         sessionId: req.sessionId,
         since,
       },
-      { size, page },
+      { size, page, countAtMost: MAX_COUNTED_ROWS },
     );
     const planNamesById: Record<string, string> = {};
     for (const row of rows)
@@ -151,7 +200,7 @@ export function billingRoutes(services: Services): Hono<Env> {
     return c.json({
       transactions: rows.map((row) => renderTransaction(row, org.name)),
       numPages,
-      numPagesMax: numPages,
+      numPagesMax: total >= MAX_COUNTED_ROWS,
       monthStart: monthStart.toISOString(),
       planNamesById,
     });

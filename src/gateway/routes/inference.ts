@@ -7,8 +7,9 @@ import type { CatalogModel } from "../../pricing/catalog.ts";
 import type { AuthVariables } from "../auth.ts";
 import { type PreparedCall, runCall } from "../call.ts";
 import { readBody } from "../client-io.ts";
+import { namespaceOf } from "../namespace.ts";
 import { providers } from "../providers/index.ts";
-import type { JsonObject } from "../providers/types.ts";
+import type { JsonObject, ProviderName } from "../providers/types.ts";
 import type { Services } from "../services.ts";
 import {
   optionalBoolean,
@@ -77,7 +78,7 @@ export function inferenceRoutes(services: Services): Hono<Env> {
     const streamOptions = optionalObject(body, "stream_options");
     const maxTokens =
       optionalPositiveInt(body, "max_completion_tokens") ?? optionalPositiveInt(body, "max_tokens");
-    const model = catalog.resolve(modelId);
+    const model = catalog.resolve(modelId, namespaceOf(c));
     if (!model)
       throw new GatewayError("model_not_found", `model '${modelId}' does not exist`, { param: "model" });
     const provider = providers[model.provider];
@@ -110,8 +111,9 @@ export function inferenceRoutes(services: Services): Hono<Env> {
     requireString(body, "initialCode");
     requireString(body, "editSnippet");
     const stream = optionalBoolean(body, "stream") ?? false;
-    const modelId = body.model === undefined ? catalog.defaultApplyModel().id : requireString(body, "model");
-    const model = catalog.resolve(modelId);
+    const modelId =
+      body.model === undefined ? catalog.defaultApplyModel().upstreamModel : requireString(body, "model");
+    const model = catalog.resolve(modelId, namespaceOf(c));
     if (model?.provider !== "relace") {
       throw new GatewayError("model_not_found", `apply model '${modelId}' does not exist`, {
         param: "model",
@@ -177,8 +179,28 @@ function prepareCall(
     path: p.path,
     payload: p.changed ? JSON.stringify(p.body) : p.raw,
     apiKey: keys.apiKey,
+    forwardHeaders: forwardedHeaders(c, provider.name, keys.byoKey !== undefined),
     clientWantsUsage: p.clientWantsUsage,
   };
+}
+
+/** What a provider wants to see of the client's own headers: OpenRouter's attribution and routing. */
+const OPENROUTER_HEADERS = /^(http-referer|x-title|x-or-.+)$/;
+/** A BYO org's OpenAI account scoping, which only the key's owner can ask for. */
+const BYO_HEADERS = /^(openai-organization|openai-project)$/;
+
+/**
+ * The client headers that go upstream, from an allow-list: never `authorization` (the gateway's or
+ * the BYO key is set apart) nor any `x-planto-*`.
+ */
+function forwardedHeaders(c: Context, provider: ProviderName, byo: boolean): Record<string, string> {
+  const out: Record<string, string> = {};
+  c.req.raw.headers.forEach((value, name) => {
+    if ((provider === "openrouter" && OPENROUTER_HEADERS.test(name)) || (byo && BYO_HEADERS.test(name))) {
+      out[name] = value;
+    }
+  });
+  return out;
 }
 
 function newRequestId(): string {

@@ -111,6 +111,22 @@ describe("SseScan", () => {
     expect(scan.done).toBe(false);
   });
 
+  it("reads the gateway's own mid-stream frame (OpenRouter's shape, numeric code) and a provider's", () => {
+    const gateway = new SseScan();
+    gateway.push(
+      enc(
+        'data: {"error":{"code":502,"message":"upstream failed","metadata":{"type":"upstream_error"}}}\n\n',
+      ),
+      1,
+    );
+    gateway.end(2);
+    expect(gateway.error).toBe("upstream_error");
+    const provider = new SseScan();
+    provider.push(enc('data: {"error":{"code":503,"message":"Provider disconnected"}}\n\n'), 1);
+    provider.end(2);
+    expect(provider.error).toBe("upstream_503");
+  });
+
   it("keeps multibyte text split across chunks, and is not fooled by [DONE] or error in content", () => {
     const stream =
       'data: {"choices":[{"delta":{"content":"héllo ✓ [DONE]"}}]}\n\n' +

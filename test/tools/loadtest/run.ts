@@ -8,9 +8,9 @@ export interface ToolRun {
   stderr: string;
 }
 
-/** Runs `planto-gateway loadtest …` as an operator would, through the project's bin. */
+/** Runs the load tester as `npm run loadtest -- …` does (tools/loadtest/cli.ts through tsx). */
 export function runLoadtest(args: string[], env: Record<string, string> = {}): Promise<ToolRun> {
-  const child = spawn(process.execPath, ["bin/planto-gateway.js", "loadtest", ...args], {
+  const child = spawn(process.execPath, ["--import", "tsx", "tools/loadtest/cli.ts", ...args], {
     env: { ...process.env, PLANTO_API_KEY: "", PLANTO_ADMIN_TOKEN: "", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
