@@ -105,7 +105,8 @@ describe("the org's Durable Object as the metering store", () => {
     expect(admitted.ok).toBe(true);
     // The reserve set the alarm for the hold's expiry, which has passed: it may have run already;
     // if not, it runs now. Nothing else in the object releases a hold without its settle.
-    await runDurableObjectAlarm(stubOf(orgId));
+    for (let i = 0; i < 20 && (await isolateB.getBalance(orgId))?.held !== 0; i++)
+      await runDurableObjectAlarm(stubOf(orgId));
     expect(await isolateB.getBalance(orgId)).toEqual({ balance: 1_000, held: 0 });
     expect(
       (await isolateB.reserve({ orgId, requestId: "next", amount: 1_000, ttlMs: 60_000, nowMs: Date.now() }))
@@ -156,7 +157,9 @@ describe("the org's Durable Object as the metering store", () => {
         );
       }
     });
-    expect(await stub.opFlush()).toBe(3);
+    // Flushed here, or by an alarm that came first: either way once.
+    await stub.opFlush();
+    expect((await stub.opLedgerLag()).length).toBe(0);
     const rows = await sql`select id, amount from credit_transactions where org_id = ${orgId} order by id`;
     expect(rows.map((r) => [r.id, Number(r.amount)])).toEqual(ids.map((id) => [id, 400]));
     const usage = await sql`select count(*)::int as n from usage_records where org_id = ${orgId}`;
