@@ -11,7 +11,8 @@ process.env.WRANGLER_SEND_METRICS ??= "false";
 
 export default defineConfig({
   test: {
-    testTimeout: 30_000,
+    // Generous: tests judge behaviour, and a machine whose cores are busy is slow, not wrong.
+    testTimeout: 60_000,
     hookTimeout: 90_000,
     projects: [
       {

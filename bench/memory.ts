@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { Agent, request } from "undici";
 import { cpuSample } from "./cpu.ts";
-import { startGatewayStack } from "./stack.ts";
+import { METRICS_TOKEN, startGatewayStack } from "./stack.ts";
 
 /**
  * `npm run bench:memory`: the gateway's resident memory (RSS, from /proc) under two loads, with
@@ -25,7 +25,9 @@ function rssMb(pid: number): number {
 
 /** The gateway's V8 heap and external memory, from its /metrics. */
 async function heapOf(gatewayUrl: string): Promise<string> {
-  const text = await (await fetch(`${gatewayUrl}/metrics`)).text();
+  const text = await (
+    await fetch(`${gatewayUrl}/metrics`, { headers: { authorization: `Bearer ${METRICS_TOKEN}` } })
+  ).text();
   const mb = (name: string) => Number(new RegExp(`^${name} (\\S+)`, "m").exec(text)?.[1] ?? 0) / 2 ** 20;
   return `heap used ${mb("planto_nodejs_heap_size_used_bytes").toFixed(0)} MB of ${mb("planto_nodejs_heap_size_total_bytes").toFixed(0)}, external ${mb("planto_nodejs_external_memory_bytes").toFixed(0)} MB`;
 }

@@ -31,6 +31,8 @@ export interface GatewayStack {
 }
 
 const ADMIN_TOKEN = "bench-admin-token";
+/** /metrics wants a bearer token (METRICS_TOKEN); the benches scrape it with this one. */
+export const METRICS_TOKEN = "bench-metrics-token";
 
 /** Starts a tsx child and resolves with the first JSON line it prints that has `key`. */
 function startChild(
@@ -103,6 +105,7 @@ export async function startGatewayStack(
       HOST: "127.0.0.1",
       DATA_DIR: dataDir,
       ADMIN_TOKEN,
+      METRICS_TOKEN,
       OPENAI_BASE_URL: `${mockUrl}/openai/v1`,
       OPENROUTER_BASE_URL: `${mockUrl}/openrouter/v1`,
       OPENAI_API_KEY: "sk-bench",

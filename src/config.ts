@@ -85,6 +85,20 @@ export const configSchema = z
     UPSTREAM_IDLE_TIMEOUT_MS: int(300_000, 1),
     /** How long a cached api-key lookup is trusted; bounds how late a revocation takes effect. */
     KEY_CACHE_TTL_MS: int(2_000, 0),
+    /**
+     * How long past its TTL a cached api key is still served while Postgres cannot be reached
+     * (stale-if-error): calls with known keys go on through an outage this long, and a revocation
+     * made just before it may apply this much later. A key not in the cache gets 503 meanwhile.
+     */
+    KEY_CACHE_STALE_MS: int(15 * 60_000, 0),
+    /**
+     * Deadline of Postgres work on the request path (uncached key lookups, /billing, /admin,
+     * /readyz): past it the caller gets 503 `unavailable`. A refused or dropped connection opens a
+     * breaker at once, and while it is open these answer 503 without waiting.
+     */
+    DB_TIMEOUT_MS: int(1_000, 1),
+    /** Bearer token that `GET /metrics` requires; without it /metrics is off (404). */
+    METRICS_TOKEN: optionalString,
     /** On SIGTERM, how long open streams may run on before they are cut. */
     SHUTDOWN_GRACE_MS: int(30_000, 0),
     LOG_LEVEL: z.enum(["debug", "info", "warn", "error", "silent"]).default("info"),

@@ -1,7 +1,10 @@
+import type { Server } from "node:http";
 import { serve } from "@hono/node-server";
 import { ConfigError, parseConfig } from "./config.ts";
 import { createApp } from "./gateway/app.ts";
+import { jsonClientErrors } from "./node-http.ts";
 import { createNodeServices } from "./node-services.ts";
+import { installProcessGuards } from "./process-guard.ts";
 
 /**
  * The Node entry: parse the environment, wire the services, serve the app. SIGTERM stops
@@ -19,10 +22,15 @@ async function main(): Promise<void> {
     throw err;
   }
   const services = await createNodeServices(config);
+  installProcessGuards(services.log, {
+    driverFaults: () => services.metrics.processFaults.inc({ kind: "postgres_driver" }),
+    unhandledRejections: () => services.metrics.processFaults.inc({ kind: "unhandled_rejection" }),
+  });
   const app = createApp(services);
   const server = serve({ fetch: app.fetch, port: config.PORT, hostname: config.HOST }, (info) => {
     services.log.info("listening", { port: info.port, host: config.HOST });
   });
+  jsonClientErrors(server as Server);
 
   let stopping = false;
   const shutdown = async (signal: string) => {

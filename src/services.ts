@@ -2,6 +2,7 @@ import type { Config } from "./config.ts";
 import type { Clock } from "./core/clock.ts";
 import type { Logger } from "./core/log.ts";
 import type { Database } from "./db/client.ts";
+import { guardDatabase } from "./db/guard.ts";
 import { findApiKeyByHash, hashApiKey } from "./db/orgs.ts";
 import { cachedKeyResolver } from "./gateway/auth.ts";
 import type { GatewayMetrics, MetricSources } from "./gateway/metrics-port.ts";
@@ -28,9 +29,24 @@ export interface ServiceParts {
 /** Wires the parts every runtime shares; the entries choose the parts. */
 export function buildServices(config: Config, parts: ServiceParts): Services & { store: MeteringStore } {
   const { database, store, upstream, catalog, clock, log } = parts;
+  const calls = new OpenCalls();
+  const metrics = parts.metrics({
+    openCalls: () => calls.size,
+    ledgerLag: () => store.ledgerLag(),
+    now: () => clock.now(),
+  });
+  metrics.databaseAvailable.set(1);
+  const dbGuard = guardDatabase(database, {
+    timeoutMs: config.DB_TIMEOUT_MS,
+    onChange(available) {
+      metrics.databaseAvailable.set(available ? 1 : 0);
+      if (available) log.info("postgres reachable again");
+      else log.warn("postgres unreachable; request-path database work fails fast until it is back");
+    },
+  });
   const keys = cachedKeyResolver(
     async (key) => {
-      const found = await findApiKeyByHash(database.db, hashApiKey(key));
+      const found = await dbGuard.run(() => findApiKeyByHash(database.db, hashApiKey(key)));
       if (!found || found.revokedAt || found.org.deletedAt) return null;
       const { org } = found;
       return {
@@ -50,14 +66,8 @@ export function buildServices(config: Config, parts: ServiceParts): Services & {
         },
       };
     },
-    { ttlMs: config.KEY_CACHE_TTL_MS, clock },
+    { ttlMs: config.KEY_CACHE_TTL_MS, staleMs: config.KEY_CACHE_STALE_MS, clock },
   );
-  const calls = new OpenCalls();
-  const metrics = parts.metrics({
-    openCalls: () => calls.size,
-    ledgerLag: () => store.ledgerLag(),
-    now: () => clock.now(),
-  });
   const meter = createLedgerMeter({
     config,
     store,
@@ -73,6 +83,7 @@ export function buildServices(config: Config, parts: ServiceParts): Services & {
     config,
     catalog,
     database,
+    dbGuard,
     store,
     keys,
     meter,
@@ -82,21 +93,44 @@ export function buildServices(config: Config, parts: ServiceParts): Services & {
     calls,
     metrics,
     async ready() {
+      // Each check answers within DB_TIMEOUT_MS, so /readyz does too, whatever is down.
       const [db, metering] = await Promise.all([
-        database.ping().catch(() => false),
-        store.getBalance("readyz").then(
-          () => true,
-          () => false,
+        dbGuard.ping(),
+        withinMs(
+          store.getBalance("readyz").then(
+            () => true,
+            () => false,
+          ),
+          config.DB_TIMEOUT_MS,
+          false,
         ),
       ]);
       // Named for what runs: "postgres" or "pglite", "redis", "cluster" or "memory".
       return { [database.kind]: db, [store.kind]: metering };
     },
     async close() {
+      dbGuard.close();
       await upstream.close();
       await meter.close();
       await store.close();
       await database.close();
     },
   };
+}
+
+/** The promise's value, or `fallback` if it has not settled within `ms`. */
+function withinMs<T>(promise: Promise<T>, ms: number, fallback: T): Promise<T> {
+  return new Promise<T>((resolve) => {
+    const timer = setTimeout(() => resolve(fallback), ms);
+    promise.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      () => {
+        clearTimeout(timer);
+        resolve(fallback);
+      },
+    );
+  });
 }

@@ -14,6 +14,9 @@ export const errorStatus = {
   trial_plans_exceeded: 403,
   trial_messages_exceeded: 403,
   upstream_error: 502,
+  /** The provider refused the gateway's own key: the gateway's fault, not the caller's. */
+  upstream_auth_error: 502,
+  context_length_exceeded: 400,
   not_found: 404,
   forbidden: 403,
   conflict: 409,
@@ -35,6 +38,8 @@ const openAiType: Record<ErrorCode, string> = {
   trial_plans_exceeded: "permission_error",
   trial_messages_exceeded: "permission_error",
   upstream_error: "upstream_error",
+  upstream_auth_error: "upstream_error",
+  context_length_exceeded: "invalid_request_error",
   not_found: "invalid_request_error",
   forbidden: "permission_error",
   conflict: "invalid_request_error",

@@ -1,7 +1,10 @@
-import { Hono } from "hono";
+import { timingSafeEqual } from "node:crypto";
+import { Hono, type MiddlewareHandler } from "hono";
 import { GatewayError, renderError } from "../core/errors.ts";
+import { databaseUnavailable, isDatabaseUnreachable, rootMessage } from "../db/guard.ts";
 import { requireApiKey } from "./auth.ts";
 import { NAMESPACE_PARAM } from "./namespace.ts";
+import { requestIds } from "./request-id.ts";
 import { adminRoutes } from "./routes/admin.ts";
 import { billingRoutes } from "./routes/billing.ts";
 import { healthRoutes } from "./routes/health.ts";
@@ -13,8 +16,12 @@ import type { Services } from "./services.ts";
 /** The one app both entries serve (Node: src/server.ts, Workers: src/worker.ts). */
 export function createApp(services: Services): Hono {
   const app = new Hono();
+  app.use("*", requestIds());
 
   app.route("/", healthRoutes(services));
+  // Billing and admin are Postgres reads and writes: during an outage they answer 503 at once.
+  app.use("/admin/*", failFast(services));
+  app.use("/billing/*", failFast(services));
   app.route("/admin", adminRoutes(services));
 
   const v1 = new Hono();
@@ -35,12 +42,25 @@ export function createApp(services: Services): Hono {
   app.route("/billing", billing);
 
   app.notFound(() => renderError(new GatewayError("not_found", "no such route")));
+  // Revenue and traffic per model are not for whoever can reach the public port.
+  const metricsToken = services.config.METRICS_TOKEN ? Buffer.from(services.config.METRICS_TOKEN) : undefined;
   app.get("/metrics", async (c) => {
     if (!services.metrics.enabled) throw new GatewayError("not_found", "metrics are off on this runtime");
+    if (!metricsToken) throw new GatewayError("not_found", "metrics are off (METRICS_TOKEN is not set)");
+    const header = c.req.header("authorization") ?? "";
+    const presented = Buffer.from(header.startsWith("Bearer ") ? header.slice(7).trim() : "");
+    if (presented.length !== metricsToken.length || !timingSafeEqual(presented, metricsToken)) {
+      throw new GatewayError("invalid_api_key", "invalid metrics token");
+    }
     return c.body(await services.metrics.render(), 200, { "content-type": services.metrics.contentType });
   });
 
   app.onError((err) => {
+    if (!(err instanceof GatewayError) && isDatabaseUnreachable(err)) {
+      services.dbGuard.observe(err);
+      services.log.warn("postgres unreachable", { err: rootMessage(err) });
+      err = databaseUnavailable();
+    }
     if (err instanceof GatewayError) services.metrics.refusals.inc({ code: err.code });
     if (!(err instanceof GatewayError)) {
       services.log.error("unhandled error", { err: err instanceof Error ? err.stack : String(err) });
@@ -48,4 +68,11 @@ export function createApp(services: Services): Hono {
     return renderError(err);
   });
   return app;
+}
+
+/** Postgres work of a route within DB_TIMEOUT_MS, and none at all while the breaker is open. */
+function failFast(services: Services): MiddlewareHandler {
+  return async (_c, next) => {
+    await services.dbGuard.run(() => next());
+  };
 }

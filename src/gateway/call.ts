@@ -88,7 +88,7 @@ export async function runCall(c: Context, services: Services, call: PreparedCall
     end.upstreamStatus = res.status;
     if (res.status >= 400) {
       end.upstreamError = true;
-      throw await upstreamStatusError(res);
+      throw await upstreamStatusError(res, call, services);
     }
     const headers = { "x-request-id": call.start.requestId };
     if (call.start.stream && res.contentType.includes("text/event-stream")) {
@@ -227,8 +227,18 @@ function upstreamFailure(err: unknown): GatewayError {
   return new GatewayError("upstream_error", "upstream request failed");
 }
 
-/** The upstream's 4xx (and 429) pass through with its status; anything else is a 502. */
-async function upstreamStatusError(res: UpstreamResponse): Promise<GatewayError> {
+/**
+ * The upstream's 4xx (and 429) pass through with its status; anything else is a 502. A 401 or 403
+ * on an integrated call means the provider refused the gateway's own key: the caller did nothing
+ * wrong and must not read the provider's text (it quotes the key's last characters), so it gets a
+ * 502 `upstream_auth_error` and the text goes to the log, redacted. A BYO call's 401 is about the
+ * caller's own key and passes through as it is.
+ */
+async function upstreamStatusError(
+  res: UpstreamResponse,
+  call: PreparedCall,
+  services: Services,
+): Promise<GatewayError> {
   let detail = "";
   try {
     const body = parseObject(await res.bytes());
@@ -241,8 +251,27 @@ async function upstreamStatusError(res: UpstreamResponse): Promise<GatewayError>
   } catch {
     // the status alone says enough
   }
+  if ((res.status === 401 || res.status === 403) && call.start.byoKey === undefined) {
+    services.log.error("the provider refused the gateway's key", {
+      requestId: call.start.requestId,
+      provider: call.provider.name,
+      upstreamStatus: res.status,
+      detail: redactKeys(detail.slice(2)),
+    });
+    return new GatewayError(
+      "upstream_auth_error",
+      `the ${call.provider.name} integration is misconfigured on the gateway's side; this is not your key. Try again later`,
+    );
+  }
   const status = res.status >= 400 && res.status < 500 ? res.status : 502;
   return new GatewayError("upstream_error", `upstream answered ${res.status}${detail}`, { status });
+}
+
+/** Masks anything shaped like an api key (`sk-…a111`, bearer tokens) in a provider's text. */
+export function redactKeys(text: string): string {
+  return text
+    .replace(/\b(sk|rk|pk|rlc|sk-or|sk-proj)[-_][A-Za-z0-9*_.…-]{2,}/gi, "[redacted key]")
+    .replace(/\bBearer\s+\S+/gi, "Bearer [redacted]");
 }
 
 function parseObject(bytes: Uint8Array): JsonObject | undefined {

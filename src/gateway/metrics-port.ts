@@ -14,6 +14,9 @@ export interface GatewayMetrics {
   storeErrors: { inc(): void };
   notifications: { inc(labels: { kind: string; outcome: string }): void };
   databaseErrors: { inc(): void };
+  processFaults: { inc(labels: { kind: string }): void };
+  /** 1 while Postgres answers, 0 during an outage. */
+  databaseAvailable: { set(value: number): void };
   recordCall(c: CallRecord): void;
   render(): Promise<string>;
 }
@@ -47,6 +50,8 @@ export const metricsOff: GatewayMetrics = {
   storeErrors: nothing,
   notifications: nothing,
   databaseErrors: nothing,
+  processFaults: nothing,
+  databaseAvailable: { set() {} },
   recordCall() {},
   render: async () => "",
 };

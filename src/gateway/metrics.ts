@@ -66,6 +66,17 @@ export class Metrics implements GatewayMetrics {
     help: "Ledger flushes that failed",
     registers: [this.registry],
   });
+  readonly databaseAvailable = new Gauge({
+    name: "planto_postgres_available",
+    help: "1 while request-path Postgres work is let through, 0 while the breaker is open",
+    registers: [this.registry],
+  });
+  readonly processFaults = new Counter({
+    name: "planto_process_faults_total",
+    help: "Faults the process survived: postgres.js driver faults, unhandled rejections",
+    labelNames: ["kind"] as const,
+    registers: [this.registry],
+  });
 
   get contentType(): string {
     return this.registry.contentType;

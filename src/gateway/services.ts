@@ -2,6 +2,7 @@ import type { Config } from "../config.ts";
 import type { Clock } from "../core/clock.ts";
 import type { Logger } from "../core/log.ts";
 import type { Database } from "../db/client.ts";
+import type { DatabaseGuard } from "../db/guard.ts";
 import type { Meter } from "../metering/meter.ts";
 import type { Catalog } from "../pricing/catalog.ts";
 import type { KeyResolver } from "./auth.ts";
@@ -45,6 +46,8 @@ export interface Services {
   config: Config;
   catalog: Catalog;
   database: Database;
+  /** Deadline and breaker for Postgres work on the request path (see src/db/guard.ts). */
+  dbGuard: DatabaseGuard;
   keys: KeyResolver;
   meter: Meter;
   upstream: UpstreamClient;

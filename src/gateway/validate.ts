@@ -1,8 +1,43 @@
 import { GatewayError } from "../core/errors.ts";
 import type { JsonObject } from "./providers/types.ts";
 
+/**
+ * Deepest nesting of arrays and objects a request may have. Real requests stay far below it (a
+ * tool's JSON schema rarely passes 20); past it, the recursive walks a request meets
+ * (`JSON.stringify`, the SDKs upstream) overflow the stack, which was a 500.
+ */
+export const MAX_JSON_DEPTH = 128;
+
+/** Whether JSON text nests deeper than `max`; a scan of the bytes, before anything recursive runs. */
+export function nestsDeeperThan(bytes: Uint8Array, max: number): boolean {
+  if (bytes.byteLength <= max) return false;
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < bytes.byteLength; i++) {
+    const b = bytes[i] as number;
+    if (inString) {
+      if (b === 0x5c)
+        i++; // backslash: skip the escaped byte
+      else if (b === 0x22) inString = false;
+    } else if (b === 0x22) {
+      inString = true;
+    } else if (b === 0x7b || b === 0x5b) {
+      if (++depth > max) return true;
+    } else if (b === 0x7d || b === 0x5d) {
+      depth--;
+    }
+  }
+  return false;
+}
+
 /** Parses a request body as a JSON object, or fails with the contract's 400. */
 export function parseJsonObject(bytes: Uint8Array): JsonObject {
+  if (nestsDeeperThan(bytes, MAX_JSON_DEPTH)) {
+    throw new GatewayError(
+      "invalid_request_error",
+      `request body nests deeper than ${MAX_JSON_DEPTH} levels`,
+    );
+  }
   let value: unknown;
   try {
     value = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("utf8"));

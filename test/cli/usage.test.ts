@@ -185,12 +185,11 @@ describe("planto-gateway usage", () => {
     expect(rows).toHaveLength(4);
     // The debit with 800 cached tokens, then the plain ones and the admin credit.
     const cachedRow = rows.find((l) => l.includes("A much longer plan name (p10)"));
-    // debitInputTokens is the API's to define (whole prompt or full-price part); cached ones have their column.
-    expect(cachedRow).toMatch(
-      /-\$0\.0048\s+\$1\.9892\s+openai\/gpt-4\.1\s+(200|1,000)\s+800\s+500\s+\$2\s+\$8\s+chat\s/,
-    );
+    // Input tokens are the whole prompt (as OpenAI's prompt_tokens), the cached part has its own column,
+    // and an OpenAI model is shown bare, as the Planto CLI shows it.
+    expect(cachedRow).toMatch(/-\$0\.0048\s+\$1\.9892\s+gpt-4\.1\s+1,000\s+800\s+500\s+\$2\s+\$8\s+chat\s/);
     expect(rows.filter((l) => /\s1,000\s+0\s+500\s/.test(l))).toHaveLength(2);
-    expect(rows[3]).toMatch(/credit \((admin_)?grant\)\s+\+\$2\s+\$2$/);
+    expect(rows[3]).toMatch(/credit \(grant\)\s+\+\$2\s+\$2$/);
   });
 
   it("tolerates an SDK base URL (…/v1, …/openai/v1/) as the gateway's address", async () => {

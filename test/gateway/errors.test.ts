@@ -2,17 +2,11 @@ import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startMockUpstream } from "../../tools/mock-upstream/mock-upstream.ts";
 import { freePort } from "../../tools/servers/ports.ts";
+import { steppingClock } from "../harness/clock.ts";
+import type { ErrorBody } from "../harness/errors.ts";
 import { startGateway, type TestGateway, type TestOrg } from "../harness/gateway.ts";
 
 const messages = [{ role: "user", content: "hi" }];
-
-interface ErrorBody {
-  error: { message: string; type: string; code: string; param: string | null };
-  type: string;
-  status: number;
-  msg: string;
-  [k: string]: unknown;
-}
 
 /** Every error has Content-Type application/json exactly, and both envelopes. */
 async function expectError(res: Response, status: number, code: string): Promise<ErrorBody> {
@@ -31,11 +25,13 @@ async function expectError(res: Response, status: number, code: string): Promise
 describe("errors in the contract's shape", () => {
   let gw: TestGateway;
   let org: TestOrg;
+  const clock = steppingClock();
   const call = (body: unknown, key: string | null = org.key, headers: Record<string, string> = {}) =>
     gw.post("/v1/chat/completions", key, body, headers);
 
   beforeAll(async () => {
     gw = await startGateway({
+      clock,
       env: { MAX_BODY_BYTES: "20000", KEY_CACHE_TTL_MS: "300", UPSTREAM_HEADERS_TIMEOUT_MS: "500" },
     });
     org = await gw.org({ credits: "1" });
@@ -111,7 +107,7 @@ describe("errors in the contract's shape", () => {
         (await gw.admin("PATCH", `/admin/orgs/${o.id}/billing`, { subscriptionStatus: status })).status,
       ).toBe(200);
       // The org's billing state reaches the hot path within the key cache's TTL.
-      await new Promise((r) => setTimeout(r, 350));
+      clock.advance(301);
       await expectError(
         await call({ model: "gpt-4.1", messages }, o.key),
         402,
@@ -178,6 +174,7 @@ describe("errors in the contract's shape", () => {
     );
     const port = await freePort();
     const dead = await startGateway({
+      backend: "postgres+redis",
       env: { OPENAI_BASE_URL: `http://127.0.0.1:${port}/v1` },
       mock: await startMockUpstream(),
     });
@@ -194,7 +191,7 @@ describe("errors in the contract's shape", () => {
       await dead.close();
       await dead.mock.close();
     }
-  });
+  }, 90_000); // a second gateway starts here: slow on a busy machine, not wrong
 
   it("an error after the stream started is a final data: {error} frame", async () => {
     const res = await call({
@@ -231,8 +228,10 @@ describe("key revocation", () => {
     const env = { KEY_CACHE_TTL_MS: "500" };
     const a = await startGateway({ backend: "postgres+redis", env, mock });
     // A second instance on the same Postgres and Redis.
+    const bClock = steppingClock();
     const b = await startGateway({
       mock,
+      clock: bClock,
       env: {
         ...env,
         DATABASE_URL: a.config.DATABASE_URL as string,
@@ -251,7 +250,7 @@ describe("key revocation", () => {
       expect((await ask(b)).status).toBe(200); // cached on b now
       expect((await a.admin("DELETE", `/admin/api-keys/${org.keyId}`)).status).toBe(200);
       expect((await ask(a)).status).toBe(401);
-      await new Promise((r) => setTimeout(r, 600));
+      bClock.advance(501); // the TTL passes on b
       expect((await ask(b)).status).toBe(401);
     } finally {
       await b.close();

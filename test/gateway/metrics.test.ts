@@ -4,7 +4,7 @@ import { startGateway, type TestGateway } from "../harness/gateway.ts";
 describe("GET /metrics", () => {
   let gw: TestGateway;
   beforeAll(async () => {
-    gw = await startGateway({ backend: "postgres+redis" });
+    gw = await startGateway({ backend: "postgres+redis", env: { METRICS_TOKEN: "scrape-token" } });
   });
   afterAll(() => gw?.close());
 
@@ -23,7 +23,7 @@ describe("GET /metrics", () => {
     });
     await gw.post("/v1/chat/completions", "pk_wrong", { model: "gpt-4.1-mini", messages });
 
-    const res = await fetch(`${gw.url}/metrics`);
+    const res = await fetch(`${gw.url}/metrics`, { headers: { authorization: "Bearer scrape-token" } });
     expect(res.status).toBe(200);
     expect(res.headers.get("content-type")).toContain("text/plain");
     const text = await res.text();
@@ -50,13 +50,31 @@ describe("GET /metrics", () => {
     expect(value("planto_ledger_backlog_events")).toBeGreaterThanOrEqual(0);
     expect(value("planto_ledger_oldest_unflushed_seconds")).toBeGreaterThanOrEqual(0);
   });
+
+  it("refuses a scrape without the token, or with another one, in the JSON envelope", async () => {
+    const attempts: Record<string, string>[] = [{}, { authorization: "Bearer not-the-token" }];
+    for (const headers of attempts) {
+      const res = await fetch(`${gw.url}/metrics`, { headers });
+      expect(res.status).toBe(401);
+      expect(((await res.json()) as { error: { code: string } }).error.code).toBe("invalid_api_key");
+      expect(res.headers.get("x-request-id")).toMatch(/^req_/);
+    }
+  });
+
+  it("is off without METRICS_TOKEN", async () => {
+    const { createApp } = await import("../../src/gateway/app.ts");
+    const app = createApp({ ...gw.services, config: { ...gw.config, METRICS_TOKEN: undefined } });
+    const res = await app.request("/metrics");
+    expect(res.status).toBe(404);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe("not_found");
+  });
 });
 
 describe("structured logs", () => {
   it("writes one JSON line per call with ids, model, status, tokens, cost and timings, and no key or prompt", async () => {
     const lines: string[] = [];
     const { createLogger } = await import("../../src/core/log.ts");
-    const gw = await startGateway();
+    const gw = await startGateway({ backend: "postgres+redis" });
     try {
       gw.services.log = createLogger("info", (l) => lines.push(l));
       const org = await gw.org({ credits: "1" });
@@ -65,7 +83,7 @@ describe("structured logs", () => {
         messages: [{ role: "user", content: "a secret prompt" }],
       });
       const id = res.headers.get("x-request-id");
-      await new Promise((r) => setTimeout(r, 20));
+      // The call's line is written when it settles, before its response is sent.
       const calls = lines
         .map((l) => JSON.parse(l) as Record<string, unknown>)
         .filter((l) => l.msg === "call");

@@ -1,6 +1,7 @@
 import postgres from "postgres";
 import { describe, expect, inject, it } from "vitest";
 import { startMockUpstream } from "../../tools/mock-upstream/mock-upstream.ts";
+import { waitUntil } from "../../tools/servers/ports.ts";
 import { freshDatabaseUrl } from "../harness/databases.ts";
 import { ADMIN_TOKEN } from "../harness/gateway.ts";
 import { createOrgOn, spawnGateway } from "../harness/process.ts";
@@ -32,7 +33,8 @@ describe("SIGTERM", () => {
     const reader = res.body!.getReader();
     await reader.read();
     gw.child.kill("SIGTERM");
-    await new Promise((r) => setTimeout(r, 200));
+    // The gateway logs this line once it has stopped accepting (server.close() runs in the same tick).
+    await waitUntil("the shutdown to begin", async () => gw.logs.some((l) => l.msg === "shutting down"));
     await expect(fetch(`${gw.url}/healthz`)).rejects.toThrow();
 
     let text = "";

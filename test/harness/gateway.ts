@@ -7,6 +7,7 @@ import { type Config, parseConfig } from "../../src/config.ts";
 import type { Clock } from "../../src/core/clock.ts";
 import { createApp } from "../../src/gateway/app.ts";
 import type { Payments } from "../../src/metering/payments.ts";
+import { jsonClientErrors } from "../../src/node-http.ts";
 import { createNodeServices, type NodeServices } from "../../src/node-services.ts";
 import { type MockUpstream, startMockUpstream } from "../../tools/mock-upstream/mock-upstream.ts";
 import { freshDatabaseUrl } from "./databases.ts";
@@ -65,6 +66,9 @@ export async function startGateway(
     OPENROUTER_API_KEY: "sk-or-integrated",
     RELACE_API_KEY: "rlc-integrated",
     LOG_LEVEL: "silent",
+    // A Postgres query slower than 1 s on a busy test machine is slow, not down; the fault tests
+    // run the gateway with its default.
+    DB_TIMEOUT_MS: "10000",
     ...(backend === "postgres+redis"
       ? { DATABASE_URL: await freshDatabaseUrl(), REDIS_URL: inject("redisUrl") }
       : {}),
@@ -74,6 +78,7 @@ export async function startGateway(
   const services = await createNodeServices(config, { clock: opts.clock, payments: opts.payments });
   const app = createApp(services);
   const server = serve({ fetch: app.fetch, port: 0, hostname: "127.0.0.1" }) as Server;
+  jsonClientErrors(server);
   await new Promise<void>((resolve) => server.once("listening", () => resolve()));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 

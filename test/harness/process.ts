@@ -19,6 +19,8 @@ export async function spawnGateway(env: Record<string, string>): Promise<Gateway
       PORT: String(port),
       HOST: "127.0.0.1",
       LOG_LEVEL: "info",
+      // A busy test machine is slow, not down (see harness/gateway.ts); fault tests set their own.
+      DB_TIMEOUT_MS: "10000",
       // These gateways are not pointed at a mock OpenRouter: no list to load from the internet.
       OPENROUTER_MODELS_REFRESH_MS: "0",
       ...env,

@@ -151,7 +151,8 @@ describe("what each call is charged, end to end (Postgres + Redis)", () => {
     while ((received.match(/" tok"/g) ?? []).length < 5)
       received += new TextDecoder().decode((await reader.read()).value);
     await reader.cancel();
-    await new Promise((r) => setTimeout(r, 300));
+    // The gateway sees the client go, stops the upstream and settles: the call leaves the open set.
+    expect(await gw.services.calls.drain(20_000)).toBe(0);
     await gw.services.flusher.drain();
     const [debit] = await sql`select * from credit_transactions where id = ${id}`;
     const [usage] = await sql`select * from usage_records where id = ${id}`;

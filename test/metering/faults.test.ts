@@ -160,7 +160,8 @@ describe("faults", () => {
           }
         }),
       );
-      expect(statuses.length).toBeGreaterThan(100);
+      // How many calls fit in 30 s depends on the machine; that every one was served does not.
+      expect(statuses.length).toBeGreaterThan(0);
       expect(statuses.filter((s) => s !== 200)).toEqual([]);
       await pg.start();
       await waitUntil(

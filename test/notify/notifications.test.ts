@@ -79,13 +79,15 @@ describe("spend threshold notifications, with 3 gateway instances", () => {
   const spend = (org: TestOrg, calls: number) =>
     Promise.all(Array.from({ length: calls }, (_, i) => call(gateways[i % 3] as TestGateway, org)));
   const flushAll = () => Promise.all(gateways.map((g) => g.services.flusher.drain()));
+  /** One delivery pass on every instance: whatever is due goes out in it, so after it nothing more will. */
+  const deliverAll = () => Promise.all(gateways.map((g) => g.services.notifications.runOnce()));
 
   it("spend crossing notifyThreshold under concurrency: exactly one outbox row and one email in the billing month", async () => {
     const org = await watchedOrg(gw(), "billing@acme.test");
     expect(await spend(org, 60)).toEqual(Array.from({ length: 60 }, () => 200)); // $0.12 against $0.01
     await waitUntil("the email", async () => provider.sentTo("billing@acme.test").length === 1);
     await flushAll();
-    await new Promise((r) => setTimeout(r, 300)); // a second delivery would have come by now
+    await deliverAll(); // a second delivery would go out in this pass
     const rows = await outboxOf(gw(), org.id);
     expect(rows).toHaveLength(1);
     expect(rows[0]).toMatchObject({
@@ -105,7 +107,7 @@ describe("spend threshold notifications, with 3 gateway instances", () => {
     // More spend in the same month notifies no more.
     await spend(org, 10);
     await flushAll();
-    await new Promise((r) => setTimeout(r, 300));
+    await deliverAll();
     expect(await outboxOf(gw(), org.id)).toHaveLength(1);
     expect(provider.sentTo("billing@acme.test")).toHaveLength(1);
 
@@ -114,7 +116,7 @@ describe("spend threshold notifications, with 3 gateway instances", () => {
     await spend(org, 20);
     await waitUntil("the next month's email", async () => provider.sentTo("billing@acme.test").length === 2);
     await flushAll();
-    await new Promise((r) => setTimeout(r, 300));
+    await deliverAll();
     const both = await outboxOf(gw(), org.id);
     expect(both.map((r) => [r.dedupeKey, r.status])).toEqual([
       ["2026-11-15T00:00:00.000Z", "sent"],
@@ -127,7 +129,7 @@ describe("spend threshold notifications, with 3 gateway instances", () => {
     const org = await watchedOrg(gw(), "quiet@acme.test");
     await spend(org, 4); // $0.008 of $0.01
     await flushAll();
-    await new Promise((r) => setTimeout(r, 200));
+    await deliverAll();
     expect(await outboxOf(gw(), org.id)).toEqual([]);
     expect(provider.sentTo("quiet@acme.test")).toEqual([]);
   });

@@ -670,7 +670,13 @@ export async function startMockUpstream(opts: { port?: number; host?: string } =
     const answer = async () => {
       if (knobs.status !== undefined) {
         if (knobs.firstByteDelayMs) await sleep(knobs.firstByteDelayMs);
-        if (!state.closed) sendJson(res, knobs.status, errorBody(flavour, knobs.status));
+        // OpenAI's 401 quotes the end of the key it was given, as the real one does.
+        const presented = /^Bearer (.+)$/.exec(String(req.headers.authorization ?? ""))?.[1];
+        const message =
+          knobs.status === 401 && flavour === "openai" && presented
+            ? `Incorrect API key provided: ${presented.slice(0, 3)}*****${presented.slice(-4)}. You can find your API key at https://platform.openai.com/account/api-keys.`
+            : undefined;
+        if (!state.closed) sendJson(res, knobs.status, errorBody(flavour, knobs.status, message));
         return;
       }
       if (flavour === "relace") await answerApply(body, knobs, res, state);

@@ -192,6 +192,14 @@ export function adminRoutes(services: Services): Hono {
         { status: 409, param: "Idempotency-Key" },
       );
     }
+    // A replay must be the same request: the same amount (checked above) and the same type.
+    if (result.duplicate && result.transaction.creditType !== body.creditType) {
+      throw new GatewayError(
+        "invalid_request_error",
+        `Idempotency-Key was already used for a ${result.transaction.creditType} credit`,
+        { status: 409, param: "Idempotency-Key" },
+      );
+    }
     const org = await orgOr404(id);
     return c.json(renderTransaction(result.transaction, org.name), result.duplicate ? 200 : 201);
   });

@@ -7,9 +7,11 @@ import type { CatalogModel } from "../../pricing/catalog.ts";
 import type { AuthVariables } from "../auth.ts";
 import { type PreparedCall, runCall } from "../call.ts";
 import { readBody } from "../client-io.ts";
+import { chatTextBytes, refuseOverContextWindow } from "../context-window.ts";
 import { namespaceOf } from "../namespace.ts";
 import { providers } from "../providers/index.ts";
 import type { JsonObject, ProviderName } from "../providers/types.ts";
+import { requestIdOf } from "../request-id.ts";
 import type { Services } from "../services.ts";
 import {
   optionalBoolean,
@@ -73,7 +75,7 @@ export function inferenceRoutes(services: Services): Hono<Env> {
     const raw = await readBody(c, config.MAX_BODY_BYTES);
     const body = parseJsonObject(raw);
     const modelId = requireString(body, "model");
-    requireMessages(body);
+    const messages = requireMessages(body);
     const stream = optionalBoolean(body, "stream") ?? false;
     const streamOptions = optionalObject(body, "stream_options");
     const maxTokens =
@@ -87,6 +89,7 @@ export function inferenceRoutes(services: Services): Hono<Env> {
         param: "model",
       });
     }
+    refuseOverContextWindow(model, chatTextBytes(messages), "messages");
     const changed = provider.prepareChat(body, model.upstreamModel, stream);
     const call = prepareCall(c, config, {
       route: "chat",
@@ -108,8 +111,8 @@ export function inferenceRoutes(services: Services): Hono<Env> {
     const startedAt = clock.now();
     const raw = await readBody(c, config.MAX_BODY_BYTES);
     const body = parseJsonObject(raw);
-    requireString(body, "initialCode");
-    requireString(body, "editSnippet");
+    const initialCode = requireString(body, "initialCode");
+    const editSnippet = requireString(body, "editSnippet");
     const stream = optionalBoolean(body, "stream") ?? false;
     const modelId =
       body.model === undefined ? catalog.defaultApplyModel().upstreamModel : requireString(body, "model");
@@ -119,6 +122,11 @@ export function inferenceRoutes(services: Services): Hono<Env> {
         param: "model",
       });
     }
+    refuseOverContextWindow(
+      model,
+      Buffer.byteLength(initialCode) + Buffer.byteLength(editSnippet),
+      "initialCode",
+    );
     const changed = body.model !== undefined && body.model !== model.upstreamModel;
     if (changed) body.model = model.upstreamModel;
     const call = prepareCall(c, config, {
@@ -162,7 +170,7 @@ function prepareCall(
   const { org, keyId } = c.get("auth");
   return {
     start: {
-      requestId: newRequestId(),
+      requestId: requestIdOf(c),
       org,
       keyId,
       model: p.model,
@@ -201,8 +209,4 @@ function forwardedHeaders(c: Context, provider: ProviderName, byo: boolean): Rec
     }
   });
   return out;
-}
-
-function newRequestId(): string {
-  return `req_${crypto.randomUUID().replaceAll("-", "")}`;
 }
