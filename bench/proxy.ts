@@ -26,6 +26,8 @@ const profileDir = process.env.BENCH_PROFILE;
 const modes = (process.env.BENCH_MODES ?? "streaming,plain").split(",") as ("streaming" | "plain")[];
 
 type Result = {
+  /** Redis's own accounting (INFO commandstats) while this ran: command → [calls, µs]. */
+  redisCommands?: Map<string, [number, number]>;
   rps: number;
   p50: number;
   p99: number;
@@ -41,7 +43,17 @@ const stack = await startGatewayStack({
 const auth = { authorization: `Bearer ${stack.key}` };
 const byo = { authorization: `Bearer ${stack.byoKey}`, "x-planto-provider-key": "sk-byo-bench" };
 
+/** Redis's per-command totals; commands run inside scripts are counted under their own names too. */
+async function commandStats(): Promise<Map<string, [number, number]>> {
+  const text = await ledger.client.info("commandstats");
+  const out = new Map<string, [number, number]>();
+  for (const m of text.matchAll(/^cmdstat_(\S+):calls=(\d+),usec=(\d+)/gm))
+    out.set(m[1] as string, [Number(m[2]), Number(m[3])]);
+  return out;
+}
+
 async function load(url: string, headers: Record<string, string>, body: string): Promise<Result> {
+  const before = await commandStats();
   const cpu = cpuSample(stack.pids);
   const result = await autocannon({
     url,
@@ -51,13 +63,21 @@ async function load(url: string, headers: Record<string, string>, body: string):
     connections,
     duration: seconds,
   });
+  const cpuUsed = cpu();
+  const after = await commandStats();
+  const redisCommands = new Map<string, [number, number]>();
+  for (const [name, [calls, usec]] of after) {
+    const [c0, u0] = before.get(name) ?? [0, 0];
+    if (calls > c0) redisCommands.set(name, [calls - c0, usec - u0]);
+  }
   return {
+    redisCommands,
     rps: result.requests.average,
     p50: result.latency.p50,
     p99: result.latency.p99,
     errors: result.errors + result.non2xx + result.timeouts,
     requests: result.requests.total,
-    cpu: cpu(),
+    cpu: cpuUsed,
   };
 }
 
@@ -172,6 +192,94 @@ const cpuPerRequest = (rs: Result[]) => {
   return `${parts.map(([name, us]) => `${name} ${us.toFixed(0)}`).join(", ")} (all ${sum.toFixed(0)})`;
 };
 
+/** Redis's commands per request and the µs it spent in each (a script's inner calls are also listed). */
+const redisPerRequest = (rs: Result[]): string => {
+  const requests = rs.reduce((n, r) => n + r.requests, 0) || 1;
+  const totals = new Map<string, [number, number]>();
+  for (const r of rs)
+    for (const [name, [calls, usec]] of r.redisCommands ?? []) {
+      const [c, u] = totals.get(name) ?? [0, 0];
+      totals.set(name, [c + calls, u + usec]);
+    }
+  return [...totals]
+    .filter(([name, [calls]]) => calls / requests >= 0.05 && name !== "info")
+    .sort((a, b) => b[1][1] - a[1][1])
+    .map(([name, [calls, usec]]) => `${name} ${(calls / requests).toFixed(2)}×${(usec / calls).toFixed(1)}`)
+    .join(", ");
+};
+
+/** One process's CPU per request in each round of a target, in µs. */
+const perRound = (rs: Result[] | undefined, proc: string): number[] =>
+  (rs ?? []).map((r) => ((r.cpu[proc] ?? 0) * 1000) / (r.requests || 1));
+
+/**
+ * Issue 13's table: each figure is the median over rounds, and the gateway's ratios are taken round
+ * by round against the bare proxy's round next to it (same noise), then the median of those.
+ */
+function targetTable(): string[] {
+  const streaming = table.streaming ?? table[modes[0] ?? "streaming"] ?? {};
+  const bare = perRound(streaming["(b) bare node:http proxy"], "bare proxy");
+  const metered = perRound(streaming["(c) gateway"], "gateway");
+  const byoCalls = perRound(streaming["(d) gateway, BYO key"], "gateway");
+  const ratio = (xs: number[]) => median(xs.map((x, i) => x / (bare[i] || Number.NaN)));
+  const rows: [string, string, string, boolean | undefined][] = [];
+  const fmt = (n: number, unit: string) =>
+    Number.isFinite(n) ? `${n.toFixed(unit === "×" ? 2 : 0)}${unit}` : "—";
+  if (metered.length && bare.length) {
+    const r = ratio(metered);
+    rows.push([
+      "gateway CPU per streamed metered call",
+      `${fmt(median(metered), " µs")} = ${fmt(r, "×")} bare (${fmt(median(bare), " µs")})`,
+      "≤ 2.0×",
+      r <= 2.0,
+    ]);
+  }
+  if (byoCalls.length && bare.length) {
+    const r = ratio(byoCalls);
+    rows.push([
+      "gateway CPU per BYO call (streamed)",
+      `${fmt(median(byoCalls), " µs")} = ${fmt(r, "×")}`,
+      "≤ 1.6×",
+      r <= 1.6,
+    ]);
+  }
+  for (const proc of ["redis", "postgres"]) {
+    const us = median(perRound(streaming["(c) gateway"], proc));
+    if (streaming["(c) gateway"])
+      rows.push([`${proc} CPU per metered call`, fmt(us, " µs"), "≤ 40 µs", us <= 40]);
+  }
+  if (ttft.gateway.length && ttft.bare.length) {
+    const added = percentile(ttft.gateway, 50) - percentile(ttft.bare, 50);
+    rows.push([
+      "added time to first token p50, over the bare proxy",
+      `+${added.toFixed(2)} ms`,
+      "≤ +1.0 ms",
+      added <= 1.0,
+    ]);
+  }
+  if (lagSamples.length) {
+    const p99 = percentile(lagSamples, 99);
+    rows.push(["flusher lag p99 while (c) ran", `${p99} ms`, "< 1,000 ms (keep)", p99 < 1000]);
+  }
+  rows.push([
+    "memory (npm run bench:memory)",
+    "not measured here",
+    "≤ 300 MB; ≤ 1.1× after 200k (keep)",
+    undefined,
+  ]);
+  const widths = [0, 1, 2].map((i) => Math.max(...rows.map((row) => String(row[i]).length), 6));
+  const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i] ?? 0)).join(" | ")} |`;
+  return [
+    `targets of issue 13 (medians of ${rounds} rounds, streaming):`,
+    `${line(["what", "measured", "target"])} met |`,
+    `${line(widths.map((w) => "-".repeat(w)))} --- |`,
+    ...rows.map(
+      ([what, got, target, met]) =>
+        `${line([what, got, target])} ${met === undefined ? " " : met ? "yes" : "no "} |`,
+    ),
+  ];
+}
+
 const lines = [
   `connections=${connections} chunks=${chunks} ${rounds}×${seconds}s per target, alternating`,
   "",
@@ -187,6 +295,8 @@ for (const [mode, targets] of Object.entries(table)) {
       `  ${name.padEnd(26)} ${rps.padStart(7)} req/s  p50 ${p50} ms  p99 ${p99} ms${errors ? `  errors ${errors}` : ""}`,
     );
     lines.push(`      CPU µs per request: ${cpuPerRequest(rs)}`);
+    const redis = redisPerRequest(rs);
+    if (redis) lines.push(`      Redis's own time per request (commandstats, calls × µs): ${redis}`);
   }
   const baseline = targets["(b) bare node:http proxy"];
   for (const [label, name] of [
@@ -215,6 +325,7 @@ if (ttft.gateway.length && ttft.upstream.length) {
     `time to first token at 8 connections, a chunk every 5 ms: upstream p50 ${up.toFixed(2)} ms, through the bare proxy p50 ${bare.toFixed(2)} ms (+${(bare - up).toFixed(2)} ms), through the gateway p50 ${gw.toFixed(2)} ms (+${(gw - up).toFixed(2)} ms); p99 ${percentile(ttft.upstream, 99).toFixed(2)} / ${percentile(ttft.bare, 99).toFixed(2)} / ${percentile(ttft.gateway, 99).toFixed(2)} ms`,
   );
 }
+lines.push("", ...targetTable());
 process.stdout.write(`${lines.join("\n")}\n`);
 await ledger.close();
 await stack.stop();

@@ -40,6 +40,7 @@ export function createBackgroundJobs(
     claimIdleMs: config.FLUSH_CLAIM_IDLE_MS,
     intervalMs: config.FLUSH_INTERVAL_MS,
     onError: () => metrics.databaseErrors.inc(),
+    onDeadLetter: () => metrics.deadLetters.inc({ source: "ledger" }),
   });
   const notifier =
     opts.notifier ??

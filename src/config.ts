@@ -83,6 +83,13 @@ export const configSchema = z
     UPSTREAM_HEADERS_TIMEOUT_MS: int(60_000, 1),
     /** How long an upstream body may stay silent before the call is failed. */
     UPSTREAM_IDLE_TIMEOUT_MS: int(300_000, 1),
+    /**
+     * How long a requested auto-recharge holds the org's recharge lease: no other recharge starts
+     * meanwhile, and a gateway that died during the payment call leaves auto-recharge off no longer.
+     */
+    REBUY_LEASE_MS: int(5 * 60_000, 1),
+    /** How often each instance retries the credits owed for payments that succeeded (credit_outbox). */
+    CREDIT_RETRY_INTERVAL_MS: int(5_000, 1),
     /** How long a cached api-key lookup is trusted; bounds how late a revocation takes effect. */
     KEY_CACHE_TTL_MS: int(2_000, 0),
     /**

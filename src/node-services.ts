@@ -73,7 +73,7 @@ export async function loadCatalog(config: Config, log: Logger): Promise<LiveCata
  */
 export async function createNodeServices(
   config: Config,
-  opts: { clock?: Clock; payments?: Payments; notifier?: Notifier } = {},
+  opts: { clock?: Clock; payments?: Payments; notifier?: Notifier; faults?: { noReplay?: boolean } } = {},
 ): Promise<NodeServices> {
   const log = createLogger(config.LOG_LEVEL);
   const catalog = await loadCatalog(config, log);
@@ -105,6 +105,7 @@ export async function createNodeServices(
     payments:
       opts.payments ?? (config.STRIPE_SECRET_KEY ? stripePayments(config.STRIPE_SECRET_KEY) : noPayments),
     metrics: (sources) => new Metrics(sources),
+    faults: opts.faults,
   });
   const jobs = createBackgroundJobs(config, services, {
     consumer: config.FLUSHER_CONSUMER ?? `${hostname()}-${process.pid}`,

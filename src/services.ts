@@ -24,6 +24,8 @@ export interface ServiceParts {
   payments: Payments;
   /** Prometheus on Node (metrics.ts), off on Workers (metrics-port.ts). */
   metrics: (sources: MetricSources) => GatewayMetrics;
+  /** Test-only faults (see createLedgerMeter). */
+  faults?: { noReplay?: boolean };
 }
 
 /** Wires the parts every runtime shares; the entries choose the parts. */
@@ -51,6 +53,7 @@ export function buildServices(config: Config, parts: ServiceParts): Services & {
       const { org } = found;
       return {
         keyId: found.keyId,
+        keyRateLimits: { requestsPerMinute: found.rateLimitRpm, tokensPerMinute: found.rateLimitTpm },
         org: {
           id: org.id,
           name: org.name,
@@ -63,6 +66,7 @@ export function buildServices(config: Config, parts: ServiceParts): Services & {
             org.autoRebuyEnabled && org.autoRebuyMinThreshold !== null && org.autoRebuyToBalance !== null
               ? { threshold: org.autoRebuyMinThreshold, toBalance: org.autoRebuyToBalance }
               : null,
+          rateLimits: { requestsPerMinute: org.rateLimitRpm, tokensPerMinute: org.rateLimitTpm },
         },
       };
     },
@@ -78,6 +82,7 @@ export function buildServices(config: Config, parts: ServiceParts): Services & {
     spoolDir: parts.spoolDir,
     metrics,
     payments: parts.payments,
+    faults: parts.faults,
   });
   return {
     config,

@@ -64,8 +64,12 @@ beforeAll(async () => {
       env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "true", NO_COLOR: "1" },
     },
   );
-  child.stdout?.on("data", (d: Buffer) => void (output += d.toString()));
-  child.stderr?.on("data", (d: Buffer) => void (output += d.toString()));
+  child.stdout?.on("data", (d: Buffer) => {
+    output += d.toString();
+  });
+  child.stderr?.on("data", (d: Buffer) => {
+    output += d.toString();
+  });
   await waitUntil(
     "wrangler dev to serve",
     async () => {

@@ -13,6 +13,7 @@ export const errorStatus = {
   cloud_subscription_overdue: 402,
   trial_plans_exceeded: 403,
   trial_messages_exceeded: 403,
+  rate_limit_exceeded: 429,
   upstream_error: 502,
   /** The provider refused the gateway's own key: the gateway's fault, not the caller's. */
   upstream_auth_error: 502,
@@ -37,6 +38,8 @@ const openAiType: Record<ErrorCode, string> = {
   cloud_subscription_overdue: "insufficient_quota",
   trial_plans_exceeded: "permission_error",
   trial_messages_exceeded: "permission_error",
+  // What OpenAI itself answers for a rate limit; its SDKs raise RateLimitError on the 429 either way.
+  rate_limit_exceeded: "requests",
   upstream_error: "upstream_error",
   upstream_auth_error: "upstream_error",
   context_length_exceeded: "invalid_request_error",
@@ -55,17 +58,25 @@ export class GatewayError extends Error {
   readonly status: number;
   readonly param: string | null;
   readonly extras: ErrorExtras;
+  /** Response headers that go with the error (a rate limit's `retry-after` and `x-ratelimit-*`). */
+  readonly headers: Readonly<Record<string, string>>;
 
   constructor(
     code: ErrorCode,
     message: string,
-    opts: { status?: number; param?: string | null; extras?: ErrorExtras } = {},
+    opts: {
+      status?: number;
+      param?: string | null;
+      extras?: ErrorExtras;
+      headers?: Record<string, string>;
+    } = {},
   ) {
     super(message);
     this.code = code;
     this.status = opts.status ?? errorStatus[code];
     this.param = opts.param ?? null;
     this.extras = opts.extras ?? {};
+    this.headers = opts.headers ?? {};
   }
 
   /** The error object as OpenAI clients read it (also the payload of a mid-stream error frame). */
@@ -93,7 +104,10 @@ export function errorBody(err: GatewayError): string {
 /** Renders any thrown value as a contract error response. */
 export function renderError(err: unknown): Response {
   const gw = toGatewayError(err);
-  return new Response(errorBody(gw), { status: gw.status, headers: { "content-type": JSON_CONTENT_TYPE } });
+  return new Response(errorBody(gw), {
+    status: gw.status,
+    headers: { ...gw.headers, "content-type": JSON_CONTENT_TYPE },
+  });
 }
 
 export function toGatewayError(err: unknown): GatewayError {

@@ -140,12 +140,46 @@ export async function revokeApiKey(db: Db, id: string): Promise<boolean> {
 export async function findApiKeyByHash(
   db: Db,
   hash: string,
-): Promise<{ keyId: string; orgId: string; revokedAt: Date | null; org: Org } | null> {
+): Promise<{
+  keyId: string;
+  orgId: string;
+  revokedAt: Date | null;
+  rateLimitRpm: number | null;
+  rateLimitTpm: number | null;
+  org: Org;
+} | null> {
   const [row] = await db
-    .select({ keyId: apiKeys.id, orgId: apiKeys.orgId, revokedAt: apiKeys.revokedAt, org: orgs })
+    .select({
+      keyId: apiKeys.id,
+      orgId: apiKeys.orgId,
+      revokedAt: apiKeys.revokedAt,
+      rateLimitRpm: apiKeys.rateLimitRpm,
+      rateLimitTpm: apiKeys.rateLimitTpm,
+      org: orgs,
+    })
     .from(apiKeys)
     .innerJoin(orgs, eq(orgs.id, apiKeys.orgId))
     .where(eq(apiKeys.keyHash, hash))
     .limit(1);
+  return row ?? null;
+}
+
+/** Sets an api key's own rate limits (null: none); null when there is no such key. */
+export async function setApiKeyRateLimits(
+  db: Db,
+  id: string,
+  patch: { rateLimitRpm?: number | null; rateLimitTpm?: number | null },
+): Promise<{ id: string; orgId: string; rateLimitRpm: number | null; rateLimitTpm: number | null } | null> {
+  const values = Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined));
+  const columns = {
+    id: apiKeys.id,
+    orgId: apiKeys.orgId,
+    rateLimitRpm: apiKeys.rateLimitRpm,
+    rateLimitTpm: apiKeys.rateLimitTpm,
+  };
+  const [row] =
+    Object.keys(values).length === 0
+      ? await db.select(columns).from(apiKeys).where(eq(apiKeys.id, id)).limit(1)
+      : await db.update(apiKeys).set(values).where(eq(apiKeys.id, id)).returning(columns);
   return row ?? null;
 }

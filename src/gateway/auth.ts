@@ -2,9 +2,12 @@ import type { MiddlewareHandler } from "hono";
 import type { Clock } from "../core/clock.ts";
 import { GatewayError } from "../core/errors.ts";
 import type { CallerOrg } from "../metering/meter.ts";
+import type { RateLimits } from "../metering/rate-limit.ts";
 
 export interface AuthedKey {
   keyId: string;
+  /** The key's own rate limits; absent: none. */
+  keyRateLimits?: RateLimits;
   org: CallerOrg;
 }
 

@@ -1,9 +1,11 @@
 import type { Context } from "hono";
 import { errorFrame, GatewayError, JSON_CONTENT_TYPE } from "../core/errors.ts";
 import type { Admission, CallEnd, CallStart } from "../metering/meter.ts";
+import { rateHeaders } from "../metering/rate-limit.ts";
 import { formatUsd, usdNumber } from "../pricing/money.ts";
 import { clientGone, type StreamSink, send, stream } from "./client-io.ts";
 import type { JsonObject, ProviderAdapter, Usage } from "./providers/types.ts";
+import { refusalError } from "./refusals.ts";
 import type { Services } from "./services.ts";
 import { isUsageOnlyFrame, SseTap } from "./sse.ts";
 import { UpstreamError, type UpstreamResponse } from "./upstream.ts";
@@ -32,7 +34,9 @@ export interface PreparedCall {
  */
 export async function runCall(c: Context, services: Services, call: PreparedCall): Promise<Response> {
   const { meter, upstream, calls } = services;
-  const admission = await meter.admit(call.start);
+  const admitted = await meter.admit(call.start);
+  if (!admitted.ok) throw refusalError(admitted.refusal);
+  const { admission } = admitted;
   calls.enter();
   const signal = clientGone(c);
   const end: CallEnd = {
@@ -90,7 +94,9 @@ export async function runCall(c: Context, services: Services, call: PreparedCall
       end.upstreamError = true;
       throw await upstreamStatusError(res, call, services);
     }
-    const headers = { "x-request-id": call.start.requestId };
+    const headers: Record<string, string> = admission.rate
+      ? { "x-request-id": call.start.requestId, ...rateHeaders(admission.rate) }
+      : { "x-request-id": call.start.requestId };
     if (call.start.stream && res.contentType.includes("text/event-stream")) {
       return await stream(
         c,

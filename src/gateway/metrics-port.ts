@@ -12,6 +12,8 @@ export interface GatewayMetrics {
   credits: { inc(labels: { type: string }): void };
   refusals: { inc(labels: { code: string }): void };
   storeErrors: { inc(): void };
+  /** Entries set aside in dead_letters, by source ("spool" or "ledger"). */
+  deadLetters: { inc(labels: { source: "spool" | "ledger" }): void };
   notifications: { inc(labels: { kind: string; outcome: string }): void };
   databaseErrors: { inc(): void };
   processFaults: { inc(labels: { kind: string }): void };
@@ -48,6 +50,7 @@ export const metricsOff: GatewayMetrics = {
   credits: nothing,
   refusals: nothing,
   storeErrors: nothing,
+  deadLetters: nothing,
   notifications: nothing,
   databaseErrors: nothing,
   processFaults: nothing,

@@ -61,6 +61,12 @@ export class Metrics implements GatewayMetrics {
     labelNames: ["kind", "outcome"] as const,
     registers: [this.registry],
   });
+  readonly deadLetters = new Counter({
+    name: "planto_dead_letters_total",
+    help: "Ledger entries and spooled settles set aside in dead_letters (they can never succeed), by source",
+    labelNames: ["source"] as const,
+    registers: [this.registry],
+  });
   readonly databaseErrors = new Counter({
     name: "planto_postgres_errors_total",
     help: "Ledger flushes that failed",

@@ -1,4 +1,4 @@
-import { collectGeneratedText } from "./generated-text.ts";
+import { collectGeneratedText } from "../pricing/generated-text.ts";
 import type { JsonObject } from "./providers/types.ts";
 
 const NEWLINE = 0x0a;

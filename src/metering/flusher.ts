@@ -1,6 +1,7 @@
 import type { Logger } from "../core/log.ts";
 import type { Database } from "../db/client.ts";
 import { type LedgerRecord, writeLedgerBatch } from "../db/ledger.ts";
+import { insertDeadLetter } from "../db/served.ts";
 import { hasEventTag, isEncodedEvent } from "./events.ts";
 import type { LedgerEntry, MeteringStore } from "./store.ts";
 
@@ -40,6 +41,8 @@ export class Flusher {
       intervalMs?: number;
       /** Told of every failed flush (the metrics count them). */
       onError?: (err: unknown) => void;
+      /** Told of every entry set aside in dead_letters (the metrics count them). */
+      onDeadLetter?: () => void;
     },
   ) {
     this.pending = Array.from({ length: opts.lanes ?? 2 }, () => []);
@@ -123,7 +126,8 @@ export class Flusher {
           err: String(err),
           pending: this.pending[lane]?.length ?? 0,
         });
-        await new Promise((r) => setTimeout(r, backoff));
+        // Jitter: the lanes and instances that failed together do not retry in step.
+        await new Promise((r) => setTimeout(r, backoff / 2 + Math.random() * backoff));
         backoff = Math.min(backoff * 2, 5_000);
         continue;
       }
@@ -160,31 +164,67 @@ export class Flusher {
 
   private async write(entries: LedgerEntry[]): Promise<void> {
     // Postgres reads the events by position and would skip an entry without a known tag: such an
-    // entry is logged whole (it holds ids and amounts, never keys or prompts) instead of lost.
-    const tagged = this.readable(entries, hasEventTag);
+    // entry is set aside whole (it holds ids and amounts, never keys or prompts) instead of lost.
+    const tagged = await this.readable(entries, hasEventTag);
     try {
       await writeLedgerBatch(this.database.db, tagged.map(record));
     } catch (err) {
-      // Postgres refused the batch's data (a field missing or of the wrong type): find the entries
-      // it cannot read and write the rest. Anything else (Postgres down) is for the caller to retry.
-      if (!isDataError(err)) throw err;
-      await writeLedgerBatch(this.database.db, this.readable(tagged, isEncodedEvent).map(record));
+      // Postgres refused the batch (its data, or a constraint): isolate what it refuses and write
+      // the rest. Anything else (Postgres down) is for the caller to retry.
+      if (!isRejected(err)) throw err;
+      await this.isolate(await this.readable(tagged, isEncodedEvent));
     }
     await this.store.ackLedger(FLUSH_GROUP, entries);
     this.flushed += entries.length;
   }
 
-  /** The entries whose event passes `check`; the others are logged whole. */
-  private readable(entries: LedgerEntry[], check: (event: string) => boolean): LedgerEntry[] {
+  /**
+   * Writes a batch Postgres refused by halves, down to the single entries it refuses, which go to
+   * dead_letters: one poison entry costs about 2·log2(batch) statements, and the rest goes on.
+   */
+  private async isolate(batch: LedgerEntry[]): Promise<void> {
+    if (batch.length === 0) return;
+    try {
+      await writeLedgerBatch(this.database.db, batch.map(record));
+    } catch (err) {
+      if (!isRejected(err)) throw err;
+      const [only] = batch;
+      if (batch.length === 1 && only) return this.deadLetter(only, err);
+      const mid = batch.length >> 1;
+      await this.isolate(batch.slice(0, mid));
+      await this.isolate(batch.slice(mid));
+    }
+  }
+
+  /** Sets an entry aside in dead_letters (before it is acked: a crash here sets it aside again). */
+  private async deadLetter(entry: LedgerEntry, err: unknown): Promise<void> {
+    // Drizzle wraps Postgres's error in a "Failed query" with the whole statement: keep the reason.
+    const cause = err instanceof Error && err.cause instanceof Error ? err.cause : err;
+    const error = cause instanceof Error ? cause.message : String(cause);
+    const orgId = orgOf(entry.event);
+    await insertDeadLetter(this.database.db, {
+      id: `ledger:${entry.shard}:${entry.id}`,
+      source: "ledger",
+      orgId,
+      payload: entry.event,
+      error,
+      at: new Date(),
+    });
+    this.opts.onDeadLetter?.();
+    this.log.error("a ledger entry Postgres refuses went to dead_letters", {
+      shard: entry.shard,
+      id: entry.id,
+      entry: entry.event,
+      err: error,
+    });
+  }
+
+  /** The entries whose event passes `check`; the others go to dead_letters. */
+  private async readable(entries: LedgerEntry[], check: (event: string) => boolean): Promise<LedgerEntry[]> {
     const out: LedgerEntry[] = [];
     for (const entry of entries) {
       if (check(entry.event)) out.push(entry);
-      else
-        this.log.error("unreadable ledger entry skipped", {
-          shard: entry.shard,
-          id: entry.id,
-          entry: entry.event,
-        });
+      else await this.deadLetter(entry, new Error("unreadable ledger entry (not an encoded event)"));
     }
     return out;
   }
@@ -194,9 +234,23 @@ function record(entry: LedgerEntry): LedgerRecord {
   return { event: entry.event, balanceAfter: entry.balance };
 }
 
-/** Postgres's data exceptions (class 22) and not-null violations (23502): bad data, not an outage. */
-function isDataError(err: unknown): boolean {
+/**
+ * Postgres answered and refused the statement (an SQLSTATE outside the classes of an outage or a
+ * transient conflict): retrying the same entries cannot help. Connection errors carry no SQLSTATE.
+ */
+function isRejected(err: unknown): boolean {
   const e = err as { code?: unknown; cause?: { code?: unknown } } | undefined;
-  const code = e?.code ?? e?.cause?.code;
-  return typeof code === "string" && (code.startsWith("22") || code === "23502");
+  const code = e?.cause?.code ?? e?.code;
+  if (typeof code !== "string" || !/^[0-9A-Z]{5}$/.test(code)) return false;
+  return !["08", "40", "53", "55", "57", "58", "XX"].includes(code.slice(0, 2));
+}
+
+/** The org id of an encoded event, if it can be read (position 2 for both kinds). */
+function orgOf(event: string): string | null {
+  try {
+    const value: unknown = JSON.parse(event);
+    return Array.isArray(value) && typeof value[2] === "string" ? value[2] : null;
+  } catch {
+    return null;
+  }
 }

@@ -1,3 +1,5 @@
+import { randomUUID } from "node:crypto";
+import { hasLimits, RateCounters, type RateState } from "./rate-limit.ts";
 import { assertNanos, DONE_TTL_SECONDS, type LedgerEntry, type MeteringStore } from "./store.ts";
 
 interface OrgState {
@@ -7,6 +9,8 @@ interface OrgState {
 }
 
 interface TrialState {
+  /** Counters set from Postgres since this store started (loadTrial): a new process starts empty. */
+  loaded: boolean;
   plans: Map<string, { confirmed: number; inFlight: number }>;
   slots: Map<string, { planId: string; expires: number }>;
 }
@@ -24,8 +28,10 @@ interface StreamEntry {
  * in this process only; the ledger is flushed to the database like Redis's.
  */
 export function createMemoryStore(): MeteringStore {
-  /** Orgs with an auto-recharge requested and not yet paid or failed. */
-  const rebuyPending = new Set<string>();
+  /** Everything here dies with the process: each store is an epoch of its own. */
+  const epoch = randomUUID();
+  /** Orgs with an auto-recharge requested and not yet paid or failed → when its lease ends (ms). */
+  const rebuyPending = new Map<string, number>();
   /** Spend per org and billing month ("orgId:monthStart"). */
   const monthSpend = new Map<string, number>();
   const orgs = new Map<string, OrgState>();
@@ -45,7 +51,7 @@ export function createMemoryStore(): MeteringStore {
   const trialOf = (orgId: string): TrialState => {
     let state = trial.get(orgId);
     if (!state) {
-      state = { plans: new Map(), slots: new Map() };
+      state = { loaded: false, plans: new Map(), slots: new Map() };
       trial.set(orgId, state);
     }
     return state;
@@ -61,6 +67,7 @@ export function createMemoryStore(): MeteringStore {
     if (plan.confirmed === 0 && plan.inFlight <= 0) state.plans.delete(slot.planId);
     return true;
   };
+  const rates = new RateCounters();
   const stream: StreamEntry[] = [];
   const pending = new Map<string, { entry: StreamEntry; consumer: string; since: number }>();
   let seq = 0;
@@ -87,7 +94,7 @@ export function createMemoryStore(): MeteringStore {
   return {
     kind: "memory",
 
-    async reserve({ orgId, requestId, amount, ttlMs, nowMs, budget }) {
+    async reserve({ orgId, requestId, amount, ttlMs, nowMs, budget, rate }) {
       assertNanos("reserve amount", amount, 0);
       const org = orgs.get(orgId);
       if (!org) return { ok: false, reason: "not_loaded" };
@@ -99,12 +106,29 @@ export function createMemoryStore(): MeteringStore {
       if (budget && (monthSpend.get(`${orgId}:${budget.monthStart}`) ?? 0) + org.held + amount > budget.max) {
         return { ok: false, reason: "monthly_max_reached", balance: org.bal, held: org.held };
       }
+      let state: RateState | undefined;
+      if (rate && (hasLimits(rate.org) || hasLimits(rate.key))) {
+        const admitted = rates.admit(orgId, rate, nowMs);
+        if (!admitted.ok)
+          return { ok: false, reason: "rate_limited", balance: org.bal, held: org.held, rate: admitted.rate };
+        state = admitted.rate;
+      }
       org.holds.set(requestId, { amount, expires: nowMs + ttlMs });
       org.held += amount;
-      return { ok: true, balance: org.bal, held: org.held };
+      return state
+        ? { ok: true, balance: org.bal, held: org.held, rate: state }
+        : { ok: true, balance: org.bal, held: org.held };
     },
 
-    async settle({ orgId, requestId, cost, event, monthStart, rebuyBelow }) {
+    async admitRate({ orgId, rate, nowMs }) {
+      return rates.admit(orgId, rate, nowMs);
+    },
+
+    async settleRate(c) {
+      rates.correct(c);
+    },
+
+    async settle({ orgId, requestId, cost, event, monthStart, rebuyBelow, rebuyLease }) {
       assertNanos("settle cost", cost, 0);
       const org = orgs.get(orgId);
       if (done.has(requestId)) return { ok: true, balance: org?.bal ?? 0, duplicate: true };
@@ -121,8 +145,10 @@ export function createMemoryStore(): MeteringStore {
       }
       append(event, org.bal);
       markDone(requestId, cost);
-      const rebuy = rebuyBelow !== undefined && org.bal < rebuyBelow && !rebuyPending.has(orgId);
-      if (rebuy) rebuyPending.add(orgId);
+      const leaseNow = rebuyLease?.nowMs ?? 0;
+      const rebuy =
+        rebuyBelow !== undefined && org.bal < rebuyBelow && (rebuyPending.get(orgId) ?? -1) < leaseNow;
+      if (rebuy) rebuyPending.set(orgId, rebuyLease ? leaseNow + rebuyLease.ttlMs : Number.MAX_SAFE_INTEGER);
       return rebuy
         ? { ok: true, balance: org.bal, duplicate: false, rebuy }
         : { ok: true, balance: org.bal, duplicate: false };
@@ -194,6 +220,7 @@ export function createMemoryStore(): MeteringStore {
     async holdTrialResponse({ orgId, planId, requestId, maxPlans, maxPerPlan, ttlMs, nowMs }) {
       const state = trialOf(orgId);
       if (state.slots.has(requestId)) return { ok: true };
+      if (!state.loaded) return { ok: false, reason: "not_loaded" };
       const plan = state.plans.get(planId);
       if (!plan && state.plans.size >= maxPlans) return { ok: false, reason: "trial_plans_exceeded" };
       if (plan && plan.confirmed + plan.inFlight >= maxPerPlan) {
@@ -203,6 +230,22 @@ export function createMemoryStore(): MeteringStore {
       else state.plans.set(planId, { confirmed: 0, inFlight: 1 });
       state.slots.set(requestId, { planId, expires: nowMs + ttlMs });
       return { ok: true };
+    },
+
+    async loadTrial({ orgId, plans }) {
+      const state = trialOf(orgId);
+      for (const [planId, confirmed] of Object.entries(plans)) {
+        const plan = state.plans.get(planId);
+        if (!plan) state.plans.set(planId, { confirmed, inFlight: 0 });
+        else plan.confirmed = Math.max(plan.confirmed, confirmed);
+      }
+      const was = state.loaded;
+      state.loaded = true;
+      return !was;
+    },
+
+    async epoch() {
+      return epoch;
     },
 
     async endTrialResponse({ orgId, requestId, answered, event }) {

@@ -3,6 +3,7 @@ import type { CreditTransactionRow } from "../db/ledger.ts";
 import type { CatalogModel } from "../pricing/catalog.ts";
 import type { Nanos } from "../pricing/money.ts";
 import type { CallTags } from "./events.ts";
+import type { RateLimits, RateState } from "./rate-limit.ts";
 
 // The tags belong to the ledger event they end up in (events.ts), which the db layer reads too.
 export type { CallTags };
@@ -20,6 +21,8 @@ export interface CallerOrg {
   billingCycleStartedAt: Date;
   /** Auto-recharge: when a settle takes the balance below the threshold, recharge to the target. */
   autoRebuy: { threshold: Nanos; toBalance: Nanos } | null;
+  /** The org's rate limits (all its keys together); absent: none. */
+  rateLimits?: RateLimits;
 }
 
 /** Everything known about a call before it goes upstream. */
@@ -27,6 +30,8 @@ export interface CallStart {
   requestId: string;
   org: CallerOrg;
   keyId: string;
+  /** The api key's own rate limits; absent: none (the org's still apply). */
+  keyRateLimits?: RateLimits;
   model: CatalogModel;
   /** The user's own provider key (BYO): nothing is debited. */
   byoKey: string | undefined;
@@ -59,6 +64,8 @@ export interface CallEnd {
 /** A call admitted by the meter, to be settled exactly once. */
 export interface Admission {
   readonly start: CallStart;
+  /** Where the call stands against its rate limits, when any is set (the `x-ratelimit-*` headers). */
+  readonly rate?: RateState;
 }
 
 export interface Settlement {
@@ -71,8 +78,31 @@ export interface Settlement {
  * Meters model calls: admits them before the upstream is called (refusals are GatewayErrors) and
  * settles each admitted call exactly once, whatever happened to it.
  */
+/**
+ * Why a call was not admitted. A value, not an error: metering decides, the route (src/gateway/
+ * refusals.ts) says it in HTTP.
+ */
+export type Refusal =
+  | { code: "trial_plans_exceeded"; maxPlans: number }
+  | { code: "trial_messages_exceeded"; maxMessages: number }
+  | {
+      code:
+        | "cloud_subscription_paused"
+        | "cloud_subscription_overdue"
+        | "cloud_monthly_max_reached"
+        | "cloud_insufficient_credits";
+      isTrial: boolean;
+    }
+  /** A rate limit of the org or the key is reached: `rate` says where the call stands, `tokens` what it asked. */
+  | { code: "rate_limit_exceeded"; rate: RateState; tokens: number }
+  /** The metering store cannot be reached: the call could not be paid for. */
+  | { code: "unavailable" };
+
+export type AdmitResult = { ok: true; admission: Admission } | { ok: false; refusal: Refusal };
+
 export interface Meter {
-  admit(call: CallStart): Promise<Admission>;
+  /** Holds what the call may cost (or a trial slot), or says why it is refused. */
+  admit(call: CallStart): Promise<AdmitResult>;
   /** The charge for reported usage, for the `cost` in a usage frame. Pure and cheap. */
   price(admission: Admission, usage: Usage): Nanos;
   settle(admission: Admission, end: CallEnd): Promise<Settlement>;

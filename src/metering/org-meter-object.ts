@@ -3,6 +3,7 @@ import { createLogger, type Logger } from "../core/log.ts";
 import { writeLedgerBatch } from "../db/ledger.ts";
 import { openPostgres } from "../db/postgres.ts";
 import type { Nanos } from "../pricing/money.ts";
+import { hasLimits, RateCounters, type RateState, type RateWindow, type RateWindows } from "./rate-limit.ts";
 import {
   assertNanos,
   type CreditOutcome,
@@ -41,7 +42,8 @@ const RETRY_MAX_MS = 60_000;
 
 const SCHEMA = [
   // One row once the balance is loaded; none before (reserve then answers not_loaded).
-  "create table if not exists org (k integer primary key check (k = 1), bal integer not null, held integer not null, rebuy text)",
+  // rebuy_until: when the pending auto-recharge's lease ends (ms); null when none is pending.
+  "create table if not exists org (k integer primary key check (k = 1), bal integer not null, held integer not null, rebuy_until integer)",
   "create table if not exists holds (id text primary key, amount integer not null, expires integer not null)",
   "create index if not exists holds_expires on holds (expires)",
   "create table if not exists month_spend (start integer primary key, spend integer not null)",
@@ -51,7 +53,14 @@ const SCHEMA = [
   "create table if not exists trial_slots (id text primary key, plan text not null, expires integer not null)",
   "create index if not exists trial_slots_expires on trial_slots (expires)",
   "create table if not exists outbox (seq integer primary key autoincrement, event text not null, balance integer, at integer not null)",
+  // One row once the trial counters were loaded from Postgres (loadTrial); none before.
+  "create table if not exists trial_loaded (k integer primary key check (k = 1))",
+  // The rate limit windows of the org and of its keys (RateCounters), one row per scope.
+  "create table if not exists rate_windows (id text primary key, start integer not null, requests integer not null, tokens integer not null)",
 ];
+
+/** The org's rate scope in RateCounters: the object is the org, so it need not know the org's id. */
+const ORG_SCOPE = "org";
 
 type Row = Record<string, string | number | null>;
 
@@ -73,10 +82,13 @@ export class OrgMeter extends DurableObject<OrgMeterEnv> {
   /** When the alarm is set for (null: none); kept here so each operation need not ask storage. */
   private alarmAt: number | null = null;
   private failures = 0;
+  /** The org's and its keys' rate windows, kept in the object's SQLite (exact: one object per org). */
+  private readonly rates: RateCounters;
 
   constructor(ctx: DurableObject<OrgMeterEnv>["ctx"], env: OrgMeterEnv) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
+    this.rates = new RateCounters(this.rateWindows());
     const level = (["debug", "info", "warn", "error", "silent"] as const).find((l) => l === env.LOG_LEVEL);
     this.log = createLogger(level ?? "info", (line) => console.log(line.trimEnd()));
     void ctx.blockConcurrencyWhile(async () => {
@@ -89,8 +101,29 @@ export class OrgMeter extends DurableObject<OrgMeterEnv> {
     return this.sql.exec<T>(query, ...bindings).toArray()[0];
   }
 
-  private org(): { bal: number; held: number; rebuy: string | null } | undefined {
-    return this.row<{ bal: number; held: number; rebuy: string | null }>("select bal, held, rebuy from org");
+  private org(): { bal: number; held: number; rebuy_until: number | null } | undefined {
+    return this.row<{ bal: number; held: number; rebuy_until: number | null }>(
+      "select bal, held, rebuy_until from org",
+    );
+  }
+
+  /** RateCounters' windows as rows; written inside the transaction of the operation that counts. */
+  private rateWindows(): RateWindows {
+    return {
+      get: (id) =>
+        this.row<RateWindow & Row>("select start, requests, tokens from rate_windows where id = ?", id),
+      set: (id, w) => {
+        this.sql.exec(
+          "insert into rate_windows (id, start, requests, tokens) values (?, ?, ?, ?) on conflict (id) do update set start = excluded.start, requests = excluded.requests, tokens = excluded.tokens",
+          id,
+          w.start,
+          w.requests,
+          w.tokens,
+        );
+      },
+      // An org has a handful of keys: the table stays small, and the alarm would not otherwise run.
+      sweep: (start) => void this.sql.exec("delete from rate_windows where start < ?", start),
+    };
   }
 
   private isDone(id: string): { amount: number } | undefined {
@@ -109,7 +142,7 @@ export class OrgMeter extends DurableObject<OrgMeterEnv> {
     void this.ctx.storage.setAlarm(at);
   }
 
-  opReserve({ requestId, amount, ttlMs, nowMs, budget }: Args<"reserve">): ReserveOutcome {
+  opReserve({ requestId, amount, ttlMs, nowMs, budget, rate }: Args<"reserve">): ReserveOutcome {
     assertNanos("reserve amount", amount, 0);
     const outcome = this.ctx.storage.transactionSync((): ReserveOutcome => {
       const org = this.org();
@@ -126,6 +159,14 @@ export class OrgMeter extends DurableObject<OrgMeterEnv> {
         if ((spent?.spend ?? 0) + org.held + amount > budget.max)
           return { ok: false, reason: "monthly_max_reached", balance: org.bal, held: org.held };
       }
+      // After the credit checks, as reserve.lua: a call refused for credits counts nothing.
+      let state: RateState | undefined;
+      if (rate && (hasLimits(rate.org) || hasLimits(rate.key))) {
+        const admitted = this.rates.admit(ORG_SCOPE, rate, nowMs);
+        if (!admitted.ok)
+          return { ok: false, reason: "rate_limited", balance: org.bal, held: org.held, rate: admitted.rate };
+        state = admitted.rate;
+      }
       this.sql.exec(
         "insert into holds (id, amount, expires) values (?, ?, ?)",
         requestId,
@@ -133,13 +174,24 @@ export class OrgMeter extends DurableObject<OrgMeterEnv> {
         nowMs + ttlMs,
       );
       this.sql.exec("update org set held = held + ?", amount);
-      return { ok: true, balance: org.bal, held: org.held + amount };
+      return state
+        ? { ok: true, balance: org.bal, held: org.held + amount, rate: state }
+        : { ok: true, balance: org.bal, held: org.held + amount };
     });
     if (outcome.ok) this.wake(nowMs + ttlMs);
     return outcome;
   }
 
-  opSettle({ requestId, cost, event, monthStart, rebuyBelow }: Args<"settle">): SettleOutcome {
+  /** The rate step of a call that reserves nothing (BYO); the same check and count as opReserve's. */
+  opAdmitRate({ rate, nowMs }: Args<"admitRate">): { ok: boolean; rate: RateState } {
+    return this.ctx.storage.transactionSync(() => this.rates.admit(ORG_SCOPE, rate, nowMs));
+  }
+
+  opSettleRate(c: Args<"settleRate">): void {
+    this.ctx.storage.transactionSync(() => this.rates.correct({ ...c, orgId: ORG_SCOPE }));
+  }
+
+  opSettle({ requestId, cost, event, monthStart, rebuyBelow, rebuyLease }: Args<"settle">): SettleOutcome {
     assertNanos("settle cost", cost, 0);
     return this.ctx.storage.transactionSync((): SettleOutcome => {
       const org = this.org();
@@ -157,9 +209,15 @@ export class OrgMeter extends DurableObject<OrgMeterEnv> {
       }
       this.append(event, balance);
       this.markDone(requestId, cost);
-      // The rebuy lease: only the settle that first crosses the threshold while none is pending.
-      const rebuy = rebuyBelow !== undefined && balance < rebuyBelow && org.rebuy === null;
-      if (rebuy) this.sql.exec("update org set rebuy = ?", requestId);
+      // The rebuy lease: the settle that crosses the threshold while no lease is held takes it, until
+      // nowMs + ttlMs; without rebuyLease it is held until clearRebuy (the old flag).
+      const leaseNow = rebuyLease?.nowMs ?? 0;
+      const rebuy = rebuyBelow !== undefined && balance < rebuyBelow && (org.rebuy_until ?? -1) < leaseNow;
+      if (rebuy)
+        this.sql.exec(
+          "update org set rebuy_until = ?",
+          rebuyLease ? leaseNow + rebuyLease.ttlMs : Number.MAX_SAFE_INTEGER,
+        );
       return rebuy
         ? { ok: true, balance, duplicate: false, rebuy: true }
         : { ok: true, balance, duplicate: false };
@@ -167,7 +225,7 @@ export class OrgMeter extends DurableObject<OrgMeterEnv> {
   }
 
   opClearRebuy(): void {
-    this.ctx.storage.transactionSync(() => this.sql.exec("update org set rebuy = null"));
+    this.ctx.storage.transactionSync(() => this.sql.exec("update org set rebuy_until = null"));
   }
 
   opRelease({ requestId }: Args<"release">): void {
@@ -198,7 +256,7 @@ export class OrgMeter extends DurableObject<OrgMeterEnv> {
     if (month) assertNanos("month spend", month.spend, 0);
     return this.ctx.storage.transactionSync(() => {
       if (this.org()) return false;
-      this.sql.exec("insert into org (k, bal, held, rebuy) values (1, ?, 0, null)", balance);
+      this.sql.exec("insert into org (k, bal, held, rebuy_until) values (1, ?, 0, null)", balance);
       if (month)
         this.sql.exec(
           "insert into month_spend (start, spend) values (?, ?) on conflict (start) do nothing",
@@ -243,6 +301,8 @@ export class OrgMeter extends DurableObject<OrgMeterEnv> {
   }: Args<"holdTrialResponse">): TrialVerdict {
     const verdict = this.ctx.storage.transactionSync((): TrialVerdict => {
       if (this.row("select 1 from trial_slots where id = ?", requestId)) return { ok: true };
+      // A new object (or one purged) has no counts yet: the org may have trial responses in Postgres.
+      if (!this.row("select 1 from trial_loaded")) return { ok: false, reason: "not_loaded" };
       const plan = this.row<{ confirmed: number; in_flight: number }>(
         "select confirmed, in_flight from trial_plans where plan = ?",
         planId,
@@ -267,6 +327,22 @@ export class OrgMeter extends DurableObject<OrgMeterEnv> {
     return verdict;
   }
 
+  /** Raises the confirmed counts to Postgres's (never lowers them) and marks the trial loaded. */
+  opLoadTrial({ plans }: Args<"loadTrial">): boolean {
+    return this.ctx.storage.transactionSync(() => {
+      for (const [planId, confirmed] of Object.entries(plans)) {
+        this.sql.exec(
+          "insert into trial_plans (plan, confirmed, in_flight) values (?, ?, 0) on conflict (plan) do update set confirmed = max(confirmed, excluded.confirmed)",
+          planId,
+          confirmed,
+        );
+      }
+      const was = this.row("select 1 from trial_loaded") !== undefined;
+      if (!was) this.sql.exec("insert into trial_loaded (k) values (1)");
+      return !was;
+    });
+  }
+
   opEndTrialResponse({ requestId, answered, event }: Args<"endTrialResponse">): boolean {
     return this.ctx.storage.transactionSync(() => {
       const ended = this.endSlot(requestId, answered);
@@ -285,7 +361,15 @@ export class OrgMeter extends DurableObject<OrgMeterEnv> {
   /** Forgets the org (account deletion); events still in the outbox are flushed first. */
   opPurge(): void {
     this.ctx.storage.transactionSync(() => {
-      for (const table of ["org", "holds", "month_spend", "trial_plans", "trial_slots"]) {
+      for (const table of [
+        "org",
+        "holds",
+        "month_spend",
+        "trial_plans",
+        "trial_slots",
+        "trial_loaded",
+        "rate_windows",
+      ]) {
         this.sql.exec(`delete from ${table}`);
       }
     });

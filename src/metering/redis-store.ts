@@ -1,5 +1,7 @@
+import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { Cluster, Redis } from "ioredis";
+import { hasLimits, RATE_WINDOW_MS, type RateCheck, rateStateFromReply, windowStart } from "./rate-limit.ts";
 import {
   assertNanos,
   DONE_TTL_SECONDS,
@@ -10,15 +12,20 @@ import {
 } from "./store.ts";
 
 const SCRIPTS = {
-  reserve: 4,
+  reserve: 6,
   settle: 5,
   release: 3,
   credit: 3,
   load: 1,
   reclaim: 1,
-  trial: 5,
+  trial: 6,
   trial_end: 6,
+  trial_load: 3,
+  rate: 2,
+  rate_settle: 2,
 } as const;
+/** Scripts that call rate_admit: rate_lib.lua is prepended to them (Redis scripts cannot include). */
+const WITH_RATE_LIB: ReadonlySet<string> = new Set(["reserve", "rate"]);
 type ScriptName = keyof typeof SCRIPTS;
 
 type Client = Redis | Cluster;
@@ -41,11 +48,29 @@ function keysIn(namespace: string, orgId: string) {
     trialCounts: `${prefix}tr:${orgId}`,
     trialInFlight: `${prefix}tf:${orgId}`,
     trialSlots: `${prefix}ti:${orgId}`,
+    rateOrg: `${prefix}rl:o:${orgId}`,
+    rateKey: (keyId: string) => `${prefix}rl:k:${keyId}`,
   };
 }
 
 /** `<ns>:{<ns>:<shard>}:`: the hash tag puts a shard's keys and its ledger stream in one cluster slot. */
 const shardPrefix = (namespace: string, shard: number) => `${namespace}:{${namespace}:${shard}}:`;
+
+/** The rate arguments of reserve.lua and rate.lua (see rate_lib.lua); -1 for a limit not set. */
+function rateArgs(rate: RateCheck, nowMs: number): number[] {
+  const start = windowStart(nowMs);
+  const lim = (n: number | null | undefined) => n ?? -1;
+  return [
+    start,
+    start + RATE_WINDOW_MS - nowMs,
+    RATE_WINDOW_MS,
+    lim(rate.org.requestsPerMinute),
+    lim(rate.org.tokensPerMinute),
+    lim(rate.key.requestsPerMinute),
+    lim(rate.key.tokensPerMinute),
+    rate.tokens,
+  ];
+}
 
 function num(v: Reply | undefined): number {
   return typeof v === "number" ? v : Number(v ?? 0);
@@ -85,8 +110,10 @@ export function createRedisStore(opts: {
   // Connection errors reach the callers as failed commands (ioredis reconnects by itself); without a
   // listener they would also be printed as unhandled.
   client.on("error", () => {});
+  const luaFile = (name: string) => readFileSync(new URL(`./lua/${name}.lua`, import.meta.url), "utf8");
+  const rateLib = luaFile("rate_lib");
   for (const [name, numberOfKeys] of Object.entries(SCRIPTS)) {
-    const lua = readFileSync(new URL(`./lua/${name}.lua`, import.meta.url), "utf8");
+    const lua = WITH_RATE_LIB.has(name) ? `${rateLib}\n${luaFile(name)}` : luaFile(name);
     client.defineCommand(name, { lua, numberOfKeys });
   }
   const run = (name: ScriptName, ...args: (string | number)[]) =>
@@ -176,31 +203,63 @@ export function createRedisStore(opts: {
     kind: opts.clusterNodes ? "cluster" : "redis",
     client,
 
-    async reserve({ orgId, requestId, amount, ttlMs, nowMs, budget }) {
+    async reserve({ orgId, requestId, amount, ttlMs, nowMs, budget, rate }) {
       assertNanos("reserve amount", amount, 0);
       const k = keys(orgId);
-      const [status, balance, held] = (await run(
+      const reply = (await run(
         "reserve",
         k.org,
         k.holds,
         k.expiry,
         k.done(requestId),
+        k.rateOrg,
+        k.rateKey(rate?.keyId ?? ""),
         requestId,
         amount,
         nowMs + ttlMs,
         `${orgId}\n${requestId}`,
         budget ? budget.max : -1,
         `m${budget?.monthStart ?? 0}`,
+        // Without limits reserve.lua takes no rate arguments and runs no rate step.
+        ...(rate && (hasLimits(rate.org) || hasLimits(rate.key)) ? rateArgs(rate, nowMs) : []),
       )) as Reply[];
+      const [status, balance, held] = reply;
       if (num(status) === -1) return { ok: false, reason: "not_loaded" };
+      const state = reply.length > 3 ? rateStateFromReply(reply.slice(3).map(num)) : undefined;
+      if (num(status) === 3)
+        return {
+          ok: false,
+          reason: "rate_limited",
+          balance: num(balance),
+          held: num(held),
+          rate: state ?? {},
+        };
       if (num(status) === 2)
         return { ok: false, reason: "monthly_max_reached", balance: num(balance), held: num(held) };
       if (num(status) === 0)
         return { ok: false, reason: "insufficient_credits", balance: num(balance), held: num(held) };
-      return { ok: true, balance: num(balance), held: num(held) };
+      return state
+        ? { ok: true, balance: num(balance), held: num(held), rate: state }
+        : { ok: true, balance: num(balance), held: num(held) };
     },
 
-    async settle({ orgId, requestId, cost, event, monthStart, rebuyBelow }) {
+    async admitRate({ orgId, rate, nowMs }) {
+      const k = keys(orgId);
+      const reply = (await run(
+        "rate",
+        k.rateOrg,
+        k.rateKey(rate.keyId),
+        ...rateArgs(rate, nowMs),
+      )) as Reply[];
+      return { ok: num(reply[0]) === 1, rate: rateStateFromReply(reply.slice(1).map(num)) };
+    },
+
+    async settleRate(c) {
+      const k = keys(c.orgId);
+      await run("rate_settle", k.rateOrg, k.rateKey(c.keyId), c.windowStart, c.tokens);
+    },
+
+    async settle({ orgId, requestId, cost, event, monthStart, rebuyBelow, rebuyLease }) {
       assertNanos("settle cost", cost, 0);
       const k = keys(orgId);
       const [status, balance, rebuy] = (await run(
@@ -217,6 +276,8 @@ export function createRedisStore(opts: {
         DONE_TTL_SECONDS,
         `m${monthStart ?? 0}`,
         rebuyBelow ?? -1,
+        rebuyLease?.nowMs ?? 0,
+        rebuyLease ? rebuyLease.nowMs + rebuyLease.ttlMs : Number.MAX_SAFE_INTEGER,
       )) as Reply[];
       if (num(status) === -1) return { ok: false, reason: "not_loaded" };
       const settled = { ok: true as const, balance: num(balance), duplicate: num(status) === 1 };
@@ -304,6 +365,7 @@ export function createRedisStore(opts: {
           k.trialInFlight,
           k.trialSlots,
           k.expiry,
+          k.org,
           planId,
           maxPlans,
           maxPerPlan,
@@ -312,9 +374,23 @@ export function createRedisStore(opts: {
           `${orgId}\n${requestId}`,
         )) as Reply,
       );
+      if (verdict === -1) return { ok: false, reason: "not_loaded" };
       if (verdict === 1) return { ok: false, reason: "trial_plans_exceeded" };
       if (verdict === 2) return { ok: false, reason: "trial_messages_exceeded" };
       return { ok: true };
+    },
+
+    async loadTrial({ orgId, plans }) {
+      const k = keys(orgId);
+      const args = Object.entries(plans).flat();
+      return num((await run("trial_load", k.trialPlans, k.trialCounts, k.org, ...args)) as Reply) === 1;
+    },
+
+    async epoch() {
+      // Off the hot path (polled by each instance): a missing key means Redis lost its data.
+      const key = `${namespace}:epoch`;
+      await client.set(key, randomUUID(), "NX");
+      return (await client.get(key)) ?? "";
     },
 
     async endTrialResponse({ orgId, requestId, answered, event }) {
@@ -413,7 +489,8 @@ export function createRedisStore(opts: {
         for (let i = 0; i < found.length; i += 2) members.push(found[i] as string);
       } while (cursor !== "0");
       if (members.length) await client.zrem(k.expiry, ...members);
-      await client.del(k.org, k.holds, k.trialPlans, k.trialCounts, k.trialInFlight, k.trialSlots);
+      // The keys' rate hashes are not named by the org; they expire a window after their last use.
+      await client.del(k.org, k.holds, k.trialPlans, k.trialCounts, k.trialInFlight, k.trialSlots, k.rateOrg);
     },
 
     async close() {

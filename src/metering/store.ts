@@ -1,4 +1,5 @@
 import type { Nanos } from "../pricing/money.ts";
+import type { RateCheck, RateCorrection, RateState } from "./rate-limit.ts";
 
 /**
  * The metering store: balances, holds and the ledger stream. Redis in production (src/metering/
@@ -37,7 +38,23 @@ export interface MeteringStore {
     nowMs: number;
     /** The org's monthly budget: spend this billing month + held + amount may not pass `max`. */
     budget?: { monthStart: number; max: Nanos };
+    /**
+     * Rate limits (./rate-limit.ts), checked and counted in the same atomic step, after the credit
+     * checks: a call refused for credits counts nothing, one refused for rate holds nothing, and an
+     * idempotent repeat is counted once. Absent, or every limit null: no rate step.
+     */
+    rate?: RateCheck;
   }): Promise<ReserveOutcome>;
+  /**
+   * The rate step alone, for calls that reserve nothing (BYO): the same check and count as reserve's.
+   * The caller runs it only when a limit is set.
+   */
+  admitRate(r: { orgId: string; rate: RateCheck; nowMs: number }): Promise<{ ok: boolean; rate: RateState }>;
+  /**
+   * Corrects the token count of the window a call was admitted in by (actual − estimated) tokens;
+   * nothing when that window has ended. Not money: it need not be atomic with the settle.
+   */
+  settleRate(c: RateCorrection): Promise<void>;
   /**
    * Releases the hold (if any), debits `cost` (settle always succeeds, even below zero) and appends
    * `event` to the ledger, atomically. Idempotent by requestId: a repeat changes nothing and says
@@ -53,6 +70,13 @@ export interface MeteringStore {
     monthStart?: number;
     /** The org's auto-recharge threshold: the settle that first takes the balance below it says rebuy. */
     rebuyBelow?: Nanos;
+    /**
+     * The pending recharge is a lease, not a flag (issue 11): a settle that says rebuy holds it until
+     * nowMs + ttlMs, and a crossing settle after that takes it again, so a gateway that died (or lost
+     * Redis) during the payment call does not turn auto-recharge off for good. Without it the lease
+     * never ends (the old flag). Added with issue 11 (money).
+     */
+    rebuyLease?: { nowMs: number; ttlMs: number };
   }): Promise<SettleOutcome>;
   /** Ends a pending auto-recharge (paid or failed), so the next crossing may request another. */
   clearRebuy(orgId: string): Promise<void>;
@@ -91,6 +115,22 @@ export interface MeteringStore {
     nowMs: number;
   }): Promise<TrialVerdict>;
   /**
+   * Sets the org's confirmed trial responses per plan from Postgres (usage_records) when the store
+   * has not had them since it lost its data (holdTrialResponse said not_loaded), as loadBalance does
+   * for balances. A count already there is raised to the given one, never lowered (the store's own
+   * count includes responses Postgres has not seen yet). Marks the trial as loaded either way.
+   * Added with issue 11 (money): the Durable Object store keeps its counters in storage, so it may
+   * never say not_loaded and can implement this as a no-op that returns false.
+   */
+  loadTrial(l: { orgId: string; plans: Record<string, number> }): Promise<boolean>;
+  /**
+   * The store's data epoch: a random value kept in the store, made anew when the store finds none
+   * (it lost its data: Redis restarted empty). Each instance polls it off the hot path; a change
+   * makes it replay the settles Postgres does not have yet (src/metering/spool.ts). Added with issue
+   * 11 (money): a store that cannot lose acknowledged data (a Durable Object) returns a constant.
+   */
+  epoch(): Promise<string>;
+  /**
    * Ends a BYO trial call and appends its usage event, atomically: `answered` confirms its slot (a
    * model response, counted for good); otherwise the slot is released, and a plan left with no
    * confirmed or in-flight response stops counting. Idempotent by requestId: once the slot is ended
@@ -125,7 +165,8 @@ export interface MeteringStore {
 }
 
 export type ReserveOutcome =
-  | { ok: true; balance: Nanos; held: Nanos }
+  | { ok: true; balance: Nanos; held: Nanos; rate?: RateState }
+  | { ok: false; reason: "rate_limited"; balance: Nanos; held: Nanos; rate: RateState }
   | { ok: false; reason: "insufficient_credits"; balance: Nanos; held: Nanos }
   | { ok: false; reason: "monthly_max_reached"; balance: Nanos; held: Nanos }
   | { ok: false; reason: "not_loaded" };
@@ -140,7 +181,9 @@ export type CreditOutcome =
 
 export type TrialVerdict =
   | { ok: true }
-  | { ok: false; reason: "trial_plans_exceeded" | "trial_messages_exceeded" };
+  | { ok: false; reason: "trial_plans_exceeded" | "trial_messages_exceeded" }
+  /** The store has not had this org's trial counters since it lost its data: loadTrial, then retry. */
+  | { ok: false; reason: "not_loaded" };
 
 /** One ledger stream entry: the event, and the balance right after it (undefined when no money moved). */
 export interface LedgerEntry {

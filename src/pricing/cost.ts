@@ -80,6 +80,21 @@ export function computeCost(
 }
 
 /**
+ * The tokens a call may use, estimated high before it runs: the prompt at 2.5 bytes per token and
+ * the output at its max_tokens (or the default), capped by the model. The credit hold prices it;
+ * the tokens-per-minute limit counts it at admission.
+ */
+export function estimateTokens(
+  model: CatalogModel,
+  opts: { promptBytes: number; maxTokens: number | undefined; defaultMaxTokens: number },
+): { promptTokens: number; outputTokens: number } {
+  return {
+    promptTokens: Math.ceil((opts.promptBytes * 2) / 5),
+    outputTokens: Math.min(opts.maxTokens ?? opts.defaultMaxTokens, model.maxOutput),
+  };
+}
+
+/**
  * The hold for a call before it runs: a cheap estimate that errs high. No tokenizer runs here (a
  * 200k-token prompt would cost milliseconds): prompt tokens are taken as bytes / 2.5 — BPE tokens of
  * prose, code and JSON average 3.5–4.5 bytes, and byte-per-token ratios below 2.5 need text like
@@ -90,8 +105,7 @@ export function estimateReservation(
   model: CatalogModel,
   opts: { promptBytes: number; maxTokens: number | undefined; defaultMaxTokens: number; markupBps: number },
 ): Nanos {
-  const promptTokens = Math.ceil((opts.promptBytes * 2) / 5);
-  const outputTokens = Math.min(opts.maxTokens ?? opts.defaultMaxTokens, model.maxOutput);
+  const { promptTokens, outputTokens } = estimateTokens(model, opts);
   const picos =
     BigInt(promptTokens) * BigInt(Math.max(model.micro.input, model.micro.cacheWrite)) +
     BigInt(outputTokens) * BigInt(model.micro.output);

@@ -51,6 +51,8 @@ export async function startGateway(
     clock?: Clock;
     mock?: MockUpstream;
     payments?: Payments;
+    /** Test-only faults, e.g. the journal's replay turned off to show what it prevents. */
+    faults?: { noReplay?: boolean };
   } = {},
 ): Promise<TestGateway> {
   const mock = opts.mock ?? (await startMockUpstream());
@@ -75,7 +77,11 @@ export async function startGateway(
     ...opts.env,
   };
   const config = parseConfig(env);
-  const services = await createNodeServices(config, { clock: opts.clock, payments: opts.payments });
+  const services = await createNodeServices(config, {
+    clock: opts.clock,
+    payments: opts.payments,
+    faults: opts.faults,
+  });
   const app = createApp(services);
   const server = serve({ fetch: app.fetch, port: 0, hostname: "127.0.0.1" }) as Server;
   jsonClientErrors(server);
@@ -145,3 +151,12 @@ export async function startGateway(
     },
   };
 }
+
+/** Billing settings that turn auto-recharge on: below $0.50, back to $2, on a saved card. */
+export const AUTO_RECHARGE = {
+  autoRebuyEnabled: true,
+  autoRebuyMinThreshold: "0.5",
+  autoRebuyToBalance: "2",
+  stripeCustomerId: "cus_1",
+  stripePaymentMethodId: "pm_1",
+};

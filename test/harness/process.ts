@@ -1,4 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { freePort } from "../../tools/servers/ports.ts";
 import { ADMIN_TOKEN } from "./gateway.ts";
@@ -13,6 +16,11 @@ export interface GatewayProcess {
 /** Runs `npm start`'s entry as a real process, as an operator would, and waits until it listens. */
 export async function spawnGateway(env: Record<string, string>): Promise<GatewayProcess> {
   const port = await freePort();
+  // Gateways of one deployment (one database) share a DATA_DIR, so one takes over the settle
+  // journal another left, as on a shared volume; other tests' gateways never see it.
+  const dataDir = env.DATABASE_URL
+    ? join(tmpdir(), `planto-gw-${createHash("sha256").update(env.DATABASE_URL).digest("hex").slice(0, 12)}`)
+    : undefined;
   const child = spawn(process.execPath, ["--import", "tsx", "src/server.ts"], {
     env: {
       ...process.env,
@@ -21,6 +29,7 @@ export async function spawnGateway(env: Record<string, string>): Promise<Gateway
       LOG_LEVEL: "info",
       // A busy test machine is slow, not down (see harness/gateway.ts); fault tests set their own.
       DB_TIMEOUT_MS: "10000",
+      ...(dataDir ? { DATA_DIR: dataDir } : {}),
       // These gateways are not pointed at a mock OpenRouter: no list to load from the internet.
       OPENROUTER_MODELS_REFRESH_MS: "0",
       ...env,
@@ -73,4 +82,16 @@ export async function createOrgOn(
   });
   const key = await adminCall<{ key: string }>(url, "POST", `/admin/orgs/${org.body.id}/api-keys`);
   return { id: org.body.id, key: key.body.key };
+}
+
+/** `n` gateways on one database and Redis: the first migrates, the others start after it together. */
+export async function spawnGateways(env: Record<string, string>, n: number): Promise<GatewayProcess[]> {
+  const first = await spawnGateway(env);
+  return [first, ...(await Promise.all(Array.from({ length: n - 1 }, () => spawnGateway(env))))];
+}
+
+/** SIGTERM to each gateway (they settle and flush), and waits until all have exited. */
+export async function stopGateways(gateways: GatewayProcess[]): Promise<void> {
+  for (const g of gateways) g.child.kill("SIGTERM");
+  await Promise.all(gateways.map((g) => g.exited));
 }

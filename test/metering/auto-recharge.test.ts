@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { notifications } from "../../src/db/schema/notifications.ts";
 import type { ChargeRequest, ChargeResult, Payments } from "../../src/metering/payments.ts";
 import { waitUntil } from "../../tools/servers/ports.ts";
-import { startGateway, type TestGateway } from "../harness/gateway.ts";
+import { AUTO_RECHARGE, startGateway, type TestGateway } from "../harness/gateway.ts";
 import { type MockEmailProvider, startMockEmailProvider } from "../harness/mock-email.ts";
 
 /** Records every charge; fails while `failing` is set. */
@@ -41,13 +41,7 @@ describe("auto-recharge", () => {
     await email?.close();
   });
 
-  const settings = {
-    autoRebuyEnabled: true,
-    autoRebuyMinThreshold: "0.5",
-    autoRebuyToBalance: "2",
-    stripeCustomerId: "cus_1",
-    stripePaymentMethodId: "pm_1",
-  };
+  const settings = AUTO_RECHARGE;
   // Each call costs exactly $0.002 (1000 prompt tokens of gpt-4.1).
   const call = (key: string) =>
     gw.post("/v1/chat/completions", key, {

@@ -10,7 +10,13 @@ import { type MockUpstream, startMockUpstream } from "../../tools/mock-upstream/
 import { waitUntil } from "../../tools/servers/ports.ts";
 import { freshDatabaseUrl } from "../harness/databases.ts";
 import { ADMIN_TOKEN } from "../harness/gateway.ts";
-import { adminCall, createOrgOn, type GatewayProcess, spawnGateway } from "../harness/process.ts";
+import {
+  adminCall,
+  createOrgOn,
+  type GatewayProcess,
+  spawnGateways,
+  stopGateways,
+} from "../harness/process.ts";
 
 describe("500 concurrent calls across 3 gateway processes, for an org that can pay for about 100", () => {
   let mock: MockUpstream;
@@ -28,13 +34,10 @@ describe("500 concurrent calls across 3 gateway processes, for an org that can p
       OPENAI_BASE_URL: mock.baseUrls.openai,
       MARKUP_BPS: "500",
     };
-    // The first one migrates; the other two start against the same database and Redis.
-    gateways = [await spawnGateway(env)];
-    gateways.push(...(await Promise.all([spawnGateway(env), spawnGateway(env)])));
+    gateways = await spawnGateways(env, 3);
   }, 60_000);
   afterAll(async () => {
-    for (const g of gateways) g.child.kill("SIGTERM");
-    await Promise.all(gateways.map((g) => g.exited));
+    await stopGateways(gateways);
     await mock?.close();
   });
 

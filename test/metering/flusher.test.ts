@@ -178,7 +178,7 @@ describe("flusher", () => {
     });
   });
 
-  it("sets unreadable entries aside in the log and writes the rest of their batch", async () => {
+  it("sets unreadable entries aside in dead_letters and writes the rest of their batch", async () => {
     const orgId = `org_${randomUUID()}`;
     await store.loadBalance({ orgId, balance: 1_000_000 });
     const good = call(orgId);
@@ -190,10 +190,48 @@ describe("flusher", () => {
     await flusher.drain();
 
     expect(await sql`select id from credit_transactions where org_id = ${orgId}`).toEqual([{ id: good.id }]);
+    const setAside = "a ledger entry Postgres refuses went to dead_letters";
     expect(logged.map((l) => [l.msg, l.entry])).toEqual([
-      ["unreadable ledger entry skipped", `{"kind":"debit","id":"req_legacy","orgId":"${orgId}"}`],
-      ["unreadable ledger entry skipped", `["c","req_truncated","${orgId}"]`],
+      [setAside, `{"kind":"debit","id":"req_legacy","orgId":"${orgId}"}`],
+      [setAside, `["c","req_truncated","${orgId}"]`],
     ]);
+    expect(
+      (await sql`select payload from dead_letters where payload like ${`%${orgId}%`} order by payload`).map(
+        (r) => r.payload,
+      ),
+    ).toEqual([`["c","req_truncated","${orgId}"]`, `{"kind":"debit","id":"req_legacy","orgId":"${orgId}"}`]);
+    expect((await store.ledgerLag()).length).toBe(0);
+  });
+
+  it("isolates an entry Postgres refuses for its values (not its shape): dead-lettered once, counted, the rest written", async () => {
+    const orgId = `org_${randomUUID()}`;
+    await store.loadBalance({ orgId, balance: 1_000_000 });
+    const events = Array.from({ length: 9 }, () => call(orgId, { amount: 10 }));
+    // A well-formed event whose token count overflows Postgres's integer column (22003): no retry
+    // can write it, and before, the whole batch was retried forever behind it.
+    const poison = { ...call(orgId, { amount: 10 }), inputTokens: 3_000_000_000 };
+    events.splice(4, 0, poison);
+    for (const e of events)
+      await store.settle({ orgId, requestId: e.id, cost: 10, event: encodeCallEvent(e) });
+    let deadLettered = 0;
+    const flusher = new Flusher(store, database, log, {
+      consumer: "poison",
+      onDeadLetter: () => deadLettered++,
+    });
+    await flusher.drain();
+
+    expect(deadLettered).toBe(1);
+    const rows = await sql`select id from credit_transactions where org_id = ${orgId}`;
+    expect(rows.map((r) => r.id).sort()).toEqual(
+      events
+        .filter((e) => e !== poison)
+        .map((e) => e.id)
+        .sort(),
+    );
+    const [letter] = await sql`select source, payload, error from dead_letters where org_id = ${orgId}`;
+    expect(letter?.source).toBe("ledger");
+    expect(letter?.payload).toBe(encodeCallEvent(poison));
+    expect(String(letter?.error)).toMatch(/out of range/);
     expect((await store.ledgerLag()).length).toBe(0);
   });
 

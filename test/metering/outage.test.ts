@@ -87,7 +87,11 @@ describe("Redis unreachable when a call ends", () => {
       });
       const [debit] = await sql`select amount from credit_transactions where id = ${id}`;
       expect(Number(debit?.amount)).toBe(Math.round(cost * 1e9));
-      expect(readdirSync(join(dataDir, "spool"))).toEqual([]);
+      // The journal keeps a settle until it sees it in Postgres, then lets the file go.
+      await waitUntil(
+        "the journal to let go of the settle",
+        async () => readdirSync(join(dataDir, "spool")).length === 0,
+      );
       expect((await second.services.store.getBalance(org.id))?.balance).toBe(
         1_000_000_000 - Number(debit?.amount),
       );

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { createLogger } from "../../src/core/log.ts";
-import { type PendingSettle, SettleSpool } from "../../src/metering/spool.ts";
+import { type PendingSettle, SettleJournal } from "../../src/metering/spool.ts";
 
 const log = createLogger("silent");
 const settle = (requestId: string): PendingSettle => ({
@@ -17,6 +17,17 @@ const settle = (requestId: string): PendingSettle => ({
 const storeDown = async () => {
   throw new Error("redis unreachable");
 };
+/** A journal whose applied settles Postgres has at once (the unit tests have no Postgres). */
+const journal = (apply: (p: PendingSettle) => Promise<void>, applied: Set<string> = new Set()) =>
+  new SettleJournal({
+    async apply(p) {
+      await apply(p);
+      applied.add(p.requestId);
+    },
+    inLedger: async (ids) => new Set(ids.filter((id) => applied.has(id))),
+    log,
+    dir,
+  });
 
 let dir: string;
 beforeEach(() => {
@@ -24,31 +35,31 @@ beforeEach(() => {
 });
 afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
-describe("the settle spool", () => {
+describe("the settle journal (spool)", () => {
   it("has a kept settle on disk at once, so a process killed before its shutdown loses nothing", async () => {
-    const dying = new SettleSpool(storeDown, log, dir);
+    const dying = journal(storeDown);
     dying.hold(settle("req_a"), new Error("redis unreachable"));
     const [file] = readdirSync(dir);
     expect(JSON.parse(readFileSync(join(dir, file as string), "utf8").trim())).toEqual(settle("req_a"));
     // No close(): the process died. The next one takes the file over and applies it.
     const applied: string[] = [];
-    const next = new SettleSpool(async (p) => void applied.push(p.requestId), log, dir);
+    const next = journal(async (p) => void applied.push(p.requestId));
     expect(await next.recover()).toBe(0);
     expect(applied).toEqual(["req_a"]);
+    // Applied, it is kept until Postgres is seen to have it; then the file goes.
+    expect(readdirSync(dir)).toHaveLength(1);
+    expect(await next.confirm()).toBe(1);
+    await next.close();
     expect(readdirSync(dir)).toEqual([]);
   });
 
   it("drops its file once nothing is pending, and keeps in it at shutdown only what still is", async () => {
     let up = false;
     const applied: string[] = [];
-    const spool = new SettleSpool(
-      async (p) => {
-        if (!up || p.requestId === "req_b") throw new Error("redis unreachable");
-        applied.push(p.requestId);
-      },
-      log,
-      dir,
-    );
+    const spool = journal(async (p) => {
+      if (!up || p.requestId === "req_b") throw new Error("redis unreachable");
+      applied.push(p.requestId);
+    });
     spool.hold(settle("req_a"), new Error("down"));
     spool.hold(settle("req_b"), new Error("down"));
     up = true;
@@ -63,9 +74,10 @@ describe("the settle spool", () => {
     ).toEqual([settle("req_b")]);
     expect(applied).toEqual(["req_a"]);
 
-    const again = new SettleSpool(async (p) => void applied.push(p.requestId), log, dir);
+    const again = journal(async (p) => void applied.push(p.requestId));
     expect(await again.recover()).toBe(0);
     expect(applied).toEqual(["req_a", "req_b"]);
+    await again.close();
     expect(readdirSync(dir)).toEqual([]);
   });
 
@@ -73,14 +85,14 @@ describe("the settle spool", () => {
     const whole = JSON.stringify(settle("req_a"));
     writeFileSync(join(dir, "settles-1-1.jsonl"), `${whole}\n${whole.slice(0, 20)}`);
     const applied: string[] = [];
-    const spool = new SettleSpool(async (p) => void applied.push(p.requestId), log, dir);
+    const spool = journal(async (p) => void applied.push(p.requestId));
     expect(await spool.recover()).toBe(0);
     expect(applied).toEqual(["req_a"]);
   });
 
   it("while the store is still down, keeps the recovered settles in its own file", async () => {
     writeFileSync(join(dir, "settles-1-1.jsonl"), `${JSON.stringify(settle("req_a"))}\n`);
-    const spool = new SettleSpool(storeDown, log, dir);
+    const spool = journal(storeDown);
     expect(await spool.recover()).toBe(1);
     const files = readdirSync(dir);
     expect(files).toHaveLength(1);

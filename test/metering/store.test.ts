@@ -257,7 +257,10 @@ describe.each(kinds)("metering store contract (%s)", (kind) => {
     planId: string,
     limits = { maxPlans: 10, maxPerPlan: 20 },
     requestId = rid(),
-  ) => store.holdTrialResponse({ orgId, planId, requestId, ...limits, ttlMs: TTL, nowMs: NOW });
+  ) =>
+    store
+      .loadTrial({ orgId, plans: {} })
+      .then(() => store.holdTrialResponse({ orgId, planId, requestId, ...limits, ttlMs: TTL, nowMs: NOW }));
   const endTrial = (orgId: string, requestId: string, answered: boolean) =>
     store.endTrialResponse({
       orgId,
@@ -339,10 +342,32 @@ describe.each(kinds)("metering store contract (%s)", (kind) => {
     await drain(id);
   });
 
+  it("trial counters the store lost say not_loaded, and are loaded from Postgres's counts (raised, never lowered)", async () => {
+    const id = org();
+    const limits = { maxPlans: 2, maxPerPlan: 3 };
+    const hold = (planId: string) =>
+      store.holdTrialResponse({ orgId: id, planId, requestId: rid(), ...limits, ttlMs: TTL, nowMs: NOW });
+    expect(await hold("p")).toEqual({ ok: false, reason: "not_loaded" });
+    expect(await store.loadTrial({ orgId: id, plans: { p: 2, q: 1 } })).toBe(true);
+    expect(await hold("p")).toEqual({ ok: true });
+    expect(await hold("p")).toEqual({ ok: false, reason: "trial_messages_exceeded" });
+    expect(await hold("r")).toEqual({ ok: false, reason: "trial_plans_exceeded" });
+    // A second load (another instance) with older counts lowers nothing.
+    expect(await store.loadTrial({ orgId: id, plans: { p: 0 } })).toBe(false);
+    expect(await hold("p")).toEqual({ ok: false, reason: "trial_messages_exceeded" });
+  });
+
+  it("has an epoch that stays the same while the store keeps its data", async () => {
+    const first = await store.epoch();
+    expect(first).toMatch(/.{8,}/);
+    expect(await store.epoch()).toBe(first);
+  });
+
   it("a trial slot whose gateway died is reclaimed after its TTL, and its late end counts nothing", async () => {
     const id = org();
     const limits = { maxPlans: 1, maxPerPlan: 1 };
     const dead = rid();
+    await store.loadTrial({ orgId: id, plans: {} });
     expect(
       await store.holdTrialResponse({
         orgId: id,

@@ -13,6 +13,11 @@ export interface RedisServer {
   stop(): Promise<void>;
   /** Stops and starts again on the same port with an empty dataset (a restart without persistence). */
   restart(): Promise<void>;
+  /**
+   * `SHUTDOWN NOSAVE` as an operator (or an OOM-killed container) would, then starts again on the
+   * same port with an empty dataset. Resolves once the new server answers.
+   */
+  shutdownNosave(): Promise<void>;
 }
 
 async function ping(port: number): Promise<boolean> {
@@ -65,6 +70,26 @@ export async function startRedis(opts: { port?: number } = {}): Promise<RedisSer
     },
     async restart() {
       await stopChild(child, "SIGKILL");
+      child = launch(port, dir);
+      await waitUntil(`redis on ${port}`, () => ping(port));
+    },
+    async shutdownNosave() {
+      const dying = child;
+      const exited = new Promise<void>((resolve) => {
+        if (dying.exitCode !== null || dying.signalCode !== null) resolve();
+        else dying.once("exit", () => resolve());
+      });
+      const client = new Redis({
+        port,
+        host: "127.0.0.1",
+        maxRetriesPerRequest: 0,
+        retryStrategy: () => null,
+      });
+      client.on("error", () => {});
+      // The server closes the connection instead of answering.
+      await client.call("SHUTDOWN", "NOSAVE").catch(() => undefined);
+      client.disconnect();
+      await exited;
       child = launch(port, dir);
       await waitUntil(`redis on ${port}`, () => ping(port));
     },

@@ -1,4 +1,4 @@
-import { index, pgTable, text, timestamp } from "drizzle-orm/pg-core";
+import { index, integer, pgTable, text, timestamp } from "drizzle-orm/pg-core";
 import { orgs } from "./orgs.ts";
 
 /** An org's api keys. Only a SHA-256 of a key is stored; the key is shown once, at creation. */
@@ -14,6 +14,9 @@ export const apiKeys = pgTable(
     prefix: text("prefix").notNull(),
     createdAt: timestamp("created_at", { withTimezone: true, mode: "date" }).notNull().defaultNow(),
     revokedAt: timestamp("revoked_at", { withTimezone: true, mode: "date" }),
+    /** Rate limits of this key alone, per minute; null for none (the org's limits still apply). */
+    rateLimitRpm: integer("rate_limit_rpm"),
+    rateLimitTpm: integer("rate_limit_tpm"),
   },
   (t) => [index("api_keys_org_idx").on(t.orgId)],
 );

@@ -22,6 +22,9 @@ export const orgs = pgTable("orgs", {
   /** This billing month's spend passing it sends one notification per billing month. */
   notifyThreshold: bigint("notify_threshold", { mode: "number" }),
   maxThresholdPerMonth: bigint("max_threshold_per_month", { mode: "number" }),
+  /** Rate limits of the whole org (every key together), per minute; null for none. */
+  rateLimitRpm: integer("rate_limit_rpm"),
+  rateLimitTpm: integer("rate_limit_tpm"),
   billingCycleStartedAt: timestamp("billing_cycle_started_at", { withTimezone: true, mode: "date" })
     .notNull()
     .defaultNow(),

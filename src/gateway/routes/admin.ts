@@ -9,6 +9,7 @@ import {
   markOrgDeleted,
   type Org,
   revokeApiKey,
+  setApiKeyRateLimits,
   updateOrgBilling,
 } from "../../db/orgs.ts";
 import { billingMonthStart } from "../../metering/billing-month.ts";
@@ -56,6 +57,24 @@ const billingPatchSchema = z
   .partial()
   .strict();
 
+/** Per minute, at least 1 (an int4 column); null removes the limit. To stop a key, revoke it. */
+const perMinute = z.number().int().min(1).max(2_147_483_647).nullable();
+
+const rateLimitsSchema = z
+  .object({ requestsPerMinute: perMinute, tokensPerMinute: perMinute })
+  .partial()
+  .strict();
+
+const rateLimitsPatch = (p: z.infer<typeof rateLimitsSchema>) => ({
+  rateLimitRpm: p.requestsPerMinute,
+  rateLimitTpm: p.tokensPerMinute,
+});
+
+const renderRateLimits = (row: { rateLimitRpm: number | null; rateLimitTpm: number | null }) => ({
+  requestsPerMinute: row.rateLimitRpm,
+  tokensPerMinute: row.rateLimitTpm,
+});
+
 function nanosOrNull(v: string | null | undefined): number | null | undefined {
   return v === undefined ? undefined : v === null ? null : (parseUsd(v) as number);
 }
@@ -94,6 +113,7 @@ export function renderOrg(org: Org, balance: number | undefined): Record<string,
     billingCycleStartedAt: org.billingCycleStartedAt.toISOString(),
     createdAt: org.createdAt.toISOString(),
     deletedAt: org.deletedAt ? org.deletedAt.toISOString() : null,
+    rateLimits: renderRateLimits(org),
     balance: balance === undefined ? null : formatUsd(balance),
   };
 }
@@ -166,6 +186,26 @@ export function adminRoutes(services: Services): Hono {
       });
     }
     return c.json(renderOrg(org, await meter.balance(org.id)));
+  });
+
+  // Rate limits apply on every instance within KEY_CACHE_TTL_MS (they travel with the cached key).
+  app.patch("/orgs/:id/rate-limits", async (c) => {
+    const id = c.req.param("id");
+    await orgOr404(id);
+    const patch = await input(readBody(c, 64 * 1024), rateLimitsSchema);
+    const org = await updateOrgBilling(database.db, id, rateLimitsPatch(patch));
+    if (!org) throw new GatewayError("not_found", `org '${id}' does not exist`);
+    services.keys.invalidate();
+    return c.json({ orgId: id, rateLimits: renderRateLimits(org) });
+  });
+
+  app.patch("/api-keys/:id/rate-limits", async (c) => {
+    const id = c.req.param("id");
+    const patch = await input(readBody(c, 64 * 1024), rateLimitsSchema);
+    const key = await setApiKeyRateLimits(database.db, id, rateLimitsPatch(patch));
+    if (!key) throw new GatewayError("not_found", `api key '${id}' does not exist`);
+    services.keys.invalidate();
+    return c.json({ id, orgId: key.orgId, rateLimits: renderRateLimits(key) });
   });
 
   app.post("/orgs/:id/credits", async (c) => {

@@ -167,12 +167,13 @@ function prepareCall(
 ): PreparedCall {
   const provider = providers[p.model.provider];
   const keys = providerKey(c, provider.integratedKey(config));
-  const { org, keyId } = c.get("auth");
+  const { org, keyId, keyRateLimits } = c.get("auth");
   return {
     start: {
       requestId: requestIdOf(c),
       org,
       keyId,
+      keyRateLimits,
       model: p.model,
       byoKey: keys.byoKey,
       route: p.route,

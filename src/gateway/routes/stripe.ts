@@ -12,7 +12,8 @@ const NANOS_PER_CENT = 10_000_000;
  * `POST /billing/stripe/webhook`: credit purchases paid through Stripe. The signature is verified
  * with STRIPE_WEBHOOK_SECRET before anything is read; an event that does not verify gets a 400 and
  * credits nothing. A purchase is a `checkout.session.completed` (paid) or `payment_intent.succeeded`
- * event carrying `metadata.orgId`; its credit id is the event id, so a replayed event credits once.
+ * event carrying `metadata.orgId`; its credit id is its PaymentIntent's id (the event id when it has
+ * none), so a replayed event, or the auto-recharge that made the PaymentIntent, credits once.
  */
 export function stripeRoutes(services: Services): Hono {
   const app = new Hono();
@@ -45,9 +46,10 @@ export function stripeRoutes(services: Services): Hono {
     }
     const result = await services.meter.credit({
       orgId: org.id,
-      id: `stripe_${event.id}`,
+      id: purchase.creditId ?? `stripe_${event.id}`,
       amount: purchase.cents * NANOS_PER_CENT,
       creditType: "purchase",
+      isAutoRebuy: purchase.autoRecharge,
     });
     return c.json({ received: true, credited: result.ok && !result.duplicate });
   });
@@ -55,18 +57,31 @@ export function stripeRoutes(services: Services): Hono {
   return app;
 }
 
-function purchaseOf(event: Stripe.Event): { orgId: string; cents: number } | undefined {
+/**
+ * The credit a purchase event is worth. Its id is the PaymentIntent's id when the event names one,
+ * the very id an auto-recharge credits its PaymentIntent under (src/metering/recharge.ts), so a
+ * payment is credited once whichever path comes first: the recharge, or its webhook.
+ */
+function purchaseOf(
+  event: Stripe.Event,
+): { orgId: string; cents: number; creditId?: string; autoRecharge: boolean } | undefined {
   if (event.type === "checkout.session.completed") {
     const session = event.data.object;
     const orgId = session.metadata?.orgId;
     if (session.payment_status !== "paid" || !orgId || !session.amount_total) return undefined;
-    return { orgId, cents: session.amount_total };
+    const intent = typeof session.payment_intent === "string" ? session.payment_intent : undefined;
+    return { orgId, cents: session.amount_total, creditId: intent, autoRecharge: false };
   }
   if (event.type === "payment_intent.succeeded") {
     const intent = event.data.object;
     const orgId = intent.metadata?.orgId;
     if (!orgId || !intent.amount_received) return undefined;
-    return { orgId, cents: intent.amount_received };
+    return {
+      orgId,
+      cents: intent.amount_received,
+      creditId: intent.id,
+      autoRecharge: intent.metadata?.purpose === "auto-recharge",
+    };
   }
   return undefined;
 }

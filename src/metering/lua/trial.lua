@@ -9,6 +9,7 @@ KEYS[2] hash planId -> confirmed responses
 KEYS[3] hash planId -> responses in flight
 KEYS[4] hash requestId -> planId, the slots in flight
 KEYS[5] expiry zset of the shard "orgId\nrequestId" scored by expiry (ms), shared with the holds
+KEYS[6] org hash: its field `tl` says the confirmed counts were loaded from Postgres (trial_load.lua)
 ARGV[1] planId
 ARGV[2] most distinct plans
 ARGV[3] most responses per plan (confirmed + in flight)
@@ -17,9 +18,11 @@ ARGV[5] expiry time of the slot (ms since epoch)
 ARGV[6] expiry zset member
 
 Returns 0 admitted (a slot is held; also for a repeat of a held request: idempotent), 1 too many
-plans, 2 too many responses in this plan.
+plans, 2 too many responses in this plan, -1 not loaded (Redis lost the counters: the caller loads
+them from usage_records and retries, as for balances; a missing count is never read as 0).
 ]]
 if redis.call('HEXISTS', KEYS[4], ARGV[4]) == 1 then return 0 end
+if redis.call('HEXISTS', KEYS[6], 'tl') == 0 then return -1 end
 if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 and redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then
   return 1
 end

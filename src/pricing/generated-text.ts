@@ -1,4 +1,4 @@
-import type { JsonObject } from "./providers/types.ts";
+import type { JsonObject } from "../core/usage.ts";
 
 /** The generated text in a chunk or response: content, reasoning, tool-call arguments, merged code. */
 export function collectGeneratedText(payload: string, out: string[]): void {
