@@ -14,6 +14,7 @@ import type { OrgMeter } from "../../src/metering/org-meter-object.ts";
 const sql = postgres(env.DATABASE_URL, { max: 1, onnotice: () => {} });
 const isolateA = createDurableObjectStore(env.ORG_METER);
 const isolateB = createDurableObjectStore(env.ORG_METER);
+const NONE = { requestsPerMinute: null, tokensPerMinute: null };
 const stubOf = (orgId: string) => env.ORG_METER.get(env.ORG_METER.idFromName(orgId));
 
 function debitEvent(id: string, orgId: string, amount: number): string {
@@ -165,5 +166,152 @@ describe("the org's Durable Object as the metering store", () => {
     const usage = await sql`select count(*)::int as n from usage_records where org_id = ${orgId}`;
     expect(usage[0]?.n).toBe(3);
     expect(await isolateA.getBalance(orgId)).toEqual({ balance: 10_000 - 1_200, held: 0 });
+  });
+
+  it("enforces the org's and a key's rate limits exactly across isolates, counted in the object's storage", async () => {
+    const orgId = crypto.randomUUID();
+    await isolateA.loadBalance({ orgId, balance: 1_000_000 });
+    // A fixed time in one window, so the test cannot straddle a minute boundary.
+    const window = Date.now() - (Date.now() % 60_000);
+    const nowMs = window + 1_000;
+    const rate = (keyId: string) => ({
+      keyId,
+      org: { requestsPerMinute: 10, tokensPerMinute: null },
+      key: { requestsPerMinute: 4, tokensPerMinute: null },
+      tokens: 100,
+    });
+    // A call refused for credits counts nothing against the rate.
+    const broke = await isolateA.reserve({
+      orgId,
+      requestId: "too-big",
+      amount: 2_000_000,
+      ttlMs: 60_000,
+      nowMs,
+      rate: rate("k0"),
+    });
+    expect(broke.ok ? "ok" : broke.reason).toBe("insufficient_credits");
+    // 30 calls at once over two isolates and three keys: the key limit (4) caps each key, and the
+    // org limit (10) caps the org below the keys' sum (12).
+    const outcomes = await Promise.all(
+      Array.from({ length: 30 }, (_, i) =>
+        (i % 2 ? isolateA : isolateB).reserve({
+          orgId,
+          requestId: `r${i}`,
+          amount: 10,
+          ttlMs: 60_000,
+          nowMs,
+          rate: rate(`k${i % 3}`),
+        }),
+      ),
+    );
+    const admitted = outcomes.filter((o) => o.ok);
+    expect(admitted).toHaveLength(10);
+    expect(outcomes.filter((o) => !o.ok && o.reason === "rate_limited")).toHaveLength(20);
+    const perKey = [0, 1, 2].map((k) => outcomes.filter((o, i) => o.ok && i % 3 === k).length);
+    expect(perKey.every((n) => n <= 4)).toBe(true);
+    expect(await isolateB.getBalance(orgId)).toEqual({ balance: 1_000_000, held: 100 });
+    // A repeat of an admitted call is not counted again; a BYO call's rate step is refused too.
+    const first = outcomes.findIndex((o) => o.ok);
+    const repeat = await isolateB.reserve({
+      orgId,
+      requestId: `r${first}`,
+      amount: 10,
+      ttlMs: 60_000,
+      nowMs,
+      rate: rate(`k${first % 3}`),
+    });
+    expect(repeat.ok).toBe(true);
+    const byo = await isolateA.admitRate({ orgId, rate: rate("k9"), nowMs });
+    expect(byo.ok).toBe(false);
+    // The headers report the scope closest to its limit: the org, which is spent.
+    expect(byo.rate.requests).toEqual({ limit: 10, remaining: 0, resetMs: 59_000 });
+    // The counts are rows of the object's SQLite, so an evicted object keeps them.
+    await runInDurableObject(stubOf(orgId), (_instance: OrgMeter, state) => {
+      const rows = state.storage.sql
+        .exec<{ id: string; requests: number }>("select id, requests from rate_windows order by id")
+        .toArray();
+      expect(rows.find((r) => r.id === "o:org")?.requests).toBe(10);
+      expect(rows.filter((r) => r.id.startsWith("k:")).reduce((n, r) => n + r.requests, 0)).toBe(10);
+    });
+    // The next window starts afresh.
+    const later = await isolateA.reserve({
+      orgId,
+      requestId: "next-minute",
+      amount: 10,
+      ttlMs: 60_000,
+      nowMs: window + 61_000,
+      rate: rate("k0"),
+    });
+    expect(later.ok).toBe(true);
+  });
+
+  it("corrects the tokens of the window a call was admitted in at settle", async () => {
+    const orgId = crypto.randomUUID();
+    const window = Date.now() - (Date.now() % 60_000);
+    const rate = {
+      keyId: "k",
+      org: { requestsPerMinute: null, tokensPerMinute: 1_000 },
+      key: NONE,
+      tokens: 600,
+    };
+    expect((await isolateA.admitRate({ orgId, rate, nowMs: window + 1 })).ok).toBe(true);
+    // A second estimate of 600 does not fit; once the first is corrected to 100 used, it does.
+    expect((await isolateB.admitRate({ orgId, rate, nowMs: window + 2 })).ok).toBe(false);
+    await isolateA.settleRate({ orgId, keyId: "k", windowStart: window, tokens: 100 - 600 });
+    expect((await isolateB.admitRate({ orgId, rate, nowMs: window + 3 })).ok).toBe(true);
+  });
+
+  it("says not_loaded for trial counters until they are loaded, and never lowers them", async () => {
+    const orgId = crypto.randomUUID();
+    const hold = (requestId: string, planId = "p1") =>
+      isolateA.holdTrialResponse({
+        orgId,
+        planId,
+        requestId,
+        maxPlans: 2,
+        maxPerPlan: 3,
+        ttlMs: 60_000,
+        nowMs: Date.now(),
+      });
+    expect(await hold("t0")).toEqual({ ok: false, reason: "not_loaded" });
+    expect(await isolateB.loadTrial({ orgId, plans: { p1: 2 } })).toBe(true);
+    expect(await hold("t1")).toEqual({ ok: true });
+    expect(await isolateA.endTrialResponse({ orgId, requestId: "t1", answered: true, event: "{}" })).toBe(
+      true,
+    );
+    // Postgres behind the object (2 < 3 confirmed): the object's own count stays.
+    expect(await isolateB.loadTrial({ orgId, plans: { p1: 2 } })).toBe(false);
+    expect(await hold("t2")).toEqual({ ok: false, reason: "trial_messages_exceeded" });
+    expect(await isolateA.epoch()).toBe(await isolateB.epoch());
+  });
+
+  it("holds the auto-recharge lease until it expires or is cleared", async () => {
+    const orgId = crypto.randomUUID();
+    await isolateA.loadBalance({ orgId, balance: 1_000 });
+    const now = Date.now();
+    const settle = (requestId: string, nowMs: number) =>
+      isolateA.settle({
+        orgId,
+        requestId,
+        cost: 100,
+        event: debitEvent(requestId, orgId, 100),
+        rebuyBelow: 950,
+        rebuyLease: { nowMs, ttlMs: 60_000 },
+      });
+    const rebuys: boolean[] = [];
+    for (const [id, at] of [
+      ["s1", now], // crosses below 950 with no lease held: takes it
+      ["s2", now + 1_000], // the lease is held
+      ["s3", now + 61_000], // the lease ended (its gateway died mid-payment): taken again
+      ["s4", now + 62_000], // held again
+    ] as const) {
+      const o = await settle(id, at);
+      rebuys.push(o.ok && o.rebuy === true);
+    }
+    await isolateB.clearRebuy(orgId);
+    const afterClear = await settle("s5", now + 63_000);
+    rebuys.push(afterClear.ok && afterClear.rebuy === true);
+    expect(rebuys).toEqual([true, false, true, false, true]);
+    expect(await isolateB.getBalance(orgId)).toEqual({ balance: 500, held: 0 });
   });
 });
