@@ -27,6 +27,8 @@ export interface BackgroundJobs {
    * on a timer against Redis; a Durable Object reclaims its own on its alarm.
    */
   reclaim(): Promise<void>;
+  /** Retries the auto-recharge credits owed (paid, not yet credited); failures are logged. */
+  payOwedCredits(): Promise<void>;
 }
 
 export function createBackgroundJobs(
@@ -75,6 +77,9 @@ export function createBackgroundJobs(
         (n) => n > 0 && log.warn("reclaimed expired holds", { holds: n }),
         (err) => log.error("reclaim failed", { err: String(err) }),
       );
+    },
+    async payOwedCredits() {
+      await services.meter.payOwedCredits();
     },
     async grant() {
       await grantMonthlyCredits({

@@ -120,6 +120,8 @@ export async function createNodeServices(
   granter.unref();
   const reclaimer = setInterval(jobs.reclaim, config.RECLAIM_INTERVAL_MS);
   reclaimer.unref();
+  const owedCredits = setInterval(jobs.payOwedCredits, config.CREDIT_RETRY_INTERVAL_MS);
+  owedCredits.unref();
   return {
     ...services,
     flusher,
@@ -129,6 +131,7 @@ export async function createNodeServices(
       clearInterval(purger);
       clearInterval(granter);
       clearInterval(reclaimer);
+      clearInterval(owedCredits);
       await notifications.stop();
       await flusher.stop();
       await flusher.drain().catch((err) => log.error("last flush failed", { err: String(err) }));

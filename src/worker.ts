@@ -101,7 +101,10 @@ export default {
     return inScope(scoped, ctx, async (tracked) => app.fetch(request, env, tracked));
   },
 
-  /** The cron trigger (wrangler.toml): billing notifications, purges of deleted orgs, monthly grants. */
+  /**
+   * The cron trigger (wrangler.toml): billing notifications, purges of deleted orgs, monthly grants,
+   * and the auto-recharge credits still owed.
+   */
   scheduled(_event: unknown, env: WorkerEnv, ctx: ExecutionContext): Promise<void> {
     instance ??= start(env);
     const { config, services, scoped } = instance;
@@ -111,7 +114,7 @@ export default {
       const delivered = jobs.notifications
         .runOnce()
         .catch((err) => services.log.error("notifications failed", { err: String(err) }));
-      await Promise.all([delivered, jobs.purge(), jobs.grant()]);
+      await Promise.all([delivered, jobs.purge(), jobs.grant(), jobs.payOwedCredits()]);
     });
   },
 };

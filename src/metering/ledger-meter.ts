@@ -103,6 +103,8 @@ export function createLedgerMeter(deps: {
       return { ok: true, transaction, duplicate: result.duplicate };
     },
 
+    payOwedCredits: () => recharger.payOwed(),
+
     async close() {
       await recharger.close();
       await settlement.close();
