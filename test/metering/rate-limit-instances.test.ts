@@ -113,10 +113,11 @@ describe("rate limits across 3 gateway processes sharing one Redis", () => {
     if (windows === 1) {
       if (others.length === 0) expect(okOther.length).toBe(7);
       // The window counts estimates at admission and usage after settle, so what the admitted calls
-      // used never passes the limit; and at least the estimate's share of it was admitted.
+      // used never passes the limit; and at least the estimates' share of it was admitted (on a busy
+      // machine every admitted call may still be counted at its estimate, under 120 tokens each).
       const used = ok.reduce((n, r) => n + r.tokens, 0);
       expect(used).toBeLessThanOrEqual(2_000);
-      if (others.length === 0) expect(ok.length).toBeGreaterThanOrEqual(Math.floor(2_000 / 80));
+      if (others.length === 0) expect(ok.length).toBeGreaterThanOrEqual(Math.floor(2_000 / 120));
       expect(ok.length).toBeLessThan(120);
     }
   }, 120_000);

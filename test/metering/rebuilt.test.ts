@@ -93,7 +93,12 @@ describe("dead letters", () => {
     const redis = await startRedis();
     const databaseUrl = await freshDatabaseUrl();
     const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
-    const env = { DATABASE_URL: databaseUrl, REDIS_URL: redis.url, DATA_DIR: dataDir };
+    const env = {
+      DATABASE_URL: databaseUrl,
+      REDIS_URL: redis.url,
+      DATA_DIR: dataDir,
+      METRICS_TOKEN: "scrape-token",
+    };
     try {
       const setup = await startGateway({ mock, env });
       const org = await setup.org({ credits: "1" });
@@ -133,7 +138,11 @@ describe("dead letters", () => {
         expect(letters).toEqual([
           { id: poison.requestId, source: "spool", org_id: org.id, payload: JSON.stringify(poison) },
         ]);
-        const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+        const metrics = await (
+          await fetch(`${gw.url}/metrics`, {
+            headers: { authorization: `Bearer ${gw.config.METRICS_TOKEN}` },
+          })
+        ).text();
         expect(metrics).toMatch(/planto_dead_letters_total\{source="spool"\} 1/);
         expect((await gw.services.store.getBalance(org.id))?.balance).toBe(1_000_000_000 - 3000);
       } finally {
