@@ -84,6 +84,18 @@ export const configSchema = z
     /** How long an upstream body may stay silent before the call is failed. */
     UPSTREAM_IDLE_TIMEOUT_MS: int(300_000, 1),
     /**
+     * Tries per route of a call (the model's own, then each fallback) when the provider refuses the
+     * connection or answers 429 or 5xx before the first byte; 1 turns retries off.
+     */
+    UPSTREAM_ATTEMPTS: int(2, 1),
+    /** The first retry's backoff; each later one doubles it, with full jitter. */
+    UPSTREAM_RETRY_BASE_MS: int(250, 0),
+    /**
+     * The longest a call waits before a retry, `retry-after` included: a provider asking for more
+     * is not waited for (the next route is tried, or its error is the answer).
+     */
+    UPSTREAM_RETRY_MAX_MS: int(4_000, 0),
+    /**
      * How long a requested auto-recharge holds the org's recharge lease: no other recharge starts
      * meanwhile, and a gateway that died during the payment call leaves auto-recharge off no longer.
      */

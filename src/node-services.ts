@@ -2,7 +2,7 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import { createBackgroundJobs } from "./background.ts";
 import type { Config } from "./config.ts";
-import { type Clock, systemClock } from "./core/clock.ts";
+import { type Clock, type Sleeper, systemClock } from "./core/clock.ts";
 import { createLogger, type Logger } from "./core/log.ts";
 import { openDatabase } from "./db/client.ts";
 import { Metrics } from "./gateway/metrics.ts";
@@ -73,7 +73,13 @@ export async function loadCatalog(config: Config, log: Logger): Promise<LiveCata
  */
 export async function createNodeServices(
   config: Config,
-  opts: { clock?: Clock; payments?: Payments; notifier?: Notifier; faults?: { noReplay?: boolean } } = {},
+  opts: {
+    clock?: Clock;
+    sleeper?: Sleeper;
+    payments?: Payments;
+    notifier?: Notifier;
+    faults?: { noReplay?: boolean };
+  } = {},
 ): Promise<NodeServices> {
   const log = createLogger(config.LOG_LEVEL);
   const catalog = await loadCatalog(config, log);
@@ -100,6 +106,7 @@ export async function createNodeServices(
     upstream,
     catalog,
     clock: opts.clock ?? systemClock,
+    sleeper: opts.sleeper,
     log,
     spoolDir: config.DATA_DIR === "memory://" ? undefined : join(config.DATA_DIR, "spool"),
     payments:

@@ -1,5 +1,5 @@
 import type { Config } from "./config.ts";
-import type { Clock } from "./core/clock.ts";
+import { type Clock, type Sleeper, systemSleeper } from "./core/clock.ts";
 import type { Logger } from "./core/log.ts";
 import type { Database } from "./db/client.ts";
 import { guardDatabase } from "./db/guard.ts";
@@ -19,6 +19,8 @@ export interface ServiceParts {
   upstream: UpstreamClient;
   catalog: Catalog;
   clock: Clock;
+  /** Default: real time. */
+  sleeper?: Sleeper;
   log: Logger;
   spoolDir?: string;
   payments: Payments;
@@ -94,6 +96,7 @@ export function buildServices(config: Config, parts: ServiceParts): Services & {
     meter,
     upstream,
     clock,
+    sleeper: parts.sleeper ?? systemSleeper,
     log,
     calls,
     metrics,

@@ -96,6 +96,8 @@ const USAGE_COLUMNS: Record<string, string> = {
   client_cancelled: call("clientCancelled", "boolean"),
   upstream_error: call("upstreamError", "boolean"),
   no_reported_usage: call("noReportedUsage", "boolean"),
+  // Events written before the field existed have none: they took one request.
+  attempts: `coalesce(${call("attempts", "integer")}, 1)`,
 };
 
 /** credit_transactions column ← its value, for the call events that moved money. */

@@ -2,6 +2,7 @@ import type { Context } from "hono";
 import { errorFrame, GatewayError, JSON_CONTENT_TYPE } from "../core/errors.ts";
 import type { Admission, CallEnd, CallStart } from "../metering/meter.ts";
 import { rateHeaders } from "../metering/rate-limit.ts";
+import type { CatalogModel } from "../pricing/catalog.ts";
 import { formatUsd, usdNumber } from "../pricing/money.ts";
 import { clientGone, type StreamSink, send, stream } from "./client-io.ts";
 import type { JsonObject, ProviderAdapter, Usage } from "./providers/types.ts";
@@ -10,15 +11,41 @@ import type { Services } from "./services.ts";
 import { isUsageOnlyFrame, SseTap } from "./sse.ts";
 import { UpstreamError, type UpstreamResponse } from "./upstream.ts";
 
-/** One model call, ready to go upstream. Built by the chat and apply routes. */
-export interface PreparedCall {
-  start: CallStart;
+/** One way to serve a call: a provider, the model's price there, and the request shaped for it. */
+export interface CallRoute {
+  /** The model as this route serves and prices it (the catalogue model, or one of its fallbacks). */
+  model: CatalogModel;
   provider: ProviderAdapter;
-  /** Path under the provider's base URL, e.g. `/chat/completions`. */
-  path: string;
   /** The exact bytes sent upstream. */
   payload: string | Uint8Array;
   apiKey: string | undefined;
+}
+
+/** Where a wire format keeps usage, and how it reports a failure mid-stream. */
+export interface Wire {
+  /** Usage reported in a response body or stream frame, read by the serving provider. */
+  readUsage(provider: ProviderAdapter, payload: JsonObject): Usage | undefined;
+  /** The object of a body or frame that holds `usage` (where the gateway adds its `cost`). */
+  usageHolder(payload: JsonObject): JsonObject | undefined;
+  /** The frame that tells a streaming client the upstream failed, after `lastChunk` was relayed. */
+  errorFrame(err: GatewayError, lastChunk?: Uint8Array): string;
+}
+
+/** Chat completions and Relace apply: usage at the top of the body or frame. */
+export const chatWire: Wire = {
+  readUsage: (provider, payload) => provider.readUsage(payload),
+  usageHolder: (payload) => payload,
+  errorFrame,
+};
+
+/** One model call, ready to go upstream. Built by the inference routes. */
+export interface PreparedCall {
+  start: CallStart;
+  /** Tried in order until one answers: the model's own route, then its fallbacks. */
+  routes: CallRoute[];
+  /** Path under the provider's base URL, e.g. `/chat/completions`. */
+  path: string;
+  wire: Wire;
   /** Client headers the provider is given (an allow-list; never the client's key). */
   forwardHeaders: Record<string, string>;
   /** The client asked for the usage frame (it then gets it, with `cost` added). */
@@ -33,7 +60,7 @@ export interface PreparedCall {
  * `finally` there would charge a stream before a byte of it was read.
  */
 export async function runCall(c: Context, services: Services, call: PreparedCall): Promise<Response> {
-  const { meter, upstream, calls } = services;
+  const { meter, calls } = services;
   const admitted = await meter.admit(call.start);
   if (!admitted.ok) throw refusalError(admitted.refusal);
   const { admission } = admitted;
@@ -72,28 +99,7 @@ export async function runCall(c: Context, services: Services, call: PreparedCall
   };
 
   try {
-    let res: UpstreamResponse;
-    try {
-      res = await upstream.request({
-        url: call.provider.baseUrl(services.config) + call.path,
-        headers: {
-          ...call.forwardHeaders,
-          "content-type": "application/json",
-          accept: call.start.stream ? "text/event-stream" : "application/json",
-          ...(call.apiKey ? call.provider.authHeaders(call.apiKey) : {}),
-        },
-        body: call.payload,
-        signal,
-      });
-    } catch (err) {
-      end.upstreamError = true;
-      throw upstreamFailure(err);
-    }
-    end.upstreamStatus = res.status;
-    if (res.status >= 400) {
-      end.upstreamError = true;
-      throw await upstreamStatusError(res, call, services);
-    }
+    const { res, route } = await connect(services, call, end, signal);
     const headers: Record<string, string> = admission.rate
       ? { "x-request-id": call.start.requestId, ...rateHeaders(admission.rate) }
       : { "x-request-id": call.start.requestId };
@@ -109,20 +115,21 @@ export async function runCall(c: Context, services: Services, call: PreparedCall
         },
         (sink) => {
           pumpSettles = true;
-          return relayStream(services, call, admission, res, sink, end, signal).finally(settle);
+          return relayStream(services, call, route, admission, res, sink, end, signal).finally(settle);
         },
       );
     }
     const bytes = await readAll(res, end);
     end.firstTokenAt = services.clock.now(); // a plain response's tokens all arrive with its body
     const body = parseObject(bytes);
-    end.usage = body ? call.provider.readUsage(body) : undefined;
+    end.usage = body ? call.wire.readUsage(route.provider, body) : undefined;
     if (!end.usage) end.responseText = Buffer.from(bytes).toString("utf8");
     const settlement = await settle();
     const cost = settlement?.cost ?? 0;
     let out: string | Uint8Array = bytes;
-    if (body && typeof body.usage === "object" && body.usage !== null) {
-      (body.usage as JsonObject).cost = usdNumber(cost);
+    const holder = body && call.wire.usageHolder(body);
+    if (body && typeof holder?.usage === "object" && holder.usage !== null) {
+      (holder.usage as JsonObject).cost = usdNumber(cost);
       out = JSON.stringify(body);
     }
     const costHeaders: Record<string, string> = { ...headers, "x-planto-cost": formatUsd(cost) };
@@ -140,12 +147,14 @@ export async function runCall(c: Context, services: Services, call: PreparedCall
 function record(services: Services, call: PreparedCall, end: CallEnd, status: number, debited: number): void {
   const { metrics } = services;
   const { route, model, startedAt, requestId, org } = call.start;
+  const provider = (end.servedBy ?? model).provider;
   services.log.info("call", {
     requestId,
     orgId: org.id,
     route,
     model: model.id,
-    provider: model.provider,
+    provider,
+    attempts: end.attempts,
     stream: call.start.stream,
     status,
     promptTokens: end.usage?.promptTokens,
@@ -159,7 +168,7 @@ function record(services: Services, call: PreparedCall, end: CallEnd, status: nu
   metrics.recordCall({
     route,
     model: model.id,
-    provider: model.provider,
+    provider,
     status,
     durationSeconds: (end.endedAt - startedAt) / 1000,
     timeToFirstTokenSeconds:
@@ -174,6 +183,7 @@ function record(services: Services, call: PreparedCall, end: CallEnd, status: nu
 async function relayStream(
   services: Services,
   call: PreparedCall,
+  route: CallRoute,
   admission: Admission,
   res: UpstreamResponse,
   sink: StreamSink,
@@ -181,8 +191,9 @@ async function relayStream(
   signal: AbortSignal,
 ): Promise<void> {
   const { meter, clock } = services;
+  const { wire } = call;
   const tap = new SseTap((frame) => {
-    const usage = call.provider.readUsage(frame);
+    const usage = wire.readUsage(route.provider, frame);
     if (usage) end.usage = usage;
     if (!call.clientWantsUsage) {
       if (isUsageOnlyFrame(frame)) return { kind: "drop" };
@@ -191,14 +202,17 @@ async function relayStream(
       delete frame.usage;
       return { kind: "replace", frame: `data: ${JSON.stringify(frame)}\n` };
     }
-    if (!usage) return { kind: "forward" };
-    (frame.usage as JsonObject).cost = usdNumber(meter.price(admission, usage as Usage));
+    const holder = wire.usageHolder(frame);
+    if (!usage || !holder) return { kind: "forward" };
+    (holder.usage as JsonObject).cost = usdNumber(meter.price(admission, usage, route.model));
     return { kind: "replace", frame: `data: ${JSON.stringify(frame)}\n` };
-  });
+  }, wire.usageHolder);
   end.streamedText = () => tap.streamedText();
+  let lastChunk: Uint8Array | undefined;
   try {
     await res.read((chunk) => {
       end.firstTokenAt ??= clock.now();
+      lastChunk = chunk;
       let pending: Promise<void> | undefined;
       for (const out of tap.push(chunk)) pending = sink.write(out) ?? pending;
       return pending;
@@ -211,10 +225,113 @@ async function relayStream(
     if (signal.aborted) return;
     end.upstreamError = true;
     const failure = upstreamFailure(err);
-    sink.write(errorFrame(failure));
+    sink.write(wire.errorFrame(failure, lastChunk));
   } finally {
     sink.end();
   }
+}
+
+/**
+ * Sends the call upstream, route after route, until one answers. A refused or dropped connection,
+ * a 429 or a 5xx is retried on the same route (UPSTREAM_ATTEMPTS tries, jittered exponential
+ * backoff, or the provider's `retry-after` when it is within UPSTREAM_RETRY_MAX_MS), then the next
+ * route is tried at once. All of this happens before the first byte reaches the client: once an
+ * upstream answered with a success, the call is committed to it. Any other answer (a 4xx, a
+ * timeout) is final: the provider looked at the request, and another try would be charged again.
+ */
+async function connect(
+  services: Services,
+  call: PreparedCall,
+  end: CallEnd,
+  signal: AbortSignal,
+): Promise<{ res: UpstreamResponse; route: CallRoute }> {
+  const { config, sleeper, log } = services;
+  let failure: GatewayError | undefined;
+  for (const route of call.routes) {
+    for (let attempt = 1; attempt <= config.UPSTREAM_ATTEMPTS; attempt++) {
+      const outcome = await attemptOnce(services, call, route, end, signal);
+      if (outcome.ok) return { res: outcome.res, route };
+      failure = outcome.failure;
+      if (!outcome.retry) throw failure;
+      log.warn("upstream attempt failed", {
+        requestId: call.start.requestId,
+        provider: route.provider.name,
+        attempt: end.attempts,
+        status: end.upstreamStatus,
+        error: failure.message,
+      });
+      if (attempt === config.UPSTREAM_ATTEMPTS) break;
+      const delay = outcome.retryAfterMs ?? backoff(attempt, config.UPSTREAM_RETRY_BASE_MS);
+      // A provider that asks for a longer pause than a call may wait gets none: the next route.
+      if (delay > config.UPSTREAM_RETRY_MAX_MS) break;
+      await sleeper.sleep(delay, signal);
+      if (signal.aborted) throw failure;
+    }
+  }
+  throw failure ?? new GatewayError("upstream_error", "no provider route can serve this model");
+}
+
+type Attempt =
+  | { ok: true; res: UpstreamResponse }
+  | { ok: false; failure: GatewayError; retry: boolean; retryAfterMs?: number | undefined };
+
+/** One request to one route; says whether its failure may be retried. */
+async function attemptOnce(
+  services: Services,
+  call: PreparedCall,
+  route: CallRoute,
+  end: CallEnd,
+  signal: AbortSignal,
+): Promise<Attempt> {
+  end.attempts = (end.attempts ?? 0) + 1;
+  end.servedBy = route.model;
+  end.upstreamStatus = undefined;
+  end.upstreamError = true;
+  let res: UpstreamResponse;
+  try {
+    res = await services.upstream.request({
+      url: route.provider.baseUrl(services.config) + call.path,
+      headers: {
+        ...call.forwardHeaders,
+        "content-type": "application/json",
+        accept: call.start.stream ? "text/event-stream" : "application/json",
+        ...(route.apiKey ? route.provider.authHeaders(route.apiKey) : {}),
+      },
+      body: route.payload,
+      signal,
+    });
+  } catch (err) {
+    const retry = err instanceof UpstreamError && RETRIED_FAILURES.has(err.failure) && !signal.aborted;
+    return { ok: false, failure: upstreamFailure(err), retry };
+  }
+  end.upstreamStatus = res.status;
+  if (res.status < 400) {
+    end.upstreamError = false;
+    return { ok: true, res };
+  }
+  const retryAfterMs = retryAfter(res, services.clock.now());
+  const failure = await upstreamStatusError(res, call, route, services);
+  return { ok: false, failure, retry: res.status === 429 || res.status >= 500, retryAfterMs };
+}
+
+/** Failures before any answer, where the provider cannot have started the work. */
+const RETRIED_FAILURES: ReadonlySet<UpstreamError["failure"]> = new Set(["refused", "network"]);
+
+/** Full jitter over an exponential ceiling: retries of many calls do not arrive together. */
+function backoff(attempt: number, baseMs: number): number {
+  return Math.floor(Math.random() * baseMs * 2 ** (attempt - 1));
+}
+
+/** The provider's `retry-after-ms` (OpenAI) or `retry-after` (seconds or an HTTP date), in ms. */
+function retryAfter(res: UpstreamResponse, now: number): number | undefined {
+  const ms = Number(res.header("retry-after-ms"));
+  if (res.header("retry-after-ms") && Number.isFinite(ms) && ms >= 0) return Math.ceil(ms);
+  const value = res.header("retry-after");
+  if (!value) return undefined;
+  const seconds = Number(value);
+  if (Number.isFinite(seconds) && seconds >= 0) return Math.ceil(seconds * 1000);
+  const date = Date.parse(value);
+  return Number.isNaN(date) ? undefined : Math.max(0, date - now);
 }
 
 async function readAll(res: UpstreamResponse, end: CallEnd): Promise<Uint8Array> {
@@ -243,6 +360,7 @@ function upstreamFailure(err: unknown): GatewayError {
 async function upstreamStatusError(
   res: UpstreamResponse,
   call: PreparedCall,
+  route: CallRoute,
   services: Services,
 ): Promise<GatewayError> {
   let detail = "";
@@ -260,13 +378,13 @@ async function upstreamStatusError(
   if ((res.status === 401 || res.status === 403) && call.start.byoKey === undefined) {
     services.log.error("the provider refused the gateway's key", {
       requestId: call.start.requestId,
-      provider: call.provider.name,
+      provider: route.provider.name,
       upstreamStatus: res.status,
       detail: redactKeys(detail.slice(2)),
     });
     return new GatewayError(
       "upstream_auth_error",
-      `the ${call.provider.name} integration is misconfigured on the gateway's side; this is not your key. Try again later`,
+      `the ${route.provider.name} integration is misconfigured on the gateway's side; this is not your key. Try again later`,
     );
   }
   const status = res.status >= 400 && res.status < 500 ? res.status : 502;

@@ -1,5 +1,5 @@
 import type { Config } from "../config.ts";
-import type { Clock } from "../core/clock.ts";
+import type { Clock, Sleeper } from "../core/clock.ts";
 import type { Logger } from "../core/log.ts";
 import type { Database } from "../db/client.ts";
 import type { DatabaseGuard } from "../db/guard.ts";
@@ -52,6 +52,8 @@ export interface Services {
   meter: Meter;
   upstream: UpstreamClient;
   clock: Clock;
+  /** Waits out the backoff between upstream attempts. */
+  sleeper: Sleeper;
   log: Logger;
   calls: OpenCalls;
   metrics: GatewayMetrics;

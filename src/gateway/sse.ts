@@ -46,7 +46,14 @@ export class SseTap {
   /** The upstream sent an error frame mid-stream. */
   upstreamError: JsonObject | undefined;
 
-  constructor(private readonly onUsage: (frame: JsonObject) => UsageFrameAction) {}
+  /**
+   * @param usageHolder The object of a frame that carries its `usage`: the frame itself for chat
+   *   (the default), the `response` of a Responses API event.
+   */
+  constructor(
+    private readonly onUsage: (frame: JsonObject) => UsageFrameAction,
+    private readonly usageHolder: (frame: JsonObject) => unknown = (frame) => frame,
+  ) {}
 
   /** Feeds one upstream chunk; returns the buffers to write to the client, in order. */
   push(chunk: Uint8Array): Buffer[] {
@@ -162,12 +169,14 @@ export class SseTap {
     }
     if (typeof frame !== "object" || frame === null) return { kind: "forward" };
     const obj = frame as JsonObject;
-    // OpenAI's error frame is `{error}` alone; OpenRouter's also carries choices (finish_reason "error").
-    if (typeof obj.error === "object" && obj.error !== null) {
-      this.upstreamError = obj.error as JsonObject;
+    const error = frameError(obj);
+    if (error) {
+      this.upstreamError = error;
       return { kind: "forward" };
     }
-    if (!hasUsage || typeof obj.usage !== "object" || obj.usage === null) return { kind: "forward" };
+    if (!hasUsage) return { kind: "forward" };
+    const holder = this.usageHolder(obj) as JsonObject | undefined;
+    if (typeof holder?.usage !== "object" || holder.usage === null) return { kind: "forward" };
     this.usageFrame = obj;
     this.retaining = false;
     this.releaseWindow();
@@ -208,6 +217,21 @@ function markedLines(bytes: Buffer): MarkedLine[] | undefined {
   mark(ERROR_KEY, false);
   if (lines && lines.length > 1) lines.sort((a, b) => a.start - b.start);
   return lines;
+}
+
+/**
+ * The error a frame reports, if any. OpenAI's chat error frame is `{error}` alone; OpenRouter's also
+ * carries choices (finish_reason "error"); the Responses API sends an `error` event, or ends with
+ * `response.failed` whose response holds the error.
+ */
+function frameError(frame: JsonObject): JsonObject | undefined {
+  if (typeof frame.error === "object" && frame.error !== null) return frame.error as JsonObject;
+  if (frame.type === "error") return frame;
+  if (frame.type === "response.failed") {
+    const error = (frame.response as JsonObject | undefined)?.error;
+    return typeof error === "object" && error !== null ? (error as JsonObject) : frame;
+  }
+  return undefined;
 }
 
 /** True when a usage frame carries nothing but usage (OpenAI's `choices: []` frame). */

@@ -28,6 +28,10 @@ export function createNodeUpstream(opts: {
         return {
           status: res.statusCode,
           contentType: (Array.isArray(type) ? type[0] : type) ?? "",
+          header: (name) => {
+            const value = res.headers[name];
+            return Array.isArray(value) ? value[0] : value;
+          },
           read: (onChunk) => readBody(res.body, onChunk, req.signal),
           bytes: async () => {
             try {

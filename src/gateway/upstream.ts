@@ -12,6 +12,8 @@ export interface UpstreamRequest {
 export interface UpstreamResponse {
   status: number;
   contentType: string;
+  /** A response header by its lower-case name (e.g. `retry-after` on a 429). */
+  header(name: string): string | undefined;
   /**
    * Reads the body to its end, handing each chunk to `onChunk` as it arrives; when `onChunk`
    * returns a promise (the client is slow), reading pauses until it settles. Rejects with an
@@ -122,6 +124,7 @@ export function createFetchUpstream(opts: {
       return {
         status: res.status,
         contentType: res.headers.get("content-type") ?? "",
+        header: (name) => res.headers.get(name) ?? undefined,
         read,
         async bytes() {
           const chunks: Uint8Array[] = [];

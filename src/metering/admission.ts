@@ -134,12 +134,17 @@ export function createAdmission(deps: MeterParts): (start: CallStart) => Promise
     if (org.subscriptionStatus === "overdue") {
       return { ok: false, refusal: { code: "cloud_subscription_overdue", isTrial } };
     }
-    const hold = estimateReservation(start.model, {
-      promptBytes: start.requestBytes,
-      maxTokens: start.maxTokens,
-      defaultMaxTokens: config.DEFAULT_MAX_TOKENS,
-      markupBps: config.MARKUP_BPS,
-    });
+    // One hold covers every route the call may take: it is sized for the dearest.
+    let hold = 0;
+    for (const route of [start.model, ...start.model.fallbacks]) {
+      const estimate = estimateReservation(route, {
+        promptBytes: start.requestBytes,
+        maxTokens: start.maxTokens,
+        defaultMaxTokens: config.DEFAULT_MAX_TOKENS,
+        markupBps: config.MARKUP_BPS,
+      });
+      if (estimate > hold) hold = estimate;
+    }
     const monthStart = currentMonthStart(org, clock.now());
     const budget =
       org.maxThresholdPerMonth === null ? undefined : { monthStart, max: org.maxThresholdPerMonth };

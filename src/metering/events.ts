@@ -44,7 +44,7 @@ export interface CallEvent {
   outputPricePerToken: string;
   provider: string;
   model: string;
-  route: "chat" | "apply";
+  route: "chat" | "responses" | "apply";
   byo: boolean;
   tags: CallTags;
   startedAt: number;
@@ -54,6 +54,8 @@ export interface CallEvent {
   clientCancelled: boolean;
   upstreamError: boolean;
   noReportedUsage: boolean;
+  /** Upstream requests the call took, retries and fallbacks included (default 1). */
+  attempts?: number;
 }
 
 export type CreditType = "trial" | "grant" | "admin_grant" | "purchase" | "switch";
@@ -112,7 +114,14 @@ export const CALL_FIELDS = [
   "clientCancelled",
   "upstreamError",
   "noReportedUsage",
+  "attempts",
 ] as const satisfies readonly (keyof FlatCall)[];
+
+/**
+ * Fields appended after the first release: entries encoded before them are still on the stream
+ * after an upgrade, shorter by these, and are read with their defaults.
+ */
+const APPENDED_CALL_FIELDS = 1;
 
 /** The fields of an encoded credit event, from position 1 on. Append only. */
 export const CREDIT_FIELDS = [
@@ -175,6 +184,7 @@ export function encodeCallEvent(e: CallEvent): string {
     e.clientCancelled,
     e.upstreamError,
     e.noReportedUsage,
+    e.attempts ?? 1,
   ]);
 }
 
@@ -196,7 +206,7 @@ export function isEncodedEvent(text: string): boolean {
   try {
     const value: unknown = JSON.parse(text);
     if (!Array.isArray(value)) return false;
-    if (value[0] === CALL_TAG) return value.length >= CALL_FIELDS.length + 1;
+    if (value[0] === CALL_TAG) return value.length >= CALL_FIELDS.length + 1 - APPENDED_CALL_FIELDS;
     if (value[0] === CREDIT_TAG) return value.length >= CREDIT_FIELDS.length + 1;
     return false;
   } catch {

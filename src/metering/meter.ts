@@ -35,7 +35,7 @@ export interface CallStart {
   model: CatalogModel;
   /** The user's own provider key (BYO): nothing is debited. */
   byoKey: string | undefined;
-  route: "chat" | "apply";
+  route: "chat" | "responses" | "apply";
   stream: boolean;
   /** The request as the client sent it, parsed (for a cheap prompt estimate and fallback counting). */
   request: Record<string, unknown>;
@@ -59,6 +59,13 @@ export interface CallEnd {
   stoppedEarly: boolean;
   clientCancelled: boolean;
   upstreamError: boolean;
+  /**
+   * The route that served the call (or was tried last): the catalogue model or one of its
+   * fallbacks, priced on its own. Undefined: the catalogue model's own route.
+   */
+  servedBy?: CatalogModel;
+  /** Upstream requests the call took, retries and fallbacks included (undefined: one). */
+  attempts?: number;
 }
 
 /** A call admitted by the meter, to be settled exactly once. */
@@ -103,8 +110,11 @@ export type AdmitResult = { ok: true; admission: Admission } | { ok: false; refu
 export interface Meter {
   /** Holds what the call may cost (or a trial slot), or says why it is refused. */
   admit(call: CallStart): Promise<AdmitResult>;
-  /** The charge for reported usage, for the `cost` in a usage frame. Pure and cheap. */
-  price(admission: Admission, usage: Usage): Nanos;
+  /**
+   * The charge for reported usage, for the `cost` in a usage frame, at the price of the route that
+   * served it (default: the catalogue model's). Pure and cheap.
+   */
+  price(admission: Admission, usage: Usage, servedBy?: CatalogModel): Nanos;
   settle(admission: Admission, end: CallEnd): Promise<Settlement>;
   /** The org's live balance; undefined when it has no credits ledger (BYO). */
   balance(orgId: string): Promise<Nanos | undefined>;

@@ -1,6 +1,7 @@
 import type { JsonObject, Usage } from "../core/usage.ts";
 import { callRecorded } from "../db/ledger.ts";
 import { insertDeadLetter, recordedCalls } from "../db/served.ts";
+import type { CatalogModel } from "../pricing/catalog.ts";
 import { computeCost } from "../pricing/cost.ts";
 import { collectGeneratedText } from "../pricing/generated-text.ts";
 import type { Nanos } from "../pricing/money.ts";
@@ -26,7 +27,7 @@ export function createSettlement(
     faults?: { noReplay?: boolean };
   },
 ): {
-  price(admission: Admission, usage: Usage): Nanos;
+  price(admission: Admission, usage: Usage, servedBy?: CatalogModel): Nanos;
   settle(admission: Admission, end: CallEnd): Promise<Settlement>;
   close(): Promise<void>;
 } {
@@ -110,7 +111,9 @@ export function createSettlement(
     // without a usage report is counted from what it sent.
     const answered = end.upstreamStatus !== undefined && end.upstreamStatus < 400;
     const usage = end.usage ?? (answered ? await countUsage(start, end) : NO_USAGE);
-    const cost = computeCost(start.model, usage, { markupBps, upstreamCostUsd: usage.upstreamCostUsd });
+    // Charged at the price of the route that served the call (a fallback may be priced otherwise).
+    const served = end.servedBy ?? start.model;
+    const cost = computeCost(served, usage, { markupBps, upstreamCostUsd: usage.upstreamCostUsd });
     const event: CallEvent = {
       id: start.requestId,
       orgId: start.org.id,
@@ -127,7 +130,7 @@ export function createSettlement(
       reasoningTokens: usage.reasoningTokens,
       inputPricePerToken: cost.inputPricePerToken,
       outputPricePerToken: cost.outputPricePerToken,
-      provider: start.model.provider,
+      provider: served.provider,
       model: start.model.id,
       route: start.route,
       byo,
@@ -139,6 +142,7 @@ export function createSettlement(
       clientCancelled: end.clientCancelled,
       upstreamError: end.upstreamError,
       noReportedUsage: end.usage === undefined,
+      attempts: end.attempts ?? 1,
     };
     const pending: PendingSettle = {
       kind: trial ? "trial" : byo ? "append" : "settle",
@@ -180,9 +184,11 @@ export function createSettlement(
   };
 
   return {
-    price(admission, usage) {
-      return computeCost(admission.start.model, usage, { markupBps, upstreamCostUsd: usage.upstreamCostUsd })
-        .total;
+    price(admission, usage, servedBy) {
+      return computeCost(servedBy ?? admission.start.model, usage, {
+        markupBps,
+        upstreamCostUsd: usage.upstreamCostUsd,
+      }).total;
     },
     settle,
     close: () => journal.close(),
@@ -204,7 +210,9 @@ export async function countUsage(start: CallStart, end: CallEnd): Promise<Usage>
   const promptTokens =
     start.route === "chat"
       ? counter.chat(request.messages as JsonObject[])
-      : counter.text(`${String(request.initialCode ?? "")}${String(request.editSnippet ?? "")}`);
+      : start.route === "responses"
+        ? responsesPromptTokens(counter, request)
+        : counter.text(`${String(request.initialCode ?? "")}${String(request.editSnippet ?? "")}`);
   let text = "";
   if (end.streamedText) {
     text = end.streamedText();
@@ -215,4 +223,15 @@ export async function countUsage(start: CallStart, end: CallEnd): Promise<Usage>
   }
   const completionTokens = text ? counter.text(text) : 0;
   return { promptTokens, cachedTokens: 0, cacheWriteTokens: 0, completionTokens, reasoningTokens: 0 };
+}
+
+/** A Responses API prompt: `instructions` and `input`, a string or a list of message-like items. */
+function responsesPromptTokens(
+  counter: Awaited<ReturnType<typeof tokenCounter>>,
+  request: Record<string, unknown>,
+): number {
+  const instructions = typeof request.instructions === "string" ? counter.text(request.instructions) : 0;
+  const input = request.input;
+  if (typeof input === "string") return instructions + counter.chat([{ role: "user", content: input }]);
+  return instructions + (Array.isArray(input) ? counter.chat(input as JsonObject[]) : 0);
 }

@@ -25,6 +25,11 @@ export interface CatalogModel {
   encoding: Encoding;
   prices: { input: string; cachedInput: string; cacheWrite?: string; output: string };
   micro: MicroPrices;
+  /**
+   * The model's other routes, in order: the same model reached through another provider, each
+   * priced on its own (a call is charged at the price of the route that served it).
+   */
+  fallbacks: CatalogModel[];
 }
 
 /**
@@ -54,18 +59,31 @@ function micro(decimalUsd: string): number {
   return Number(whole) * 1_000_000 + Number(frac.padEnd(6, "0"));
 }
 
-function toModel(spec: z.output<typeof modelSpecSchema>): CatalogModel {
-  const { prices } = spec;
+function microPrices(prices: CatalogModel["prices"]): MicroPrices {
   return {
-    ...spec,
-    micro: {
-      input: micro(prices.input),
-      cachedInput: micro(prices.cachedInput),
-      // Without a listed cache-write price, writes bill as plain input.
-      cacheWrite: micro(prices.cacheWrite ?? prices.input),
-      output: micro(prices.output),
-    },
+    input: micro(prices.input),
+    cachedInput: micro(prices.cachedInput),
+    // Without a listed cache-write price, writes bill as plain input.
+    cacheWrite: micro(prices.cacheWrite ?? prices.input),
+    output: micro(prices.output),
   };
+}
+
+function toModel(spec: z.output<typeof modelSpecSchema>): CatalogModel {
+  const { fallbacks = [], ...rest } = spec;
+  const model: CatalogModel = { ...rest, micro: microPrices(spec.prices), fallbacks: [] };
+  model.fallbacks = fallbacks.map((route) => {
+    const prices = route.prices ?? spec.prices;
+    return {
+      ...model,
+      provider: route.provider,
+      upstreamModel: route.upstreamModel,
+      prices,
+      micro: microPrices(prices),
+      fallbacks: [],
+    };
+  });
+  return model;
 }
 
 /**
@@ -77,8 +95,14 @@ const overrideSchema = z.array(
   z.union([
     modelSpecSchema,
     z
-      .object({ id: z.string().min(1), prices: pricesSchema.partial() })
-      .extend(modelSpecSchema.omit({ id: true, prices: true }).partial().shape),
+      // An override may give fallbacks (or other fields) alone, without prices.
+      .object({ id: z.string().min(1), prices: pricesSchema.partial().optional() })
+      .extend(modelSpecSchema.omit({ id: true, prices: true }).partial().shape)
+      // Without their defaults: an entry that does not name them keeps the model's own.
+      .extend({
+        aliases: z.array(z.string().min(1)).optional(),
+        encoding: z.enum(["o200k_base", "cl100k_base"]).optional(),
+      }),
   ]),
 );
 

@@ -4,7 +4,7 @@ import { serve } from "@hono/node-server";
 import OpenAI from "openai";
 import { inject } from "vitest";
 import { type Config, parseConfig } from "../../src/config.ts";
-import type { Clock } from "../../src/core/clock.ts";
+import type { Clock, Sleeper } from "../../src/core/clock.ts";
 import { createApp } from "../../src/gateway/app.ts";
 import type { Payments } from "../../src/metering/payments.ts";
 import { jsonClientErrors } from "../../src/node-http.ts";
@@ -49,6 +49,8 @@ export async function startGateway(
     backend?: Backend;
     env?: Record<string, string>;
     clock?: Clock;
+    /** Backoff between upstream attempts (default: real time). */
+    sleeper?: Sleeper;
     mock?: MockUpstream;
     payments?: Payments;
     /** Test-only faults, e.g. the journal's replay turned off to show what it prevents. */
@@ -79,6 +81,7 @@ export async function startGateway(
   const config = parseConfig(env);
   const services = await createNodeServices(config, {
     clock: opts.clock,
+    sleeper: opts.sleeper,
     payments: opts.payments,
     faults: opts.faults,
   });

@@ -154,8 +154,8 @@ describe("what each call is charged, end to end (Postgres + Redis)", () => {
     // The gateway sees the client go, stops the upstream and settles: the call leaves the open set.
     expect(await gw.services.calls.drain(20_000)).toBe(0);
     await gw.services.flusher.drain();
-    const [debit] = await sql`select * from credit_transactions where id = ${id}`;
     const [usage] = await sql`select * from usage_records where id = ${id}`;
+    const [debit] = await sql`select * from credit_transactions where id = ${id}`;
     expect(usage?.client_cancelled).toBe(true);
     expect(usage?.no_reported_usage).toBe(true);
     // Counted from the text the gateway forwarded: at least what the client read, far from all 200.

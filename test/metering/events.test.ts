@@ -50,6 +50,7 @@ describe("ledger events on the stream", () => {
       clientCancelled: false,
       upstreamError: true,
       noReportedUsage: false,
+      attempts: 19,
     };
     const { tags: _nested, ...rest } = event;
     const flat: FlatCall = { ...rest, ...tags };

@@ -22,6 +22,12 @@ import { openRouterModelList } from "./openrouter-models.ts";
  *   and always reports now. The usage chunk has `"choices":[]` (their current shape); the knob
  *   `usageOnChoice` sends the older shape, usage on a chunk that repeats the finish choice.
  *   A mid-stream failure is a chunk with a top-level `error` and `finish_reason:"error"`.
+ * - The Responses API (`/openai/v1/responses`, `/openrouter/v1/responses`): a plain body is the
+ *   response object, with `usage` in `input_tokens`/`output_tokens` and their details; a stream is
+ *   `event:`-named SSE events numbered by `sequence_number` (`response.created`, `.in_progress`,
+ *   `.output_item.added`, `.content_part.added`, `.output_text.delta`…, their `.done`s, then
+ *   `response.completed` carrying the finished response and its usage) with no `[DONE]` after.
+ *   A failure mid-stream is an `error` event. OpenRouter adds `cost` to the usage.
  * - Relace: `{initialCode, editSnippet}` (or the snake_case names of their newer docs) →
  *   `{mergedCode, usage}`. Its streaming format is not publicly documented; this mock sends SSE
  *   frames `{"mergedCode": <piece>}`, then `{"usage": …}`, then `[DONE]`.
@@ -51,6 +57,12 @@ export interface MockKnobs {
   noUsage?: boolean;
   /** Answer with this HTTP status (>= 400) and the provider's error body. */
   status?: number;
+  /** With `status`: only the first this many requests with the same tag fail; later ones are served. */
+  failFirst?: number;
+  /** With `status`: only requests to this provider fail (e.g. OpenAI down, OpenRouter fine). */
+  failOn?: Flavour;
+  /** With `status`: the error answer's `retry-after` header, in seconds. */
+  retryAfter?: number;
   /** Accept the request and never answer. */
   hang?: boolean;
   /** OpenRouter only: put usage on a chunk that repeats the finish choice instead of `choices: []`. */
@@ -107,6 +119,9 @@ interface Knobs {
   doneDelayMs: number;
   noUsage: boolean;
   status: number | undefined;
+  failFirst: number | undefined;
+  failOn: Flavour | undefined;
+  retryAfter: number | undefined;
   hang: boolean;
   usageOnChoice: boolean;
   usage: Json;
@@ -193,6 +208,10 @@ function readKnobs(body: Json): Knobs {
     doneDelayMs: count(m.doneDelayMs) ?? 0,
     noUsage: m.noUsage === true,
     status: status !== undefined && status >= 400 && status <= 599 ? status : undefined,
+    failFirst: count(m.failFirst),
+    failOn:
+      m.failOn === "openai" || m.failOn === "openrouter" || m.failOn === "relace" ? m.failOn : undefined,
+    retryAfter: count(m.retryAfter),
     hang: m.hang === true,
     usageOnChoice: m.usageOnChoice === true,
     usage: objectOf(m.usage) ?? {},
@@ -226,6 +245,12 @@ function promptTokensOf(flavour: Flavour, body: Json): number {
   if (Array.isArray(body.messages)) {
     for (const m of body.messages) n += 3 + Math.ceil(textLength(objectOf(m)?.content) / 4);
   }
+  // The Responses API: `input` is a string or a list of items, `instructions` a system message.
+  if (typeof body.input === "string") n += 3 + Math.ceil(body.input.length / 4);
+  if (Array.isArray(body.input)) {
+    for (const item of body.input) n += 3 + Math.ceil(textLength(objectOf(item)?.content) / 4);
+  }
+  if (typeof body.instructions === "string") n += 3 + Math.ceil(body.instructions.length / 4);
   return n;
 }
 
@@ -263,6 +288,16 @@ function openRouterUsage(n: UsageNumbers): string {
     `"cost_details":{"upstream_inference_cost":${n.cost},"upstream_inference_prompt_cost":${n.prompt / 1e6},` +
     `"upstream_inference_completions_cost":${(2 * n.completion) / 1e6}},` +
     `"completion_tokens_details":{"reasoning_tokens":${n.reasoning},"image_tokens":0,"audio_tokens":0}}`
+  );
+}
+
+/** The Responses API's usage; OpenRouter adds its charge as on chat. */
+function responsesUsage(flavour: Flavour, n: UsageNumbers): string {
+  const cost = flavour === "openrouter" ? `"cost":${n.cost},"is_byok":false,` : "";
+  return (
+    `{"input_tokens":${n.prompt},"input_tokens_details":{"cached_tokens":${n.cached}},` +
+    `"output_tokens":${n.completion},"output_tokens_details":{"reasoning_tokens":${n.reasoning}},` +
+    `${cost}"total_tokens":${n.prompt + n.completion}}`
   );
 }
 
@@ -446,6 +481,115 @@ function chatPlan(
   };
 }
 
+/** One Responses API stream event, named on its `event:` line as OpenAI sends them. */
+function responsesEvent(type: string, sequence: number, fields: string): string {
+  return `event: ${type}\ndata: {"type":"${type}","sequence_number":${sequence}${fields ? `,${fields}` : ""}}\n\n`;
+}
+
+/**
+ * A Responses API answer. `response(status, output, usage)` is the response object as the plain
+ * body, `response.created` (in progress, no output, null usage) and `response.completed` carry it.
+ */
+function responsesParts(
+  flavour: "openai" | "openrouter",
+  id: string,
+  created: number,
+  modelJson: string,
+  body: Json,
+  knobs: Knobs,
+  numbers: UsageNumbers,
+) {
+  const messageId = `msg_${id.slice("resp_".length)}`;
+  const text = JSON.stringify(knobs.chunkText.repeat(knobs.chunks));
+  const instructions = typeof body.instructions === "string" ? JSON.stringify(body.instructions) : "null";
+  const maxOutput = count(body.max_output_tokens) ?? "null";
+  const usage = knobs.noUsage ? "null" : responsesUsage(flavour, numbers);
+  const part = (t: string) => `{"type":"output_text","annotations":[],"logprobs":[],"text":${t}}`;
+  const message = (status: string, content: string) =>
+    `{"id":"${messageId}","type":"message","status":"${status}","content":[${content}],"role":"assistant"}`;
+  const response = (status: string, output: string, usageJson: string) =>
+    `{"id":"${id}","object":"response","created_at":${created},"status":"${status}","background":false,` +
+    `"error":null,"incomplete_details":null,"instructions":${instructions},"max_output_tokens":${maxOutput},` +
+    `"max_tool_calls":null,"model":${modelJson},"output":[${output}],"parallel_tool_calls":true,` +
+    `"previous_response_id":null,"prompt_cache_key":null,"reasoning":{"effort":null,"summary":null},` +
+    `"safety_identifier":null,"service_tier":"default","store":true,"temperature":1.0,` +
+    `"text":{"format":{"type":"text"},"verbosity":"medium"},"tool_choice":"auto","tools":[],` +
+    `"top_logprobs":0,"top_p":1.0,"truncation":"disabled","usage":${usageJson},"user":null,"metadata":{}}`;
+  return { messageId, text, part, message, response, usage };
+}
+
+function responsesPlan(
+  flavour: "openai" | "openrouter",
+  r: ReturnType<typeof responsesParts>,
+  knobs: Knobs,
+): StreamPlan {
+  const item = `"output_index":0,"item_id":"${r.messageId}"`;
+  const content = `${item},"content_index":0`;
+  const inProgress = r.response("in_progress", "", "null");
+  const head =
+    responsesEvent("response.created", 0, `"response":${inProgress}`) +
+    responsesEvent("response.in_progress", 1, `"response":${inProgress}`) +
+    responsesEvent(
+      "response.output_item.added",
+      2,
+      `"output_index":0,"item":${r.message("in_progress", "")}`,
+    ) +
+    responsesEvent("response.content_part.added", 3, `${content},"part":${r.part('""')}`);
+  const first = 4; // sequence number of the first delta
+  const delta = `${content},"delta":${JSON.stringify(knobs.chunkText)},"logprobs":[]${OBFUSCATION}`;
+  const stopAt = Math.min(
+    knobs.chunks,
+    knobs.abortAfterChunks ?? knobs.chunks,
+    knobs.errorAfterChunks ?? knobs.chunks,
+  );
+  const done = first + knobs.chunks;
+  const completed = r.message("completed", r.part(r.text));
+  return {
+    early: flavour === "openrouter" ? OPENROUTER_COMMENT : "",
+    head,
+    count: knobs.chunks,
+    frames(from, to) {
+      let out = "";
+      for (let i = from; i < to; i++) out += responsesEvent("response.output_text.delta", first + i, delta);
+      return out;
+    },
+    tail:
+      responsesEvent("response.output_text.done", done, `${content},"text":${r.text},"logprobs":[]`) +
+      responsesEvent("response.content_part.done", done + 1, `${content},"part":${r.part(r.text)}`) +
+      responsesEvent("response.output_item.done", done + 2, `"output_index":0,"item":${completed}`) +
+      responsesEvent(
+        "response.completed",
+        done + 3,
+        `"response":${r.response("completed", completed, r.usage)}`,
+      ),
+    errorFrame: responsesEvent(
+      "error",
+      first + stopAt,
+      '"code":"server_error","message":"The server had an error while processing your request. Sorry about that!","param":null',
+    ),
+  };
+}
+
+async function answerResponses(
+  flavour: "openai" | "openrouter",
+  body: Json,
+  knobs: Knobs,
+  res: ServerResponse,
+  state: ResponseState,
+): Promise<void> {
+  const modelJson = JSON.stringify(typeof body.model === "string" ? body.model : "unknown");
+  const created = knobs.tag ? FIXED_CREATED : Math.floor(Date.now() / 1000);
+  const id = `resp_${knobs.tag ?? randomId(48)}`;
+  const numbers = usageNumbers(flavour, body, knobs);
+  const r = responsesParts(flavour, id, created, modelJson, body, knobs, numbers);
+  if (body.stream === true) {
+    const headers = { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache" };
+    return sendStream(res, state, knobs, responsesPlan(flavour, r, knobs), headers, false);
+  }
+  if (!(await beforePlainAnswer(knobs, res, state))) return;
+  sendJson(res, 200, r.response("completed", r.message("completed", r.part(r.text)), r.usage));
+}
+
 function applyPlan(merged: string, knobs: Knobs, numbers: UsageNumbers): StreamPlan {
   const pieces = Math.max(1, Math.min(knobs.chunks, merged.length));
   const size = Math.ceil(merged.length / pieces);
@@ -473,6 +617,8 @@ async function sendStream(
   knobs: Knobs,
   plan: StreamPlan,
   headers: Record<string, string>,
+  /** Chat streams end with `[DONE]`; Responses API streams end with their last event. */
+  sendDone = true,
 ): Promise<void> {
   const selfDestroy = (pending: string) => {
     const destroy = () => {
@@ -506,7 +652,7 @@ async function sendStream(
       await sleep(knobs.doneDelayMs);
       if (state.closed) return;
     }
-    res.end(DONE);
+    res.end(sendDone ? DONE : "");
   };
   if (!knobs.delayMs) {
     // One write for the whole answer: the benchmark measures the gateway, not this mock.
@@ -618,6 +764,18 @@ export async function startMockUpstream(opts: { port?: number; host?: string } =
   const events = new EventEmitter();
   events.setMaxListeners(0);
   const aborted = new Set<string>();
+  /** Per tag: how many requests the `failFirst` knob has failed so far. */
+  const failed = new Map<string, number>();
+  const fails = (flavour: Flavour, knobs: Knobs): boolean => {
+    if (knobs.failOn !== undefined && knobs.failOn !== flavour) return false;
+    if (knobs.failFirst === undefined) return true;
+    const key = knobs.tag ?? "";
+    const n = failed.get(key) ?? 0;
+    if (n >= knobs.failFirst) return false;
+    failed.set(key, n + 1);
+    if (failed.size > MAX_LOG) failed.delete(failed.keys().next().value as string);
+    return true;
+  };
 
   const handle = (req: IncomingMessage, res: ServerResponse, raw: Buffer) => {
     const url = req.url ?? "/";
@@ -632,7 +790,9 @@ export async function startMockUpstream(opts: { port?: number; host?: string } =
     const known =
       req.method === "POST" &&
       flavour !== undefined &&
-      route === (flavour === "relace" ? "/v1/code/apply" : "/v1/chat/completions");
+      (flavour === "relace"
+        ? route === "/v1/code/apply"
+        : route === "/v1/chat/completions" || route === "/v1/responses");
     if (!known || !flavour) {
       const message = JSON.stringify(`Invalid URL (${req.method} ${route})`);
       return sendJson(
@@ -668,7 +828,7 @@ export async function startMockUpstream(opts: { port?: number; host?: string } =
 
     if (knobs.hang) return;
     const answer = async () => {
-      if (knobs.status !== undefined) {
+      if (knobs.status !== undefined && fails(flavour, knobs)) {
         if (knobs.firstByteDelayMs) await sleep(knobs.firstByteDelayMs);
         // OpenAI's 401 quotes the end of the key it was given, as the real one does.
         const presented = /^Bearer (.+)$/.exec(String(req.headers.authorization ?? ""))?.[1];
@@ -676,10 +836,13 @@ export async function startMockUpstream(opts: { port?: number; host?: string } =
           knobs.status === 401 && flavour === "openai" && presented
             ? `Incorrect API key provided: ${presented.slice(0, 3)}*****${presented.slice(-4)}. You can find your API key at https://platform.openai.com/account/api-keys.`
             : undefined;
-        if (!state.closed) sendJson(res, knobs.status, errorBody(flavour, knobs.status, message));
+        const extra: Record<string, string> =
+          knobs.retryAfter !== undefined ? { "retry-after": String(knobs.retryAfter) } : {};
+        if (!state.closed) sendJson(res, knobs.status, errorBody(flavour, knobs.status, message), extra);
         return;
       }
       if (flavour === "relace") await answerApply(body, knobs, res, state);
+      else if (route === "/v1/responses") await answerResponses(flavour, body, knobs, res, state);
       else await answerChat(flavour, body, knobs, res, state);
     };
     answer().catch(() => res.destroy());

@@ -39,6 +39,8 @@ export const usageRecords = pgTable(
     clientCancelled: boolean("client_cancelled").notNull(),
     upstreamError: boolean("upstream_error").notNull(),
     noReportedUsage: boolean("no_reported_usage").notNull(),
+    /** Upstream requests the call took (retries and fallbacks); `provider` is the one that served it. */
+    attempts: integer("attempts").notNull().default(1),
   },
   (t) => [index("usage_records_org_started_idx").on(t.orgId, t.startedAt)],
 );

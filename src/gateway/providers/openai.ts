@@ -1,4 +1,11 @@
-import { bearer, type ProviderAdapter, prepareOpenAiChat, readOpenAiUsage } from "./types.ts";
+import {
+  bearer,
+  type ProviderAdapter,
+  prepareOpenAiChat,
+  prepareResponsesModel,
+  readOpenAiUsage,
+  readResponsesApiUsage,
+} from "./types.ts";
 
 export const openai: ProviderAdapter = {
   name: "openai",
@@ -7,4 +14,6 @@ export const openai: ProviderAdapter = {
   authHeaders: bearer,
   prepareChat: prepareOpenAiChat,
   readUsage: readOpenAiUsage,
+  prepareResponses: prepareResponsesModel,
+  readResponsesUsage: readResponsesApiUsage,
 };

@@ -1,4 +1,11 @@
-import { bearer, type ProviderAdapter, prepareOpenAiChat, readOpenAiUsage } from "./types.ts";
+import {
+  bearer,
+  type ProviderAdapter,
+  prepareOpenAiChat,
+  prepareResponsesModel,
+  readOpenAiUsage,
+  readResponsesApiUsage,
+} from "./types.ts";
 
 /**
  * OpenRouter speaks OpenAI's wire format and adds `usage.cost`, the USD it charged, which is the
@@ -13,4 +20,7 @@ export const openrouter: ProviderAdapter = {
   authHeaders: bearer,
   prepareChat: prepareOpenAiChat,
   readUsage: readOpenAiUsage,
+  // Its Responses API (beta) reports usage, with `cost`, on every response without being asked.
+  prepareResponses: prepareResponsesModel,
+  readResponsesUsage: readResponsesApiUsage,
 };

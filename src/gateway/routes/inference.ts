@@ -4,14 +4,15 @@ import type { Config } from "../../config.ts";
 import { GatewayError } from "../../core/errors.ts";
 import type { CallStart, CallTags } from "../../metering/meter.ts";
 import type { CatalogModel } from "../../pricing/catalog.ts";
-import type { AuthVariables } from "../auth.ts";
-import { type PreparedCall, runCall } from "../call.ts";
+import { type AuthVariables, requireApiKey } from "../auth.ts";
+import { type CallRoute, chatWire, type PreparedCall, runCall, type Wire } from "../call.ts";
 import { readBody } from "../client-io.ts";
 import { chatTextBytes, refuseOverContextWindow } from "../context-window.ts";
 import { namespaceOf } from "../namespace.ts";
-import { providers } from "../providers/index.ts";
+import { type ProviderAdapter, providers } from "../providers/index.ts";
 import type { JsonObject, ProviderName } from "../providers/types.ts";
 import { requestIdOf } from "../request-id.ts";
+import { responsesWire } from "../responses-wire.ts";
 import type { Services } from "../services.ts";
 import {
   optionalBoolean,
@@ -83,26 +84,62 @@ export function inferenceRoutes(services: Services): Hono<Env> {
     const model = catalog.resolve(modelId, namespaceOf(c));
     if (!model)
       throw new GatewayError("model_not_found", `model '${modelId}' does not exist`, { param: "model" });
-    const provider = providers[model.provider];
-    if (!provider.prepareChat) {
+    if (!providers[model.provider].prepareChat) {
       throw new GatewayError("invalid_request_error", `model '${modelId}' does not serve chat completions`, {
         param: "model",
       });
     }
     refuseOverContextWindow(model, chatTextBytes(messages), "messages");
-    const changed = provider.prepareChat(body, model.upstreamModel, stream);
     const call = prepareCall(c, config, {
       route: "chat",
       path: "/chat/completions",
+      wire: chatWire,
       model,
-      // prepareChat touched only model and usage options; messages are as the client sent them.
+      // prepareChat touches only model and usage options; messages are as the client sent them.
+      shape: (provider) =>
+        provider.prepareChat &&
+        ((b, upstreamModel) => provider.prepareChat?.(b, upstreamModel, stream) ?? false),
       body,
       raw,
-      changed,
       stream,
       maxTokens,
       startedAt,
-      clientWantsUsage: stream && streamOptions?.include_usage === true,
+      clientWantsUsage: stream && (streamOptions?.include_usage === true || wantsCost(c)),
+    });
+    return runCall(c, services, call);
+  });
+
+  // The Responses API: usage always comes in the response (`response.completed` when streamed),
+  // and the gateway adds its `cost` to it.
+  app.post("/responses", requireApiKey(services.keys), async (c) => {
+    const startedAt = clock.now();
+    const raw = await readBody(c, config.MAX_BODY_BYTES);
+    const body = parseJsonObject(raw);
+    const modelId = requireString(body, "model");
+    const input = requireResponsesInput(body);
+    const stream = optionalBoolean(body, "stream") ?? false;
+    const maxTokens = optionalPositiveInt(body, "max_output_tokens");
+    const model = catalog.resolve(modelId, namespaceOf(c));
+    if (!model)
+      throw new GatewayError("model_not_found", `model '${modelId}' does not exist`, { param: "model" });
+    if (!providers[model.provider].prepareResponses) {
+      throw new GatewayError("invalid_request_error", `model '${modelId}' does not serve the Responses API`, {
+        param: "model",
+      });
+    }
+    refuseOverContextWindow(model, responsesTextBytes(body, input), "input");
+    const call = prepareCall(c, config, {
+      route: "responses",
+      path: "/responses",
+      wire: responsesWire,
+      model,
+      shape: (provider) => provider.prepareResponses,
+      body,
+      raw,
+      stream,
+      maxTokens,
+      startedAt,
+      clientWantsUsage: true,
     });
     return runCall(c, services, call);
   });
@@ -127,15 +164,19 @@ export function inferenceRoutes(services: Services): Hono<Env> {
       Buffer.byteLength(initialCode) + Buffer.byteLength(editSnippet),
       "initialCode",
     );
-    const changed = body.model !== undefined && body.model !== model.upstreamModel;
-    if (changed) body.model = model.upstreamModel;
+    const named = body.model !== undefined;
     const call = prepareCall(c, config, {
       route: "apply",
       path: "/code/apply",
+      wire: chatWire,
       model,
+      shape: () => (b, upstreamModel) => {
+        if (!named || b.model === upstreamModel) return false;
+        b.model = upstreamModel;
+        return true;
+      },
       body,
       raw,
-      changed,
       stream,
       maxTokens: undefined,
       startedAt,
@@ -148,25 +189,101 @@ export function inferenceRoutes(services: Services): Hono<Env> {
   return app;
 }
 
-/** A validated request, shaped for its provider, with everything the meter needs to know. */
+/** Shapes a request body for a provider, in place, for the given upstream model; says whether it changed. */
+type Shape = (body: JsonObject, upstreamModel: string) => boolean;
+
+/** `x-planto-include-cost: 1`: a stream ends with a usage frame carrying `cost`, asked for or not. */
+function wantsCost(c: Context): boolean {
+  const v = c.req.header("x-planto-include-cost")?.trim().toLowerCase();
+  return v === "1" || v === "true";
+}
+
+/** The Responses API's `input`: a string, or a non-empty array of items (objects). */
+function requireResponsesInput(body: JsonObject): string | JsonObject[] {
+  const v = body.input;
+  if (v === undefined || v === null) {
+    throw new GatewayError("invalid_request_error", "missing required parameter: 'input'", {
+      param: "input",
+    });
+  }
+  if (typeof v === "string") return v;
+  if (!Array.isArray(v) || v.length === 0) {
+    throw new GatewayError(
+      "invalid_request_error",
+      "'input' must be a string or a non-empty array of items",
+      {
+        param: "input",
+      },
+    );
+  }
+  v.forEach((item, i) => {
+    if (typeof item !== "object" || item === null || Array.isArray(item)) {
+      throw new GatewayError("invalid_request_error", `'input[${i}]' must be an object`, {
+        param: `input[${i}]`,
+      });
+    }
+  });
+  return v as JsonObject[];
+}
+
+/** Text bytes of a Responses prompt: `instructions`, and `input` as a string or message-like items. */
+function responsesTextBytes(body: JsonObject, input: string | JsonObject[]): number {
+  const instructions = typeof body.instructions === "string" ? Buffer.byteLength(body.instructions) : 0;
+  return instructions + (typeof input === "string" ? Buffer.byteLength(input) : chatTextBytes(input));
+}
+
+/**
+ * The routes a call may take: the model's own provider, then (for calls paid with the gateway's
+ * keys) each fallback whose provider serves this API and has a key. A BYO call stays on its
+ * provider: the org's key is for that one only. Each route gets its own copy of the body.
+ */
+function callRoutes(
+  c: Context<Env>,
+  config: Config,
+  model: CatalogModel,
+  shape: (provider: ProviderAdapter) => Shape | undefined,
+  body: JsonObject,
+  raw: Uint8Array,
+): { routes: CallRoute[]; byoKey: string | undefined } {
+  const provider = providers[model.provider];
+  const keys = providerKey(c, provider.integratedKey(config));
+  const fallbacks = keys.byoKey === undefined ? model.fallbacks : [];
+  const pristine = fallbacks.length > 0 ? structuredClone(body) : undefined;
+  const changed = shape(provider)?.(body, model.upstreamModel) ?? false;
+  const routes: CallRoute[] = [
+    { model, provider, payload: changed ? JSON.stringify(body) : raw, apiKey: keys.apiKey },
+  ];
+  for (const fallback of fallbacks) {
+    const other = providers[fallback.provider];
+    const shapeFor = shape(other);
+    const apiKey = other.integratedKey(config);
+    if (!shapeFor || !apiKey || !pristine) continue;
+    const copy = structuredClone(pristine);
+    const payload = shapeFor(copy, fallback.upstreamModel) ? JSON.stringify(copy) : raw;
+    routes.push({ model: fallback, provider: other, payload, apiKey });
+  }
+  return { routes, byoKey: keys.byoKey };
+}
+
+/** A validated request, shaped for its routes, with everything the meter needs to know. */
 function prepareCall(
   c: Context<Env>,
   config: Config,
   p: {
     route: CallStart["route"];
     path: string;
+    wire: Wire;
     model: CatalogModel;
+    shape: (provider: ProviderAdapter) => Shape | undefined;
     body: JsonObject;
     raw: Uint8Array;
-    changed: boolean;
     stream: boolean;
     maxTokens: number | undefined;
     startedAt: number;
     clientWantsUsage: boolean;
   },
 ): PreparedCall {
-  const provider = providers[p.model.provider];
-  const keys = providerKey(c, provider.integratedKey(config));
+  const { routes, byoKey } = callRoutes(c, config, p.model, p.shape, p.body, p.raw);
   const { org, keyId, keyRateLimits } = c.get("auth");
   return {
     start: {
@@ -175,7 +292,7 @@ function prepareCall(
       keyId,
       keyRateLimits,
       model: p.model,
-      byoKey: keys.byoKey,
+      byoKey,
       route: p.route,
       stream: p.stream,
       request: p.body,
@@ -184,11 +301,11 @@ function prepareCall(
       tags: readTags(c),
       startedAt: p.startedAt,
     },
-    provider,
+    routes,
     path: p.path,
-    payload: p.changed ? JSON.stringify(p.body) : p.raw,
-    apiKey: keys.apiKey,
-    forwardHeaders: forwardedHeaders(c, provider.name, keys.byoKey !== undefined),
+    wire: p.wire,
+    // Allowed client headers for the model's own provider (fallbacks get the same ones).
+    forwardHeaders: forwardedHeaders(c, p.model.provider, byoKey !== undefined),
     clientWantsUsage: p.clientWantsUsage,
   };
 }
