@@ -22,6 +22,13 @@ export interface BackgroundJobs {
   purge(): Promise<void>;
   /** Grants the billing month's credits to the orgs due them; failures are logged. */
   grant(): Promise<void>;
+  /**
+   * Releases the holds and trial slots of calls whose gateway died (their TTL passed). Node runs it
+   * on a timer against Redis; a Durable Object reclaims its own on its alarm.
+   */
+  reclaim(): Promise<void>;
+  /** Retries the auto-recharge credits owed (paid, not yet credited); failures are logged. */
+  payOwedCredits(): Promise<void>;
 }
 
 export function createBackgroundJobs(
@@ -64,6 +71,15 @@ export function createBackgroundJobs(
         now: clock.now(),
         delayMs: config.PURGE_DELAY_MS,
       }).catch((err) => log.error("purge failed", { err: String(err) }));
+    },
+    async reclaim() {
+      await store.reclaimExpired(clock.now()).then(
+        (n) => n > 0 && log.warn("reclaimed expired holds", { holds: n }),
+        (err) => log.error("reclaim failed", { err: String(err) }),
+      );
+    },
+    async payOwedCredits() {
+      await services.meter.payOwedCredits();
     },
     async grant() {
       await grantMonthlyCredits({

@@ -5,6 +5,7 @@ import type { Config } from "./config.ts";
 import { type Clock, type Sleeper, systemClock } from "./core/clock.ts";
 import { createLogger, type Logger } from "./core/log.ts";
 import { openDatabase } from "./db/client.ts";
+import { Metrics } from "./gateway/metrics.ts";
 import type { Services } from "./gateway/services.ts";
 import { createNodeUpstream } from "./gateway/upstream-node.ts";
 import type { Flusher } from "./metering/flusher.ts";
@@ -110,6 +111,7 @@ export async function createNodeServices(
     spoolDir: config.DATA_DIR === "memory://" ? undefined : join(config.DATA_DIR, "spool"),
     payments:
       opts.payments ?? (config.STRIPE_SECRET_KEY ? stripePayments(config.STRIPE_SECRET_KEY) : noPayments),
+    metrics: (sources) => new Metrics(sources),
     faults: opts.faults,
   });
   const jobs = createBackgroundJobs(config, services, {
@@ -123,6 +125,10 @@ export async function createNodeServices(
   purger.unref();
   const granter = setInterval(jobs.grant, config.GRANT_INTERVAL_MS);
   granter.unref();
+  const reclaimer = setInterval(jobs.reclaim, config.RECLAIM_INTERVAL_MS);
+  reclaimer.unref();
+  const owedCredits = setInterval(jobs.payOwedCredits, config.CREDIT_RETRY_INTERVAL_MS);
+  owedCredits.unref();
   return {
     ...services,
     flusher,
@@ -131,6 +137,8 @@ export async function createNodeServices(
       catalog.stop();
       clearInterval(purger);
       clearInterval(granter);
+      clearInterval(reclaimer);
+      clearInterval(owedCredits);
       await notifications.stop();
       await flusher.stop();
       await flusher.drain().catch((err) => log.error("last flush failed", { err: String(err) }));

@@ -5,7 +5,7 @@ import type { Database } from "./db/client.ts";
 import { guardDatabase } from "./db/guard.ts";
 import { findApiKeyByHash, hashApiKey } from "./db/orgs.ts";
 import { cachedKeyResolver } from "./gateway/auth.ts";
-import { Metrics } from "./gateway/metrics.ts";
+import type { GatewayMetrics, MetricSources } from "./gateway/metrics-port.ts";
 import { OpenCalls, type Services } from "./gateway/services.ts";
 import type { UpstreamClient } from "./gateway/upstream.ts";
 import { createLedgerMeter } from "./metering/ledger-meter.ts";
@@ -24,6 +24,8 @@ export interface ServiceParts {
   log: Logger;
   spoolDir?: string;
   payments: Payments;
+  /** Prometheus on Node (metrics.ts), off on Workers (metrics-port.ts). */
+  metrics: (sources: MetricSources) => GatewayMetrics;
   /** Test-only faults (see createLedgerMeter). */
   faults?: { noReplay?: boolean };
 }
@@ -32,7 +34,7 @@ export interface ServiceParts {
 export function buildServices(config: Config, parts: ServiceParts): Services & { store: MeteringStore } {
   const { database, store, upstream, catalog, clock, log } = parts;
   const calls = new OpenCalls();
-  const metrics = new Metrics({
+  const metrics = parts.metrics({
     openCalls: () => calls.size,
     ledgerLag: () => store.ledgerLag(),
     now: () => clock.now(),

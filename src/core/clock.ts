@@ -5,6 +5,14 @@ export interface Clock {
 
 export const systemClock: Clock = { now: () => Date.now() };
 
+/**
+ * Lets the process exit while `timer` is pending (Node's `unref`). Workers' timers are numbers with
+ * no such method, and an isolate does not wait for them anyway.
+ */
+export function unrefTimer(timer: unknown): void {
+  (timer as { unref?: () => void } | undefined)?.unref?.();
+}
+
 /** Waits. A service so that tests can let backoff time pass without waiting for it. */
 export interface Sleeper {
   /** Resolves after `ms`, or at once when `signal` aborts. */

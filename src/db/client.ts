@@ -1,17 +1,8 @@
-import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
+import type { Database, Db } from "./database.ts";
+import { migrationsFolder } from "./postgres.ts";
 import * as schema from "./schema/index.ts";
 
-/** The one query surface both drivers (postgres.js and PGlite) satisfy, so queries are written once. */
-export type Db = PgDatabase<PgQueryResultHKT, typeof schema>;
-
-export interface Database {
-  db: Db;
-  kind: "postgres" | "pglite";
-  ping(): Promise<boolean>;
-  close(): Promise<void>;
-  /** Runs the committed migrations (see migrate.ts). */
-  migrate(): Promise<void>;
-}
+export type { Database, Db } from "./database.ts";
 
 type FaultListener = () => void;
 const faultListeners = new Set<FaultListener>();
@@ -25,8 +16,6 @@ function onDriverFault(listener: FaultListener): () => void {
   faultListeners.add(listener);
   return () => faultListeners.delete(listener);
 }
-
-const MIGRATIONS = new URL("./migrations", import.meta.url).pathname;
 
 /**
  * postgres.js when a DATABASE_URL is given; otherwise embedded PGlite persisted under DATA_DIR
@@ -86,7 +75,7 @@ export async function openDatabase(opts: {
         const lock = postgres(opts.databaseUrl as string, { max: 1, onnotice: () => {}, fetch_types: false });
         try {
           await lock`select pg_advisory_lock(727274)`;
-          await migrate(db, { migrationsFolder: MIGRATIONS });
+          await migrate(db, { migrationsFolder: migrationsFolder() });
         } finally {
           await lock`select pg_advisory_unlock(727274)`.catch(() => {});
           await lock.end({ timeout: 5 });
@@ -110,6 +99,6 @@ export async function openDatabase(opts: {
     kind: "pglite",
     ping: async () => (await client.query("select 1 as ok")).rows.length === 1,
     close: () => client.close(),
-    migrate: () => migrate(db, { migrationsFolder: MIGRATIONS }),
+    migrate: () => migrate(db, { migrationsFolder: migrationsFolder() }),
   };
 }

@@ -45,15 +45,14 @@ export function createApp(services: Services): Hono {
   // Revenue and traffic per model are not for whoever can reach the public port.
   const metricsToken = services.config.METRICS_TOKEN ? Buffer.from(services.config.METRICS_TOKEN) : undefined;
   app.get("/metrics", async (c) => {
+    if (!services.metrics.enabled) throw new GatewayError("not_found", "metrics are off on this runtime");
     if (!metricsToken) throw new GatewayError("not_found", "metrics are off (METRICS_TOKEN is not set)");
     const header = c.req.header("authorization") ?? "";
     const presented = Buffer.from(header.startsWith("Bearer ") ? header.slice(7).trim() : "");
     if (presented.length !== metricsToken.length || !timingSafeEqual(presented, metricsToken)) {
       throw new GatewayError("invalid_api_key", "invalid metrics token");
     }
-    return c.body(await services.metrics.render(), 200, {
-      "content-type": services.metrics.registry.contentType,
-    });
+    return c.body(await services.metrics.render(), 200, { "content-type": services.metrics.contentType });
   });
 
   app.onError((err) => {

@@ -53,8 +53,11 @@ export interface PreparedCall {
 }
 
 /**
- * Runs an admitted call: sends it upstream, relays the answer, and settles the money exactly once
- * in `finally`, whatever happened in between.
+ * Runs an admitted call: sends it upstream, relays the answer, and settles the money exactly once,
+ * whatever happened in between: in `finally`, or, once a stream's pump has started, when the pump
+ * ends. On Node the pump ends before `stream()` returns; on web runtimes `stream()` returns the
+ * Response at once and the pump fills it afterwards (kept alive by waitUntil), so settling in
+ * `finally` there would charge a stream before a byte of it was read.
  */
 export async function runCall(c: Context, services: Services, call: PreparedCall): Promise<Response> {
   const { meter, calls } = services;
@@ -73,6 +76,7 @@ export async function runCall(c: Context, services: Services, call: PreparedCall
     upstreamError: false,
   };
   let settled = false;
+  let pumpSettles = false;
   let status = 200;
   const settle = async () => {
     if (settled) return undefined;
@@ -109,7 +113,10 @@ export async function runCall(c: Context, services: Services, call: PreparedCall
           "cache-control": "no-cache",
           "x-accel-buffering": "no",
         },
-        (sink) => relayStream(services, call, route, admission, res, sink, end, signal).finally(settle),
+        (sink) => {
+          pumpSettles = true;
+          return relayStream(services, call, route, admission, res, sink, end, signal).finally(settle);
+        },
       );
     }
     const bytes = await readAll(res, end);
@@ -132,7 +139,7 @@ export async function runCall(c: Context, services: Services, call: PreparedCall
     status = err instanceof GatewayError ? err.status : 500;
     throw err;
   } finally {
-    await settle();
+    if (!pumpSettles) await settle();
   }
 }
 

@@ -1,10 +1,12 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import type { CallRecord, GatewayMetrics, MetricSources } from "./metrics-port.ts";
 
 /**
  * What operators watch, in Prometheus text at `GET /metrics`. One registry per app (not the
  * library's global one), so several gateways in one process (the tests) keep their own counts.
  */
-export class Metrics {
+export class Metrics implements GatewayMetrics {
+  readonly enabled = true;
   readonly registry = new Registry();
   readonly calls = new Counter({
     name: "planto_calls_total",
@@ -82,11 +84,11 @@ export class Metrics {
     registers: [this.registry],
   });
 
-  constructor(sources: {
-    openCalls: () => number;
-    ledgerLag: () => Promise<{ length: number; oldestMs: number | null }>;
-    now: () => number;
-  }) {
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  constructor(sources: MetricSources) {
     new Gauge({
       name: "planto_open_calls",
       help: "Calls in flight (streams open, holds active)",
@@ -130,14 +132,7 @@ export class Metrics {
    * Counts one finished call. The labelled series are looked up once per label set and kept:
    * prom-client hashes the labels on every call otherwise, and this runs once per model call.
    */
-  recordCall(c: {
-    route: string;
-    model: string;
-    provider: string;
-    status: number;
-    durationSeconds: number;
-    timeToFirstTokenSeconds: number | undefined;
-  }): void {
+  recordCall(c: CallRecord): void {
     const key = `${c.route}\n${c.model}\n${c.provider}\n${c.status}`;
     let series = this.callSeries.get(key);
     if (!series) {

@@ -6,7 +6,7 @@ import type { DatabaseGuard } from "../db/guard.ts";
 import type { Meter } from "../metering/meter.ts";
 import type { Catalog } from "../pricing/catalog.ts";
 import type { KeyResolver } from "./auth.ts";
-import type { Metrics } from "./metrics.ts";
+import type { GatewayMetrics } from "./metrics-port.ts";
 import type { UpstreamClient } from "./upstream.ts";
 
 /** Counts calls in flight so a shutdown can wait for open streams to finish and settle. */
@@ -56,7 +56,7 @@ export interface Services {
   sleeper: Sleeper;
   log: Logger;
   calls: OpenCalls;
-  metrics: Metrics;
+  metrics: GatewayMetrics;
   /** Extra readiness checks (Redis, Postgres): name → reachable. */
   ready(): Promise<Record<string, boolean>>;
   /** Settles, flushes and closes every connection; the last step of a shutdown. */

@@ -64,42 +64,84 @@ export function classifyUpstreamError(err: unknown, signal?: AbortSignal): Upstr
   return new UpstreamError("network", `upstream connection failed: ${message}`);
 }
 
-/** The Workers (and any fetch runtime) client. */
-export function createFetchUpstream(opts: { headersTimeoutMs: number }): UpstreamClient {
+/**
+ * The Workers (and any fetch runtime) client. `headersTimeoutMs` bounds the wait for the response
+ * headers only; after them, the body may take as long as it keeps talking, and fails only after
+ * `idleTimeoutMs` without a byte (a stream of a long answer runs for minutes).
+ */
+export function createFetchUpstream(opts: {
+  headersTimeoutMs: number;
+  idleTimeoutMs: number;
+}): UpstreamClient {
   return {
     async request(req) {
-      const timeout = AbortSignal.timeout(opts.headersTimeoutMs);
-      const signal = AbortSignal.any([req.signal, timeout]);
+      const stop = new AbortController();
+      let timedOut = false;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      /** (Re)starts the one timer: for the headers first, then for each wait on the body. */
+      const arm = (ms: number) => {
+        clearTimeout(timer);
+        timer = setTimeout(() => {
+          timedOut = true;
+          stop.abort();
+        }, ms);
+      };
+      const failure = (err: unknown) =>
+        timedOut && !req.signal.aborted
+          ? new UpstreamError("timeout", "upstream timed out")
+          : classifyUpstreamError(err, req.signal);
+      const signal = AbortSignal.any([req.signal, stop.signal]);
       let res: Response;
+      arm(opts.headersTimeoutMs);
       try {
         const body = req.body as string | Uint8Array<ArrayBuffer>;
         res = await fetch(req.url, { method: "POST", headers: req.headers, body, signal });
       } catch (err) {
-        if (timeout.aborted && !req.signal.aborted) throw new UpstreamError("timeout", "upstream timed out");
-        throw classifyUpstreamError(err, req.signal);
+        throw failure(err);
+      } finally {
+        clearTimeout(timer);
       }
       const body = res.body;
+      const read = async (onChunk: (chunk: Uint8Array) => Promise<void> | undefined) => {
+        if (!body) return;
+        const reader = body.getReader();
+        try {
+          for (;;) {
+            arm(opts.idleTimeoutMs);
+            const { done, value } = await reader.read();
+            clearTimeout(timer);
+            if (done) return;
+            const pending = onChunk(value);
+            if (pending) await pending; // a slow client is not upstream silence
+          }
+        } catch (err) {
+          throw failure(err);
+        } finally {
+          clearTimeout(timer);
+          reader.releaseLock();
+        }
+      };
       return {
         status: res.status,
         contentType: res.headers.get("content-type") ?? "",
         header: (name) => res.headers.get(name) ?? undefined,
-        async read(onChunk) {
-          if (!body) return;
-          const reader = body.getReader();
-          try {
-            for (;;) {
-              const { done, value } = await reader.read();
-              if (done) return;
-              const pending = onChunk(value);
-              if (pending) await pending;
-            }
-          } catch (err) {
-            throw classifyUpstreamError(err, req.signal);
-          } finally {
-            reader.releaseLock();
+        read,
+        async bytes() {
+          const chunks: Uint8Array[] = [];
+          let size = 0;
+          await read((chunk) => {
+            chunks.push(chunk);
+            size += chunk.byteLength;
+            return undefined;
+          });
+          const out = new Uint8Array(size);
+          let at = 0;
+          for (const chunk of chunks) {
+            out.set(chunk, at);
+            at += chunk.byteLength;
           }
+          return out;
         },
-        bytes: async () => new Uint8Array(await res.arrayBuffer()),
       };
     },
     async close() {},

@@ -35,7 +35,7 @@ export function createLedgerMeter(deps: {
   /** Test-only faults: `noReplay` turns the journal's replay after a store data loss off. */
   faults?: { noReplay?: boolean };
 }): Meter {
-  const { config, store, database, clock, log } = deps;
+  const { config, store, database, clock } = deps;
   const loadBalance = balanceLoader({ store, database, clock });
   const admit = createAdmission({ ...deps, loadBalance });
   const recharger = createRecharger({ ...deps, credit: (input) => meter.credit(input) });
@@ -44,14 +44,6 @@ export function createLedgerMeter(deps: {
     loadBalance,
     onRebuy: (orgId, requestId) => recharger.request(orgId, requestId),
   });
-
-  const reclaimer = setInterval(() => {
-    store.reclaimExpired(clock.now()).then(
-      (n) => n > 0 && log.warn("reclaimed expired holds", { holds: n }),
-      (err) => log.error("reclaim failed", { err: String(err) }),
-    );
-  }, config.RECLAIM_INTERVAL_MS);
-  reclaimer.unref();
 
   const meter: Meter = {
     admit,
@@ -111,8 +103,9 @@ export function createLedgerMeter(deps: {
       return { ok: true, transaction, duplicate: result.duplicate };
     },
 
+    payOwedCredits: () => recharger.payOwed(),
+
     async close() {
-      clearInterval(reclaimer);
       await recharger.close();
       await settlement.close();
     },

@@ -122,6 +122,8 @@ export interface Meter {
   onOrgCreated(org: { id: string; billingMode: "integrated" | "byo"; isTrial: boolean }): Promise<void>;
   /** Adds credits once per id; a repeat with another amount is refused. */
   credit(input: CreditInput): Promise<CreditResult>;
+  /** Retries the credits owed for payments whose credit failed, once (a background job's round). */
+  payOwedCredits(): Promise<void>;
   /** Stops background work (the flusher) after a last flush. */
   close(): Promise<void>;
 }

@@ -65,10 +65,37 @@ export function windowStart(nowMs: number): number {
 }
 
 /** One scope's counts in its current window. */
-interface Window {
+export interface RateWindow {
   start: number;
   requests: number;
   tokens: number;
+}
+
+/**
+ * Where RateCounters keeps its windows: a Map in this process (the memory store), or a table of a
+ * Durable Object's SQLite (src/metering/org-meter-object.ts), so that the counts of an org survive
+ * the object being evicted and are exact: one object per org runs its operations one at a time.
+ */
+export interface RateWindows {
+  get(id: string): RateWindow | undefined;
+  set(id: string, w: RateWindow): void;
+  /** Drops the windows that started before `start` (scopes idle for a whole window); may do nothing. */
+  sweep(start: number): void;
+}
+
+/** The in-process windows: swept only once there are many, so the map holds only active scopes. */
+class MapWindows implements RateWindows {
+  private readonly map = new Map<string, RateWindow>();
+  get(id: string): RateWindow | undefined {
+    return this.map.get(id);
+  }
+  set(id: string, w: RateWindow): void {
+    this.map.set(id, w);
+  }
+  sweep(start: number): void {
+    if (this.map.size < 1024) return;
+    for (const [id, w] of this.map) if (w.start < start) this.map.delete(id);
+  }
 }
 
 /**
@@ -76,7 +103,7 @@ interface Window {
  * and any other store that runs its operations one at a time (a Durable Object) can.
  */
 export class RateCounters {
-  private readonly windows = new Map<string, Window>();
+  constructor(private readonly windows: RateWindows = new MapWindows()) {}
 
   /** Checks both scopes and, iff both have room, counts the call in both; one synchronous step. */
   admit(orgId: string, check: RateCheck, nowMs: number): { ok: boolean; rate: RateState } {
@@ -98,11 +125,10 @@ export class RateCounters {
     if (ok) {
       for (const s of seen) {
         if (!hasLimits(s.limits)) continue;
-        s.w.requests += 1;
-        s.w.tokens += check.tokens;
+        s.w = { start: s.w.start, requests: s.w.requests + 1, tokens: s.w.tokens + check.tokens };
         this.windows.set(s.id, s.w);
       }
-      this.sweep(start);
+      this.windows.sweep(start);
     }
     return { ok, rate: rateState(seen, nowMs) };
   }
@@ -111,19 +137,13 @@ export class RateCounters {
   correct(c: RateCorrection): void {
     for (const id of [`o:${c.orgId}`, `k:${c.keyId}`]) {
       const w = this.windows.get(id);
-      if (w && w.start === c.windowStart) w.tokens += c.tokens;
+      if (w && w.start === c.windowStart) this.windows.set(id, { ...w, tokens: w.tokens + c.tokens });
     }
-  }
-
-  /** Drops the windows of scopes idle for a whole window, so the map holds only active scopes. */
-  private sweep(start: number): void {
-    if (this.windows.size < 1024) return;
-    for (const [id, w] of this.windows) if (w.start < start) this.windows.delete(id);
   }
 }
 
 /** The header state from each scope's limits and counts (after the call, when it was admitted). */
-function rateState(seen: { limits: RateLimits; w: Window }[], nowMs: number): RateState {
+function rateState(seen: { limits: RateLimits; w: RateWindow }[], nowMs: number): RateState {
   const state: RateState = {};
   for (const { limits, w } of seen) {
     const resetMs = w.start + RATE_WINDOW_MS - nowMs;

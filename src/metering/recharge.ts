@@ -1,4 +1,3 @@
-import type { Config } from "../config.ts";
 import type { Clock } from "../core/clock.ts";
 import type { Logger } from "../core/log.ts";
 import type { Database } from "../db/client.ts";
@@ -16,7 +15,12 @@ export const NANOS_PER_CENT = 10_000_000;
 export interface Recharger {
   /** Starts the recharge a crossing settle requested (it holds the org's recharge lease). */
   request(orgId: string, requestId: string): void;
-  /** Waits for the recharges in flight and stops retrying owed credits. */
+  /**
+   * One round of retrying the credits owed (credit_outbox). Not on a timer of its own: Node runs it
+   * from its background jobs, a Worker from its cron, where a database client is in scope.
+   */
+  payOwed(): Promise<void>;
+  /** Waits for the recharges in flight. */
   close(): Promise<void>;
 }
 
@@ -25,7 +29,6 @@ export interface Recharger {
  * PaymentIntent id, as its webhook is), and the credits owed for payments whose credit failed.
  */
 export function createRecharger(deps: {
-  config: Config;
   store: MeteringStore;
   database: Database;
   clock: Clock;
@@ -34,7 +37,7 @@ export function createRecharger(deps: {
   /** The meter's credit (idempotent by id). */
   credit(input: CreditInput): Promise<CreditResult>;
 }): Recharger {
-  const { config, store, database, clock, log } = deps;
+  const { store, database, clock, log } = deps;
 
   /**
    * Credits owed for payments that succeeded but whose credit failed (credit_outbox). Every
@@ -59,10 +62,6 @@ export function createRecharger(deps: {
       }
     }
   };
-  const owed = setInterval(() => {
-    payOwedCredits().catch((err) => log.warn("owed credits not paid yet", { err: String(err) }));
-  }, config.CREDIT_RETRY_INTERVAL_MS);
-  owed.unref();
 
   /** Auto-recharges in flight; shutdown waits for them. */
   const recharges = new Set<Promise<void>>();
@@ -144,8 +143,10 @@ export function createRecharger(deps: {
     request(orgId, requestId) {
       recharges.add(recharge(orgId, requestId));
     },
+    async payOwed() {
+      await payOwedCredits().catch((err) => log.warn("owed credits not paid yet", { err: String(err) }));
+    },
     async close() {
-      clearInterval(owed);
       await Promise.all(recharges);
     },
   };

@@ -80,6 +80,7 @@ export function createSettlement(
     },
     inLedger: (ids) => recordedCalls(database.db, ids),
     epoch: deps.faults?.noReplay ? undefined : () => store.epoch(),
+    durable: store.kind === "durable_object",
     async deadLetter(p, err) {
       const inserted = await insertDeadLetter(database.db, {
         id: p.requestId,

@@ -1,6 +1,7 @@
 import { appendFileSync, mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { open, readdir, readFile, rm } from "node:fs/promises";
 import { basename, join } from "node:path";
+import { unrefTimer } from "../core/clock.ts";
 import type { Logger } from "../core/log.ts";
 import type { Nanos } from "../pricing/money.ts";
 
@@ -43,6 +44,12 @@ export interface JournalDeps {
   inLedger(ids: string[]): Promise<Set<string>>;
   /** The store's data epoch: it changes when the store lost its data (Redis restarted empty). */
   epoch?(): Promise<string>;
+  /**
+   * The store never loses what it took (a Durable Object's storage): a settle is let go as soon as
+   * the store takes it, with no epoch to watch and no Postgres to ask (on Workers the object writes
+   * the ledger itself, and an isolate's timers run outside any request's database client).
+   */
+  durable?: boolean;
   /** Told of a settle that can never be applied (the dead-letter path); without it it stays pending. */
   deadLetter?(p: PendingSettle, err: unknown): Promise<boolean>;
   log: Logger;
@@ -82,8 +89,8 @@ export interface JournalDeps {
 export class SettleJournal {
   private readonly entries = new Map<string, Entry>();
   private buffer: string[] = [];
-  private timer: NodeJS.Timeout | undefined;
-  private maintenance: NodeJS.Timeout | undefined;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private maintenance: ReturnType<typeof setInterval> | undefined;
   private backoff = 200;
   private epoch: string | undefined;
   private writing: Promise<void> = Promise.resolve();
@@ -112,10 +119,10 @@ export class SettleJournal {
 
   /** Starts watching the store's epoch and confirming applied settles against Postgres. */
   start(): void {
-    if (this.maintenance || this.closed) return;
+    if (this.maintenance || this.closed || this.deps.durable) return;
     const every = Math.min(this.deps.epochPollMs ?? 250, this.deps.confirmMs ?? 1_000);
     this.maintenance = setInterval(() => void this.maintain().catch(() => undefined), every);
-    this.maintenance.unref();
+    unrefTimer(this.maintenance);
   }
 
   /** The epoch this instance knows (undefined before the first poll). */
@@ -133,6 +140,10 @@ export class SettleJournal {
   applied(requestId: string): void {
     const e = this.entries.get(requestId);
     if (e?.state !== "applying") return;
+    if (this.deps.durable) {
+      this.entries.delete(requestId);
+      return;
+    }
     // The epoch moved while the settle was in flight: it may have gone to the store that was lost.
     if (this.epoch !== undefined && e.epoch !== this.epoch) {
       e.state = "pending";
@@ -227,7 +238,8 @@ export class SettleJournal {
         }
         break; // the store (or Postgres) is still down; try again later
       }
-      if (this.entries.get(id) === e) {
+      if (this.entries.get(id) === e && this.deps.durable) this.entries.delete(id);
+      else if (this.entries.get(id) === e) {
         e.epoch = epoch;
         // Applied in the epoch it was sent in; if that moved meanwhile it goes round again.
         e.state = this.epoch !== undefined && epoch !== this.epoch ? "pending" : "applied";
@@ -308,7 +320,7 @@ export class SettleJournal {
     this.buffer.push(JSON.stringify(p));
     if (this.buffer.length === 1) {
       const t = setTimeout(() => this.sync(), this.deps.syncMs ?? 50);
-      t.unref();
+      unrefTimer(t);
     }
   }
 
@@ -402,7 +414,7 @@ export class SettleJournal {
         this.backoff = 200;
       }
     }, wait);
-    this.timer.unref();
+    unrefTimer(this.timer);
   }
 }
 

@@ -24,7 +24,7 @@ import type { RateCheck, RateCorrection, RateState } from "./rate-limit.ts";
  * Request ids and credit ids must be unique across orgs (they are UUIDs and transaction ids).
  */
 export interface MeteringStore {
-  readonly kind: "redis" | "cluster" | "memory";
+  readonly kind: "redis" | "cluster" | "memory" | "durable_object";
   /**
    * Holds `amount` for `requestId` iff balance − held ≥ amount. Idempotent by requestId: a repeat
    * of a held or settled request is admitted again without holding more. not_loaded: the store has

@@ -1,4 +1,4 @@
-import type { Clock } from "../core/clock.ts";
+import { type Clock, unrefTimer } from "../core/clock.ts";
 import type { Logger } from "../core/log.ts";
 import type { ClaimedNotification, Outbox } from "../db/notifications.ts";
 import type { NotificationKind } from "../db/schema/notifications.ts";
@@ -21,7 +21,7 @@ export function retryDelayMs(attempts: number): number {
  * An org without a billing email gets nothing: its row is kept as `skipped`.
  */
 export class NotificationDispatcher {
-  private timer: NodeJS.Timeout | undefined;
+  private timer: ReturnType<typeof setTimeout> | undefined;
   private current: Promise<unknown> | undefined;
   private running = false;
 
@@ -94,7 +94,7 @@ export class NotificationDispatcher {
       // A full batch means more are due: go on at once.
       run.then((more) => this.schedule(more ? 0 : this.deps.intervalMs));
     }, delayMs);
-    this.timer.unref();
+    unrefTimer(this.timer);
   }
 
   /** Delivers one claimed row and marks it; undefined when the mark did not land (see below). */
