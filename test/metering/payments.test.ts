@@ -130,9 +130,10 @@ describe("auto-recharge payments", () => {
     expect(await gw.services.meter.balance(b.id)).toBe(501_500_000 - 2_000_000 + Number(rows[0]?.amount));
   }, 60_000);
 
-  // Skipped at the end of session 4: after the last merge (workers' background payOwedCredits job and
-  // the durable-journal option) the owed credit lands but the meter's balance never reaches the
-  // expected value within 40 s. Not diagnosed in time; issue 11 stays open for it. Re-enable first.
+  // Skipped at the end of session 4: it finds a real lost debit. The owed credit lands, but the
+  // balance ends exactly the call's debit (2,000,000 nanodollars) too high: the call settled just
+  // before Redis died is not in the ledger after the empty restart. It passed on main after the perf
+  // merge (452312a) and fails since the api merge (b5af8e8). Issue 11 stays open for it: fix, re-enable.
   it.skip("a credit that fails after the charge succeeded is owed, and credited once Redis is back", async () => {
     // Redis dies while Stripe is answering: the charge went through, the credit cannot land now.
     payments.during = async () => {
