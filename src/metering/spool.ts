@@ -123,6 +123,9 @@ export class SettleJournal {
     const every = Math.min(this.deps.epochPollMs ?? 250, this.deps.confirmMs ?? 1_000);
     this.maintenance = setInterval(() => void this.maintain().catch(() => undefined), every);
     unrefTimer(this.maintenance);
+    // The epoch is learnt at once, not a poll later: what settles before it is known cannot be
+    // told apart from a store that was lost (see epochSeen).
+    void this.maintain().catch(() => undefined);
   }
 
   /** The epoch this instance knows (undefined before the first poll). */
@@ -175,17 +178,23 @@ export class SettleJournal {
   epochSeen(epoch: string): number {
     const before = this.epoch;
     this.epoch = epoch;
-    if (before === undefined || before === epoch) return 0;
+    if (before === epoch) return 0;
     let replays = 0;
     for (const e of this.entries.values()) {
-      if (e.state === "applied" && e.epoch !== epoch) {
+      // A settle applied before this instance first knew the epoch (just started, or the store was
+      // down since) may have gone to a store that has since been lost: it is replayed too. Replays
+      // are idempotent, so one that was not lost costs a ledger lookup, never a second charge.
+      if (e.state === "applied" && e.epoch !== epoch && (before !== undefined || e.epoch === undefined)) {
         e.state = "pending";
         replays++;
       }
     }
-    this.deps.log.warn("the metering store lost its data; replaying the settles Postgres does not have", {
-      settles: replays,
-    });
+    if (before !== undefined)
+      this.deps.log.warn("the metering store lost its data; replaying the settles Postgres does not have", {
+        settles: replays,
+      });
+    else if (replays > 0)
+      this.deps.log.info("replaying the settles made before the store's epoch was known", { settles: replays });
     if (replays > 0) this.schedule();
     return replays;
   }

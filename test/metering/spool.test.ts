@@ -100,4 +100,23 @@ describe("the settle journal (spool)", () => {
     expect(JSON.parse(readFileSync(join(dir, files[0] as string), "utf8").trim())).toEqual(settle("req_a"));
     await spool.close();
   });
+  it("replays a settle it applied before it knew the store's epoch, and one of an epoch since lost", async () => {
+    const applied: string[] = [];
+    const spool = journal(async (p) => void applied.push(p.requestId), new Set());
+    // Applied while the epoch was still unknown (the store was down at start, or the first poll had
+    // not answered yet): the store that took it may be the one that is later found lost.
+    spool.record(settle("req_early"));
+    spool.applied("req_early");
+    expect(spool.epochSeen("epoch-1")).toBe(1);
+    expect(await spool.retry()).toBe(0);
+    expect(applied).toEqual(["req_early"]);
+    // Applied in a known epoch: kept as it is while the epoch holds, replayed when it changes.
+    spool.record(settle("req_late"));
+    spool.applied("req_late");
+    expect(spool.epochSeen("epoch-1")).toBe(0);
+    expect(spool.epochSeen("epoch-2")).toBe(2);
+    expect(await spool.retry()).toBe(0);
+    expect(applied).toEqual(["req_early", "req_early", "req_late"]);
+    await spool.close();
+  });
 });
