@@ -194,7 +194,9 @@ export class SettleJournal {
         settles: replays,
       });
     else if (replays > 0)
-      this.deps.log.info("replaying the settles made before the store's epoch was known", { settles: replays });
+      this.deps.log.info("replaying the settles made before the store's epoch was known", {
+        settles: replays,
+      });
     if (replays > 0) this.schedule();
     return replays;
   }
