@@ -74,6 +74,26 @@ function tooLarge(limit: number): GatewayError {
   return new GatewayError("invalid_request_error", `request body is larger than ${limit} bytes`);
 }
 
+/**
+ * Calls `fn` with each request header (lower-case name, value). On Node it reads the parsed
+ * `IncomingMessage.headers`: iterating the request's `Headers` would first build a full WHATWG
+ * Headers object from the raw headers, validating each one, on every call.
+ */
+export function forEachRequestHeader(c: Context, fn: (name: string, value: string) => void): void {
+  const node = nodeBindings(c);
+  if (!node) {
+    c.req.raw.headers.forEach((value, name) => {
+      fn(name, value);
+    });
+    return;
+  }
+  const headers = node.incoming.headers;
+  for (const name in headers) {
+    const value = headers[name];
+    if (value !== undefined) fn(name, Array.isArray(value) ? value.join(", ") : value);
+  }
+}
+
 /** An AbortSignal that fires when the client goes away before its response is complete. */
 export function clientGone(c: Context): AbortSignal {
   const controller = new AbortController();
@@ -130,10 +150,23 @@ export async function stream(
       clearTimeout(headersTimer);
       headersTimer = undefined;
     };
+    // Writes are corked until the loop's check phase: what the upstream sent in one read (and the
+    // end of the response, whose chunked terminator was a write of its own) leaves in one writev.
+    const socket = res.socket;
+    let corked = false;
+    const uncork = () => {
+      corked = false;
+      socket?.uncork();
+    };
     await pump({
       write(chunk) {
         if (headersTimer) firstWrite();
         if (res.destroyed) return undefined;
+        if (!corked && socket) {
+          corked = true;
+          socket.cork();
+          setImmediate(uncork);
+        }
         if (res.write(chunk)) return undefined;
         return new Promise<void>((resolve) => {
           const done = () => {
