@@ -6,7 +6,7 @@ import type { CallStart, CallTags } from "../../metering/meter.ts";
 import type { CatalogModel } from "../../pricing/catalog.ts";
 import { type AuthVariables, requireApiKey } from "../auth.ts";
 import { type CallRoute, chatWire, type PreparedCall, runCall, type Wire } from "../call.ts";
-import { readBody } from "../client-io.ts";
+import { forEachRequestHeader, readBody } from "../client-io.ts";
 import { chatTextBytes, refuseOverContextWindow } from "../context-window.ts";
 import { namespaceOf } from "../namespace.ts";
 import { type ProviderAdapter, providers } from "../providers/index.ts";
@@ -321,7 +321,8 @@ const BYO_HEADERS = /^(openai-organization|openai-project)$/;
  */
 function forwardedHeaders(c: Context, provider: ProviderName, byo: boolean): Record<string, string> {
   const out: Record<string, string> = {};
-  c.req.raw.headers.forEach((value, name) => {
+  if (provider !== "openrouter" && !byo) return out;
+  forEachRequestHeader(c, (name, value) => {
     if ((provider === "openrouter" && OPENROUTER_HEADERS.test(name)) || (byo && BYO_HEADERS.test(name))) {
       out[name] = value;
     }
