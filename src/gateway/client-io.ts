@@ -156,7 +156,9 @@ export async function stream(
     let corked = false;
     const uncork = () => {
       corked = false;
-      socket?.uncork();
+      // end() already uncorked the socket fully; a keep-alive socket may be corked by the next
+      // response on it by now.
+      if (!res.writableEnded) socket?.uncork();
     };
     await pump({
       write(chunk) {
