@@ -104,6 +104,7 @@ export function createLedgerMeter(deps: {
     },
 
     payOwedCredits: () => recharger.payOwed(),
+    idle: () => recharger.idle(),
 
     async close() {
       await recharger.close();

@@ -124,6 +124,11 @@ export interface Meter {
   credit(input: CreditInput): Promise<CreditResult>;
   /** Retries the credits owed for payments whose credit failed, once (a background job's round). */
   payOwedCredits(): Promise<void>;
+  /**
+   * Resolves once the work settles started in the background (auto-recharges: payment, credit,
+   * lease release) has finished: what a caller waits for before reading its outcome.
+   */
+  idle(): Promise<void>;
   /** Stops background work (the flusher) after a last flush. */
   close(): Promise<void>;
 }

@@ -20,6 +20,8 @@ export interface Recharger {
    * from its background jobs, a Worker from its cron, where a database client is in scope.
    */
   payOwed(): Promise<void>;
+  /** Resolves once no recharge is in flight, counting those requested while it waits. */
+  idle(): Promise<void>;
   /** Waits for the recharges in flight. */
   close(): Promise<void>;
 }
@@ -145,6 +147,9 @@ export function createRecharger(deps: {
     },
     async payOwed() {
       await payOwedCredits().catch((err) => log.warn("owed credits not paid yet", { err: String(err) }));
+    },
+    async idle() {
+      while (recharges.size > 0) await Promise.all(recharges);
     },
     async close() {
       await Promise.all(recharges);

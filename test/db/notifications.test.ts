@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { eq } from "drizzle-orm";
+import { eq, sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Database, openDatabase } from "../../src/db/client.ts";
 import { writeLedgerBatch } from "../../src/db/ledger.ts";
@@ -8,7 +8,7 @@ import { createOrg, getOrg, recordRechargeFailure, updateOrgBilling } from "../.
 import { creditTransactions } from "../../src/db/schema/credit-transactions.ts";
 import { notifications } from "../../src/db/schema/notifications.ts";
 import { type CallEvent, encodeCallEvent } from "../../src/metering/events.ts";
-import { sleep } from "../../tools/servers/ports.ts";
+import { waitUntil } from "../../tools/servers/ports.ts";
 import { freshDatabaseUrl } from "../harness/databases.ts";
 import { debitEvent } from "../harness/events.ts";
 
@@ -56,6 +56,10 @@ describe("the notifications outbox in Postgres", () => {
     const held = new Promise<void>((resolve) => {
       commit = resolve;
     });
+    let checked!: () => void;
+    const firstChecked = new Promise<void>((resolve) => {
+      checked = resolve;
+    });
     const first = a.db.transaction(async (tx) => {
       const e = debit(orgId, 600);
       await tx.insert(creditTransactions).values({
@@ -68,11 +72,19 @@ describe("the notifications outbox in Postgres", () => {
         createdAt: new Date(e.endedAt),
       });
       expect(await enqueueSpendNotifications(tx, [{ orgId, endedAt: e.endedAt }])).toBe(0);
+      checked();
       await held;
     });
-    await sleep(100);
+    await firstChecked;
     const second = writeLedgerBatch(b.db, [entry(debit(orgId, 600), 8_800)]);
-    await sleep(300);
+    // The first commits only once the second is blocked on the org's lock, inside its own check.
+    await waitUntil("the second flusher to wait on the first's lock", async () => {
+      const [waiting] = await a.db
+        .select({ n: sql<number>`count(*)::int` })
+        .from(sql`pg_stat_activity`)
+        .where(sql`datname = current_database() and wait_event_type = 'Lock'`);
+      return (waiting?.n ?? 0) > 0;
+    });
     commit();
     await Promise.all([first, second]);
     const rows = await rowsOf(orgId);

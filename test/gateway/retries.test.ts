@@ -152,26 +152,28 @@ describe("retries and fallbacks before the first byte (Postgres + Redis)", () =>
     expect(usage).toMatchObject({ provider: "openrouter", route: "responses", attempts: 2 });
   });
 
-  it("answers with the last route's error when every route fails, and charges nothing", async () => {
+  /** A chat call every upstream answers with `status`: what the client got, and who was asked. */
+  const failing = async (status: number) => {
     const t = tag();
     const res = await gw.post("/v1/chat/completions", org.key, {
       model: "gpt-4.1-mini",
       messages,
-      mock: { tag: t, status: 500 },
+      mock: { tag: t, status },
     });
+    return { res, asked: seen(t).map((r) => r.flavour) };
+  };
+
+  it("answers with the last route's error when every route fails, and charges nothing", async () => {
+    const { res, asked } = await failing(500);
     expect(res.status).toBe(502);
-    expect(seen(t).map((r) => r.flavour)).toEqual(["openai", "openai", "openrouter", "openrouter"]);
+    expect(asked).toEqual(["openai", "openai", "openrouter", "openrouter"]);
+    expect((await books(res.headers.get("x-request-id") as string)).debits).toEqual([]);
   });
 
   it("never retries a 4xx: the provider looked at the request", async () => {
-    const t = tag();
-    const res = await gw.post("/v1/chat/completions", org.key, {
-      model: "gpt-4.1-mini",
-      messages,
-      mock: { tag: t, status: 400 },
-    });
+    const { res, asked } = await failing(400);
     expect(res.status).toBe(400);
-    expect(seen(t)).toHaveLength(1);
+    expect(asked).toEqual(["openai"]);
   });
 
   it.each([

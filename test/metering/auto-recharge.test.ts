@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { notifications } from "../../src/db/schema/notifications.ts";
 import type { ChargeRequest, ChargeResult, Payments } from "../../src/metering/payments.ts";
 import { waitUntil } from "../../tools/servers/ports.ts";
+import { steppingClock } from "../harness/clock.ts";
 import { AUTO_RECHARGE, startGateway, type TestGateway } from "../harness/gateway.ts";
 import { type MockEmailProvider, startMockEmailProvider } from "../harness/mock-email.ts";
 
@@ -12,6 +13,7 @@ class RecordingPayments implements Payments {
   failing = false;
   async charge(request: ChargeRequest): Promise<ChargeResult> {
     this.charges.push(request);
+    // Stripe's own latency: settles go on crossing the threshold while a charge is in flight.
     await new Promise((r) => setTimeout(r, 20));
     return this.failing
       ? { ok: false, reason: "card declined" }
@@ -21,6 +23,7 @@ class RecordingPayments implements Payments {
 
 describe("auto-recharge", () => {
   const payments = new RecordingPayments();
+  const clock = steppingClock();
   let gw: TestGateway;
   let email: MockEmailProvider;
   beforeAll(async () => {
@@ -28,6 +31,7 @@ describe("auto-recharge", () => {
     gw = await startGateway({
       backend: "postgres+redis",
       payments,
+      clock,
       env: {
         EMAIL_API_KEY: email.apiKey,
         EMAIL_FROM: "Planto <billing@planto.test>",
@@ -63,8 +67,9 @@ describe("auto-recharge", () => {
     // 50 calls take $0.55 to $0.45, below the $0.50 threshold.
     const results = await Promise.all(Array.from({ length: 50 }, () => call(org.key)));
     expect(results.every((r) => r.status === 200)).toBe(true);
-    await waitUntil("the recharge credit", async () => (await credits(org.key)).length === 2, 5_000);
-    await new Promise((r) => setTimeout(r, 200)); // a second request would have come by now
+    // Every settle has answered, so every recharge it could have requested has started.
+    await gw.services.meter.idle();
+    expect(await credits(org.key)).toHaveLength(2);
     const mine = payments.charges.filter((c) => c.orgId === org.id);
     expect(mine).toHaveLength(1);
     expect(mine[0]).toMatchObject({ customerId: "cus_1", paymentMethodId: "pm_1" });
@@ -93,30 +98,29 @@ describe("auto-recharge", () => {
     try {
       for (let i = 1; i <= 3; i++) {
         expect((await call(org.key)).status).toBe(200);
-        await waitUntil(`failed attempt ${i}`, async () => attempts() === i, 5_000);
-        await new Promise((r) => setTimeout(r, 100)); // the attempt's flag is cleared after it
+        await gw.services.meter.idle(); // the attempt has ended, and released its lease
+        expect(attempts()).toBe(i);
       }
       const after = await gw.admin<{ autoRebuyEnabled: boolean; autoRebuyFailures: number }>(
         "GET",
         `/admin/orgs/${org.id}`,
       );
       expect(after.body).toMatchObject({ autoRebuyEnabled: false, autoRebuyFailures: 3 });
-      await new Promise((r) => setTimeout(r, gw.config.KEY_CACHE_TTL_MS + 100));
+      clock.advance(gw.config.KEY_CACHE_TTL_MS + 1); // the call sees the settings turned off
       expect((await call(org.key)).status).toBe(200);
-      await new Promise((r) => setTimeout(r, 200));
+      await gw.services.meter.idle();
       expect(attempts()).toBe(3);
 
-      await waitUntil("the notification", async () => email.sentTo("cards@acme.test").length === 1, 5_000);
-      await new Promise((r) => setTimeout(r, 200)); // a second one would have come by now
+      const rows = () =>
+        gw.services.database.db.select().from(notifications).where(eq(notifications.orgId, org.id));
+      await waitUntil("the notification", async () => (await rows()).some((r) => r.status === "sent"), 5_000);
+      // A whole pass after it was marked sent: a row still due would have been sent again by now.
+      await gw.services.notifications.runOnce();
       const sent = email.sentTo("cards@acme.test");
       expect(sent).toHaveLength(1);
       expect(sent[0]?.subject).toContain("auto-recharge is turned off");
       expect(sent[0]?.text).toContain("card declined");
-      const rows = await gw.services.database.db
-        .select()
-        .from(notifications)
-        .where(eq(notifications.orgId, org.id));
-      expect(rows.map((r) => [r.kind, r.status])).toEqual([["auto_recharge_disabled", "sent"]]);
+      expect((await rows()).map((r) => [r.kind, r.status])).toEqual([["auto_recharge_disabled", "sent"]]);
     } finally {
       payments.failing = false;
     }

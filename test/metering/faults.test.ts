@@ -112,7 +112,7 @@ describe("faults", () => {
       const first = new Flusher(dying, database, silent, { consumer: "dies", claimIdleMs: 100 });
       await expect(first.drain()).rejects.toThrow("killed before ack");
       expect(await count(sql, orgId)).toEqual({ debits: 50, spent: 5000 });
-      await sleep(150);
+      // Started at once: it claims every 50 ms, and takes the entries once they are 100 ms idle.
       const second = new Flusher(store, database, silent, {
         consumer: "next",
         claimIdleMs: 100,
@@ -156,7 +156,7 @@ describe("faults", () => {
             });
             statuses.push(res.status);
             await res.arrayBuffer();
-            await sleep(20);
+            await sleep(20); // the load's pace, not a wait for an outcome
           }
         }),
       );

@@ -1,48 +1,21 @@
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import postgres from "postgres";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { encodeCallEvent } from "../../src/metering/events.ts";
 import { reconcile } from "../../src/metering/reconcile.ts";
 import type { PendingSettle } from "../../src/metering/spool.ts";
-import type { MockUpstream } from "../../tools/mock-upstream/mock-upstream.ts";
-import { startMockUpstream } from "../../tools/mock-upstream/mock-upstream.ts";
 import { waitUntil } from "../../tools/servers/ports.ts";
-import { type RedisServer, startRedis } from "../../tools/servers/redis.ts";
-import { freshDatabaseUrl } from "../harness/databases.ts";
+import { startRedis } from "../../tools/servers/redis.ts";
 import { debitEvent } from "../harness/events.ts";
 import { startGateway } from "../harness/gateway.ts";
+import { ownServersEachTest } from "../harness/own-servers.ts";
 
 /** Each test: the mock, its own Redis and database, and a DATA_DIR for the gateways' spool. */
-let mock: MockUpstream;
-let redis: RedisServer;
-let dataDir: string;
-let env: Record<string, string>;
-let sql: postgres.Sql;
-beforeEach(async () => {
-  mock = await startMockUpstream();
-  redis = await startRedis();
-  dataDir = mkdtempSync(join(tmpdir(), "planto-spool-"));
-  const databaseUrl = await freshDatabaseUrl();
-  env = {
-    DATABASE_URL: databaseUrl,
-    REDIS_URL: redis.url,
-    DATA_DIR: dataDir,
-    REDIS_KEY_PREFIX: "outage",
-  };
-  sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
-});
-afterEach(async () => {
-  await sql.end();
-  await redis.stop();
-  await mock.close();
-  rmSync(dataDir, { recursive: true, force: true });
-});
+const own = ownServersEachTest({ keyPrefix: "outage" });
 
 describe("Redis unreachable when a call ends", () => {
   it("keeps the debit, spools it over a gateway restart, and applies it once when Redis is back", async () => {
-    const first = await startGateway({ env, mock });
+    const first = await startGateway({ env: own.env, mock: own.mock });
     const org = await first.org({ credits: "1" });
     const res = await first.post("/v1/chat/completions", org.key, {
       model: "gpt-4.1",
@@ -54,7 +27,7 @@ describe("Redis unreachable when a call ends", () => {
     const id = res.headers.get("x-request-id") as string;
     const reader = res.body!.getReader();
     await reader.read();
-    await redis.stop();
+    await own.redis.stop();
     let text = "";
     for (;;) {
       const { done, value } = await reader.read();
@@ -75,22 +48,22 @@ describe("Redis unreachable when a call ends", () => {
     expect(refused.headers.get("content-type")).toBe("application/json");
 
     await first.close(); // shutdown with the settle still pending: it goes to the spool
-    expect(readdirSync(join(dataDir, "spool")).length).toBe(1);
+    expect(readdirSync(join(own.dataDir, "spool")).length).toBe(1);
 
-    redis = await startRedis({ port: redis.port }); // back, and empty
-    const second = await startGateway({ env, mock });
+    own.redis = await startRedis({ port: own.redis.port }); // back, and empty
+    const second = await startGateway({ env: own.env, mock: own.mock });
     try {
       await waitUntil("the spooled debit to reach Postgres", async () => {
         await second.services.flusher.drain();
-        const rows = await sql`select amount from credit_transactions where id = ${id}`;
+        const rows = await own.sql`select amount from credit_transactions where id = ${id}`;
         return rows.length === 1;
       });
-      const [debit] = await sql`select amount from credit_transactions where id = ${id}`;
+      const [debit] = await own.sql`select amount from credit_transactions where id = ${id}`;
       expect(Number(debit?.amount)).toBe(Math.round(cost * 1e9));
       // The journal keeps a settle until it sees it in Postgres, then lets the file go.
       await waitUntil(
         "the journal to let go of the settle",
-        async () => readdirSync(join(dataDir, "spool")).length === 0,
+        async () => readdirSync(join(own.dataDir, "spool")).length === 0,
       );
       expect((await second.services.store.getBalance(org.id))?.balance).toBe(
         1_000_000_000 - Number(debit?.amount),
@@ -105,7 +78,7 @@ describe("Redis unreachable when a call ends", () => {
   // store's memory of it goes when Redis restarts empty or its done marker expires. The ledger
   // then decides: the call is there, so the replay charges nothing.
   it("a spooled settle whose call is already in the ledger is not charged again", async () => {
-    const first = await startGateway({ env, mock });
+    const first = await startGateway({ env: own.env, mock: own.mock });
     const org = await first.org({ credits: "1" });
     const res = await first.post("/v1/chat/completions", org.key, {
       model: "gpt-4.1",
@@ -114,12 +87,12 @@ describe("Redis unreachable when a call ends", () => {
     expect(res.status).toBe(200);
     const id = res.headers.get("x-request-id") as string;
     await first.services.flusher.drain();
-    const [debit] = await sql`select amount from credit_transactions where id = ${id}`;
+    const [debit] = await own.sql`select amount from credit_transactions where id = ${id}`;
     const charged = Number(debit?.amount);
     expect(charged).toBeGreaterThan(0);
     await first.close();
 
-    await redis.restart(); // empty: the done marker of the call is gone
+    await own.redis.restart(); // empty: the done marker of the call is gone
     const spooled: PendingSettle = {
       kind: "settle",
       orgId: org.id,
@@ -128,18 +101,18 @@ describe("Redis unreachable when a call ends", () => {
       event: encodeCallEvent(debitEvent(org.id, charged, { id })),
       monthStart: 0,
     };
-    mkdirSync(join(dataDir, "spool"), { recursive: true });
-    writeFileSync(join(dataDir, "spool", "settles-1-1.jsonl"), `${JSON.stringify(spooled)}\n`);
+    mkdirSync(join(own.dataDir, "spool"), { recursive: true });
+    writeFileSync(join(own.dataDir, "spool", "settles-1-1.jsonl"), `${JSON.stringify(spooled)}\n`);
 
-    const second = await startGateway({ env, mock });
+    const second = await startGateway({ env: own.env, mock: own.mock });
     try {
       await waitUntil(
         "the spool to be replayed",
-        async () => readdirSync(join(dataDir, "spool")).length === 0,
+        async () => readdirSync(join(own.dataDir, "spool")).length === 0,
       );
       await second.services.flusher.drain();
       expect(await second.services.meter.balance(org.id)).toBe(1_000_000_000 - charged);
-      const rows = await sql`select id from credit_transactions where id = ${id}`;
+      const rows = await own.sql`select id from credit_transactions where id = ${id}`;
       expect(rows).toHaveLength(1);
       expect((await reconcile(second.services.store, second.services.database)).differences).toEqual([]);
     } finally {

@@ -1,47 +1,18 @@
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Redis } from "ioredis";
-import postgres from "postgres";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { reconcile } from "../../src/metering/reconcile.ts";
 import { shardOf } from "../../src/metering/store.ts";
-import { type MockUpstream, startMockUpstream } from "../../tools/mock-upstream/mock-upstream.ts";
 import { waitUntil } from "../../tools/servers/ports.ts";
-import { type RedisServer, startRedis } from "../../tools/servers/redis.ts";
-import { freshDatabaseUrl } from "../harness/databases.ts";
 import { startGateway, type TestGateway, type TestOrg } from "../harness/gateway.ts";
+import { ownServersEachTest } from "../harness/own-servers.ts";
 
 /**
  * Redis loses settles that no flusher wrote yet (issue 11.1): a burst of streamed calls settle, then
  * Redis is stopped with SHUTDOWN NOSAVE within 20 ms and starts again empty, and traffic goes on.
  * The flush interval is raised so that the settles are still only in Redis when it dies.
  */
-let mock: MockUpstream;
-let redis: RedisServer;
-let dataDir: string;
-let sql: postgres.Sql;
-let env: Record<string, string>;
-beforeEach(async () => {
-  mock = await startMockUpstream();
-  redis = await startRedis();
-  dataDir = mkdtempSync(join(tmpdir(), "planto-loss-"));
-  const databaseUrl = await freshDatabaseUrl();
-  env = {
-    DATABASE_URL: databaseUrl,
-    REDIS_URL: redis.url,
-    DATA_DIR: dataDir,
-    REDIS_KEY_PREFIX: "loss",
-    FLUSH_INTERVAL_MS: "3000",
-  };
-  sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
-});
-afterEach(async () => {
-  await sql.end();
-  await redis.stop();
-  await mock.close();
-  rmSync(dataDir, { recursive: true, force: true });
-});
+const own = ownServersEachTest({ keyPrefix: "loss", env: { FLUSH_INTERVAL_MS: "3000" } });
 
 const BURST = 10;
 
@@ -65,7 +36,7 @@ async function streamed(gw: TestGateway, org: TestOrg): Promise<string> {
  * connection opened beforehand), then an empty restart. Returns the burst's ids.
  */
 async function burstThenLoss(gw: TestGateway, org: TestOrg): Promise<string[]> {
-  const admin = new Redis(redis.url, { maxRetriesPerRequest: 0, retryStrategy: () => null });
+  const admin = new Redis(own.redis.url, { maxRetriesPerRequest: 0, retryStrategy: () => null });
   admin.on("error", () => {});
   try {
     await admin.ping();
@@ -76,7 +47,7 @@ async function burstThenLoss(gw: TestGateway, org: TestOrg): Promise<string[]> {
       await new Promise((r) => setImmediate(r));
     }
     await admin.call("SHUTDOWN", "NOSAVE").catch(() => undefined);
-    await redis.shutdownNosave(); // waits for the exit, starts it again empty
+    await own.redis.shutdownNosave(); // waits for the exit, starts it again empty
     return ids;
   } finally {
     admin.disconnect();
@@ -85,13 +56,13 @@ async function burstThenLoss(gw: TestGateway, org: TestOrg): Promise<string[]> {
 
 async function debits(orgId: string): Promise<Map<string, number>> {
   const rows =
-    await sql`select id, amount from credit_transactions where org_id = ${orgId} and transaction_type = 'debit'`;
+    await own.sql`select id, amount from credit_transactions where org_id = ${orgId} and transaction_type = 'debit'`;
   return new Map(rows.map((r) => [r.id as string, Number(r.amount)]));
 }
 
 describe("Redis restarted empty a few ms after calls settle", () => {
   it("every served call still has exactly one debit, over several rounds, and reconcile is clean", async () => {
-    const gw = await startGateway({ env, mock });
+    const gw = await startGateway({ env: own.env, mock: own.mock });
     try {
       const org = await gw.org({ credits: "10" });
       const served: string[] = [];
@@ -114,7 +85,7 @@ describe("Redis restarted empty a few ms after calls settle", () => {
       // Exactly the served calls, once each (ids are primary keys; no debit for a call not served).
       expect([...found.keys()].sort()).toEqual([...served].sort());
       const [usage] =
-        await sql`select count(*)::int as n, sum(charged)::bigint as charged from usage_records where org_id = ${org.id}`;
+        await own.sql`select count(*)::int as n, sum(charged)::bigint as charged from usage_records where org_id = ${org.id}`;
       expect(usage?.n).toBe(served.length);
       expect(Number(usage?.charged)).toBe([...found.values()].reduce((a, b) => a + b, 0));
 
@@ -125,7 +96,7 @@ describe("Redis restarted empty a few ms after calls settle", () => {
       });
       expect(await gw.services.store.getBalance(org.id)).not.toBeNull();
       const report = await reconcile(gw.services.store, gw.services.database, {
-        journalDir: join(dataDir, "spool"),
+        journalDir: join(own.dataDir, "spool"),
       });
       expect(report.differences).toEqual([]);
       expect(report.missing).toEqual([]);
@@ -136,7 +107,7 @@ describe("Redis restarted empty a few ms after calls settle", () => {
   }, 120_000);
 
   it("without the journal's replay the calls go free, and reconcile names each of them", async () => {
-    const gw = await startGateway({ env, mock, faults: { noReplay: true } });
+    const gw = await startGateway({ env: own.env, mock: own.mock, faults: { noReplay: true } });
     try {
       const org = await gw.org({ credits: "10" });
       const served = await burstThenLoss(gw, org);
@@ -152,12 +123,12 @@ describe("Redis restarted empty a few ms after calls settle", () => {
       // Each lost call is reported, from the journal the gateway still keeps on disk.
       await waitUntil("reconcile to name every lost call", async () => {
         const { missing } = await reconcile(gw.services.store, gw.services.database, {
-          journalDir: join(dataDir, "spool"),
+          journalDir: join(own.dataDir, "spool"),
         });
         return missing.length === lost.length;
       });
       const { missing } = await reconcile(gw.services.store, gw.services.database, {
-        journalDir: join(dataDir, "spool"),
+        journalDir: join(own.dataDir, "spool"),
       });
       expect(missing.map((m) => m.requestId).sort()).toEqual([...lost].sort());
       expect(missing.every((m) => m.found === "journal" && m.amount > 0 && m.orgId === org.id)).toBe(true);
@@ -167,7 +138,7 @@ describe("Redis restarted empty a few ms after calls settle", () => {
   }, 60_000);
 
   it("reconcile finds a usage record with a cost whose debit is missing", async () => {
-    const gw = await startGateway({ env, mock });
+    const gw = await startGateway({ env: own.env, mock: own.mock });
     try {
       const org = await gw.org({ credits: "10" });
       const id = await streamed(gw, org);
@@ -177,7 +148,7 @@ describe("Redis restarted empty a few ms after calls settle", () => {
       });
       const clean = await reconcile(gw.services.store, gw.services.database);
       expect(clean.missing).toEqual([]);
-      await sql`delete from credit_transactions where id = ${id}`;
+      await own.sql`delete from credit_transactions where id = ${id}`;
       const { missing } = await reconcile(gw.services.store, gw.services.database);
       expect(missing).toEqual([expect.objectContaining({ requestId: id, orgId: org.id, found: "usage" })]);
     } finally {

@@ -4,7 +4,7 @@ import { createMeteringStore } from "../../src/metering/index.ts";
 import { createMemoryStore } from "../../src/metering/memory-store.ts";
 import { createRedisStore } from "../../src/metering/redis-store.ts";
 import { type LedgerEntry, type MeteringStore, SHARDS, shardOf } from "../../src/metering/store.ts";
-import { sleep } from "../../tools/servers/ports.ts";
+import { waitUntil } from "../../tools/servers/ports.ts";
 import {
   type RedisCluster,
   type RedisServer,
@@ -452,8 +452,14 @@ describe.each(kinds)("metering store contract (%s)", (kind) => {
     expect(await store.claimStaleLedger({ group, consumer: "other", minIdleMs: 60_000, count: 100 })).toEqual(
       [],
     );
-    await sleep(60);
-    const claimed = await store.claimStaleLedger({ group, consumer: "other", minIdleMs: 40, count: 100 });
+    // Idle time is the store's own (Redis's clock): look until the entries have been idle 40 ms.
+    const taken = new Map<string, LedgerEntry>();
+    await waitUntil("the read entries to go stale", async () => {
+      const batch = await store.claimStaleLedger({ group, consumer: "other", minIdleMs: 40, count: 100 });
+      for (const e of batch) taken.set(e.id, e);
+      return taken.size >= read.length;
+    });
+    const claimed = [...taken.values()];
     expect(claimed.map((e) => e.id).sort()).toEqual(read.map((e) => e.id).sort());
     expect(claimed.map((e) => e.event).sort()).toEqual(read.map((e) => e.event).sort());
     await store.ackLedger(group, claimed);
@@ -502,8 +508,9 @@ describe.each(kinds)("metering store contract (%s)", (kind) => {
     expect(Date.now() - t0).toBeGreaterThanOrEqual(kind === "memory" ? 90 : 40);
     const id = await loaded(10);
     const r = rid();
+    // Not awaited, and no sleep before the settle: the memory store's waiter is in place once this
+    // returns; the Redis stores poll, and find the entry on their first look or the one after.
     const waiting = store.readLedger({ group, consumer: "c", count: 10, blockMs: 1000 });
-    await sleep(10);
     await settle(id, r, 1);
     const got = await waiting;
     if (got.length === 0) {

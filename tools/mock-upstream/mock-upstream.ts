@@ -570,17 +570,32 @@ function responsesPlan(
   };
 }
 
-async function answerResponses(
+/** An OpenAI-shaped route's answer (chat completions or Responses), written to `res`. */
+type OpenAiShapedAnswer = (
   flavour: "openai" | "openrouter",
   body: Json,
   knobs: Knobs,
   res: ServerResponse,
   state: ResponseState,
-): Promise<void> {
-  const modelJson = JSON.stringify(typeof body.model === "string" ? body.model : "unknown");
-  const created = knobs.tag ? FIXED_CREATED : Math.floor(Date.now() / 1000);
+) => Promise<void>;
+
+/**
+ * What every OpenAI-shaped answer is made from: the model, its time and its usage. A tagged
+ * request gets a fixed id and time, so tests can compare the bytes of two calls.
+ */
+function answerBasis(flavour: "openai" | "openrouter", body: Json, knobs: Knobs) {
+  const model = typeof body.model === "string" ? body.model : "unknown";
+  return {
+    model,
+    modelJson: JSON.stringify(model),
+    created: knobs.tag ? FIXED_CREATED : Math.floor(Date.now() / 1000),
+    numbers: usageNumbers(flavour, body, knobs),
+  };
+}
+
+const answerResponses: OpenAiShapedAnswer = async (flavour, body, knobs, res, state) => {
+  const { modelJson, created, numbers } = answerBasis(flavour, body, knobs);
   const id = `resp_${knobs.tag ?? randomId(48)}`;
-  const numbers = usageNumbers(flavour, body, knobs);
   const r = responsesParts(flavour, id, created, modelJson, body, knobs, numbers);
   if (body.stream === true) {
     const headers = { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache" };
@@ -588,7 +603,7 @@ async function answerResponses(
   }
   if (!(await beforePlainAnswer(knobs, res, state))) return;
   sendJson(res, 200, r.response("completed", r.message("completed", r.part(r.text)), r.usage));
-}
+};
 
 function applyPlan(merged: string, knobs: Knobs, numbers: UsageNumbers): StreamPlan {
   const pieces = Math.max(1, Math.min(knobs.chunks, merged.length));
@@ -674,23 +689,13 @@ async function sendStream(
   return done();
 }
 
-async function answerChat(
-  flavour: "openai" | "openrouter",
-  body: Json,
-  knobs: Knobs,
-  res: ServerResponse,
-  state: ResponseState,
-): Promise<void> {
-  const model = typeof body.model === "string" ? body.model : "unknown";
-  const modelJson = JSON.stringify(model);
-  const created = knobs.tag ? FIXED_CREATED : Math.floor(Date.now() / 1000);
-  // A tagged request gets a fixed id and time, so tests can compare the bytes of two calls.
+const answerChat: OpenAiShapedAnswer = async (flavour, body, knobs, res, state) => {
+  const { model, modelJson, created, numbers } = answerBasis(flavour, body, knobs);
   const id =
     flavour === "openai"
       ? `chatcmpl-${knobs.tag ?? randomId(29)}`
       : `gen-${created}-${knobs.tag ?? randomId(20)}`;
   const provider = OPENROUTER_PROVIDERS[model.split("/")[0] ?? ""] ?? "Mock";
-  const numbers = usageNumbers(flavour, body, knobs);
   const extra: Record<string, string> = flavour === "openrouter" ? { "x-generation-id": id } : {};
   const call = toolCallOf(body, `call_${knobs.tag ?? randomId(24)}`);
 
@@ -716,7 +721,7 @@ async function answerChat(
         `"message":{"role":"assistant","content":${content}${toolCalls},"refusal":null,"reasoning":null}}]` +
         `${knobs.noUsage ? "" : `,"usage":${openRouterUsage(numbers)}`}}`;
   sendJson(res, 200, payload, extra);
-}
+};
 
 /** The plain answers' knobs: wait for the first byte, or drop the socket unanswered. Says whether to answer. */
 async function beforePlainAnswer(knobs: Knobs, res: ServerResponse, state: ResponseState): Promise<boolean> {
