@@ -51,13 +51,17 @@ export function creditRow(e: CreditEvent, balanceAfter: number): typeof creditTr
 }
 
 /**
- * SQL reading a field of an encoded event `e` (a jsonb array; position 0 is the tag) as a column
- * value. jsonb is parsed once per batch and reads a position in constant time.
+ * SQL reading a field of an encoded event `e` as a column value. `e` is the event's fields as a
+ * text[] (Postgres arrays count from 1, so position p, the tag being 0, is `e[p + 1]`), split out of
+ * `json`, not `jsonb`: jsonb_in parses every number into a numeric, which cost ~20 µs of Postgres
+ * CPU per event (a third of a debit's write), while the json lexer and one text[] cost ~4 µs.
+ * Timestamps go through float8, not numeric: a millisecond count / 1000 as a double rounds back to
+ * the exact microsecond in to_timestamp for any date before the year 2200.
  */
 type Cast = "text" | "bigint" | "integer" | "boolean" | "timestamptz";
 const read = (position: number, cast: Cast): string => {
-  const text = `(e->>${position})`;
-  if (cast === "timestamptz") return `to_timestamp(${text}::bigint / 1000.0)`;
+  const text = `e[${position + 1}]`;
+  if (cast === "timestamptz") return `to_timestamp(${text}::float8 / 1000)`;
   return cast === "text" ? text : `${text}::${cast}`;
 };
 const call = (field: (typeof CALL_FIELDS)[number], cast: Cast) => read(callPosition(field), cast);
@@ -150,7 +154,7 @@ const selectList = (names: string[], valuesOf: Record<string, string>) =>
   names.map((name) => valuesOf[name] ?? "null").join(", ");
 
 /**
- * One statement for a whole batch, with one parameter: `[[balanceAfter, event], …]` as jsonb. The
+ * One statement for a whole batch, with one parameter: `[[balanceAfter, event], …]` as json. The
  * flusher only concatenates the entries' text; Postgres builds the usage records, debits and credits
  * from the events' positions. Rows whose id is there already are skipped, so replaying entries the
  * flusher wrote but could not ack (it died in between) changes nothing. It answers, per org, the
@@ -158,19 +162,20 @@ const selectList = (names: string[], valuesOf: Record<string, string>) =>
  */
 const [BATCH_SQL_HEAD, BATCH_SQL_TAIL] = `
 with entries as (
-  select (x->>0)::bigint as balance, x->1 as e from jsonb_array_elements($batch::jsonb) as x
+  select (x->>0)::bigint as balance, array(select json_array_elements_text(x->1)) as e
+  from json_array_elements($batch::json) as x
 ), usage as (
   insert into usage_records (${Object.keys(USAGE_COLUMNS).join(", ")})
   select ${selectList(Object.keys(USAGE_COLUMNS), USAGE_COLUMNS)}
-  from entries where e->>0 = '${CALL_TAG}'
+  from entries where e[1] = '${CALL_TAG}'
   on conflict (id) do nothing
 ), inserted as (
   insert into credit_transactions (${TRANSACTION_COLUMNS.join(", ")})
   select ${selectList(TRANSACTION_COLUMNS, DEBIT_COLUMNS)}
-  from entries where e->>0 = '${CALL_TAG}' and ${call("amount", "bigint")} > 0
+  from entries where e[1] = '${CALL_TAG}' and ${call("amount", "bigint")} > 0
   union all
   select ${selectList(TRANSACTION_COLUMNS, CREDIT_COLUMNS)}
-  from entries where e->>0 = '${CREDIT_TAG}'
+  from entries where e[1] = '${CREDIT_TAG}'
   on conflict (id) do nothing
   returning org_id, transaction_type, created_at
 )
