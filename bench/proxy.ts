@@ -2,6 +2,7 @@ import autocannon from "autocannon";
 import { Agent, request } from "undici";
 import { createRedisStore } from "../src/metering/redis-store.ts";
 import { cpuSample } from "./cpu.ts";
+import { pgStatements, type StatementStats } from "./pg-statements.ts";
 import { startGatewayStack } from "./stack.ts";
 
 /**
@@ -28,6 +29,8 @@ const modes = (process.env.BENCH_MODES ?? "streaming,plain").split(",") as ("str
 type Result = {
   /** Redis's own accounting (INFO commandstats) while this ran: command → [calls, µs]. */
   redisCommands?: Map<string, [number, number]>;
+  /** Postgres's statements before and after (BENCH_PG_STATEMENTS=1). */
+  pg?: [StatementStats, StatementStats];
   rps: number;
   p50: number;
   p99: number;
@@ -52,7 +55,10 @@ async function commandStats(): Promise<Map<string, [number, number]>> {
   return out;
 }
 
+const statements = pgStatements(stack.pgUrl);
+
 async function load(url: string, headers: Record<string, string>, body: string): Promise<Result> {
+  const pgBefore = await statements?.snapshot();
   const before = await commandStats();
   const cpu = cpuSample(stack.pids);
   const result = await autocannon({
@@ -65,6 +71,7 @@ async function load(url: string, headers: Record<string, string>, body: string):
   });
   const cpuUsed = cpu();
   const after = await commandStats();
+  const pgAfter = await statements?.snapshot();
   const redisCommands = new Map<string, [number, number]>();
   for (const [name, [calls, usec]] of after) {
     const [c0, u0] = before.get(name) ?? [0, 0];
@@ -72,6 +79,7 @@ async function load(url: string, headers: Record<string, string>, body: string):
   }
   return {
     redisCommands,
+    pg: pgBefore && pgAfter ? [pgBefore, pgAfter] : undefined,
     rps: result.requests.average,
     p50: result.latency.p50,
     p99: result.latency.p99,
@@ -201,11 +209,16 @@ const redisPerRequest = (rs: Result[]): string => {
       const [c, u] = totals.get(name) ?? [0, 0];
       totals.set(name, [c + calls, u + usec]);
     }
-  return [...totals]
-    .filter(([name, [calls]]) => calls / requests >= 0.05 && name !== "info")
-    .sort((a, b) => b[1][1] - a[1][1])
-    .map(([name, [calls, usec]]) => `${name} ${(calls / requests).toFixed(2)}×${(usec / calls).toFixed(1)}`)
-    .join(", ");
+  return (
+    [...totals]
+      // A rare command can still cost much per call (a flusher's stream read of hundreds of entries).
+      .filter(
+        ([name, [calls, usec]]) => (calls / requests >= 0.05 || usec / requests >= 0.3) && name !== "info",
+      )
+      .sort((a, b) => b[1][1] - a[1][1])
+      .map(([name, [calls, usec]]) => `${name} ${(calls / requests).toFixed(2)}×${(usec / calls).toFixed(1)}`)
+      .join(", ")
+  );
 };
 
 /** One process's CPU per request in each round of a target, in µs. */
@@ -297,6 +310,13 @@ for (const [mode, targets] of Object.entries(table)) {
     lines.push(`      CPU µs per request: ${cpuPerRequest(rs)}`);
     const redis = redisPerRequest(rs);
     if (redis) lines.push(`      Redis's own time per request (commandstats, calls × µs): ${redis}`);
+    // Other targets' rounds fall between a target's, so this reads its last round only.
+    const last = rs[rs.length - 1];
+    if (statements && last?.pg) {
+      lines.push("      Postgres statements in its last round (pg_stat_statements, per request):");
+      for (const l of statements.perRequest(last.pg[0], last.pg[1], last.requests || 1).slice(0, 8))
+        lines.push(`        ${l}`);
+    }
   }
   const baseline = targets["(b) bare node:http proxy"];
   for (const [label, name] of [
@@ -328,5 +348,6 @@ if (ttft.gateway.length && ttft.upstream.length) {
 lines.push("", ...targetTable());
 process.stdout.write(`${lines.join("\n")}\n`);
 await ledger.close();
+await statements?.close();
 await stack.stop();
 process.exit(0);

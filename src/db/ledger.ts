@@ -158,10 +158,11 @@ const selectList = (names: string[], valuesOf: Record<string, string>) =>
  * flusher only concatenates the entries' text; Postgres builds the usage records, debits and credits
  * from the events' positions. Rows whose id is there already are skipped, so replaying entries the
  * flusher wrote but could not ack (it died in between) changes nothing. It answers, per org, the
- * times of the first and last debit it inserted (for the spend notification).
+ * times of the first and last debit it inserted (for the spend notification). `entries` is
+ * materialized on purpose: inlined, each `e[n]` would split the event's json again.
  */
 const [BATCH_SQL_HEAD, BATCH_SQL_TAIL] = `
-with entries as (
+with entries as materialized (
   select (x->>0)::bigint as balance, array(select json_array_elements_text(x->1)) as e
   from json_array_elements($batch::json) as x
 ), usage as (
