@@ -12,9 +12,12 @@ import { findPid, treeCpuMs } from "./cpu.ts";
  * BENCH_PERF=<file>: also `perf record` Redis while the calls run.
  */
 const total = Number(process.env.BENCH_CALLS ?? 20_000);
-const redis = await startRedis();
-const pid = findPid(["redis-server", `:${redis.port}`]) as number;
-const store = createRedisStore({ url: redis.url });
+// REDIS_URL: a Redis started by hand (e.g. under `valgrind --tool=callgrind`, for instruction counts
+// that the machine's load does not move).
+const redis = process.env.REDIS_URL ? undefined : await startRedis();
+const url = process.env.REDIS_URL ?? (redis as { url: string }).url;
+const pid = findPid(["redis-server", `:${new URL(url).port}`]) as number;
+const store = createRedisStore({ url });
 const orgId = `org_${randomUUID()}`;
 await store.loadBalance({ orgId, balance: 1_000_000_000_000_000 });
 const event = (id: string, amount: number) =>
@@ -65,5 +68,5 @@ if (perf) {
 }
 await run("BYO (usage event)", byo);
 await store.close();
-await redis.stop();
+await redis?.stop();
 process.exit(0);
