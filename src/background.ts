@@ -43,6 +43,7 @@ export function createBackgroundJobs(
     intervalMs: config.FLUSH_INTERVAL_MS,
     onError: () => metrics.databaseErrors.inc(),
     onDeadLetter: () => metrics.deadLetters.inc({ source: "ledger" }),
+    onCommitted: (ids) => services.meter.committed?.(ids),
   });
   const notifier =
     opts.notifier ??

@@ -43,6 +43,11 @@ export class Flusher {
       onError?: (err: unknown) => void;
       /** Told of every entry set aside in dead_letters (the metrics count them). */
       onDeadLetter?: () => void;
+      /**
+       * Told, after each commit, the ids of the events it wrote (the meter's settle journal lets go
+       * of them without asking Postgres: that lookup was ~4.5 µs of Postgres CPU per call).
+       */
+      onCommitted?: (ids: string[]) => void;
     },
   ) {
     this.pending = Array.from({ length: opts.lanes ?? 2 }, () => []);
@@ -168,6 +173,7 @@ export class Flusher {
     const tagged = await this.readable(entries, hasEventTag);
     try {
       await writeLedgerBatch(this.database.db, tagged.map(record));
+      if (this.opts.onCommitted) this.opts.onCommitted(tagged.map((e) => idOf(e.event)));
     } catch (err) {
       // Postgres refused the batch (its data, or a constraint): isolate what it refuses and write
       // the rest. Anything else (Postgres down) is for the caller to retry.
@@ -243,6 +249,15 @@ function isRejected(err: unknown): boolean {
   const code = e?.cause?.code ?? e?.code;
   if (typeof code !== "string" || !/^[0-9A-Z]{5}$/.test(code)) return false;
   return !["08", "40", "53", "55", "57", "58", "XX"].includes(code.slice(0, 2));
+}
+
+/**
+ * The id of an encoded event (position 1), read from its first bytes without parsing it: the tag is
+ * one letter, so the id starts at byte 6 (`["c","`). Ids are ours (request and credit ids, never
+ * escaped); an id read wrong only means the journal asks Postgres about that call, as it would anyway.
+ */
+function idOf(event: string): string {
+  return event.slice(6, event.indexOf('"', 6));
 }
 
 /** The org id of an encoded event, if it can be read (position 2 for both kinds). */

@@ -104,6 +104,7 @@ export function createLedgerMeter(deps: {
     },
 
     payOwedCredits: () => recharger.payOwed(),
+    committed: settlement.committed,
 
     async close() {
       await recharger.close();

@@ -124,6 +124,11 @@ export interface Meter {
   credit(input: CreditInput): Promise<CreditResult>;
   /** Retries the credits owed for payments whose credit failed, once (a background job's round). */
   payOwedCredits(): Promise<void>;
+  /**
+   * This instance's flusher committed these calls to Postgres, so the settles kept for them can be
+   * let go without asking Postgres. Optional: a meter that keeps nothing ignores it.
+   */
+  committed?(ids: readonly string[]): void;
   /** Stops background work (the flusher) after a last flush. */
   close(): Promise<void>;
 }

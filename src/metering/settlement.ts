@@ -29,6 +29,8 @@ export function createSettlement(
 ): {
   price(admission: Admission, usage: Usage, servedBy?: CatalogModel): Nanos;
   settle(admission: Admission, end: CallEnd): Promise<Settlement>;
+  /** The flusher of this instance committed these calls to Postgres (see SettleJournal.committed). */
+  committed(ids: readonly string[]): void;
   close(): Promise<void>;
 } {
   const { config, store, database, clock, log, loadBalance } = deps;
@@ -191,6 +193,9 @@ export function createSettlement(
       }).total;
     },
     settle,
+    committed: (ids) => {
+      journal.committed(ids);
+    },
     close: () => journal.close(),
   };
 }

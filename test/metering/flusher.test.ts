@@ -95,8 +95,14 @@ describe("flusher", () => {
     });
     await store.settle({ orgId, requestId: debit.id, cost: debit.amount, event: encodeCallEvent(debit) });
     await store.appendEvent({ orgId, event: encodeCallEvent(byo) });
-    const flusher = new Flusher(store, database, log, { consumer: "one" });
+    const committed: string[] = [];
+    const flusher = new Flusher(store, database, log, {
+      consumer: "one",
+      onCommitted: (ids) => committed.push(...ids),
+    });
     await flusher.drain();
+    // It names what it committed, so the settle journal can let go without asking Postgres.
+    expect(committed).toEqual(expect.arrayContaining([debit.id, byo.id, `cr_${orgId}`]));
 
     const [d] = await sql`select * from credit_transactions where id = ${debit.id}`;
     expect(d).toMatchObject({
