@@ -3,6 +3,7 @@ import type { Database } from "../db/client.ts";
 import { type LedgerRecord, writeLedgerBatch } from "../db/ledger.ts";
 import { insertDeadLetter } from "../db/served.ts";
 import { hasEventTag, isEncodedEvent } from "./events.ts";
+import { LOCAL_SHARD, type LocalLedger } from "./local-ledger.ts";
 import type { LedgerEntry, MeteringStore } from "./store.ts";
 
 export const FLUSH_GROUP = "flusher";
@@ -48,6 +49,8 @@ export class Flusher {
        * of them without asking Postgres: that lookup was ~4.5 µs of Postgres CPU per call).
        */
       onCommitted?: (ids: string[]) => void;
+      /** Events this instance queued for itself to write (BYO usage records; local-ledger.ts). */
+      local?: LocalLedger;
     },
   ) {
     this.pending = Array.from({ length: opts.lanes ?? 2 }, () => []);
@@ -158,13 +161,22 @@ export class Flusher {
     });
   }
 
-  private read(blockMs: number): Promise<LedgerEntry[]> {
-    return this.store.readLedger({
+  private async read(blockMs: number): Promise<LedgerEntry[]> {
+    const count = this.opts.batchSize ?? 2000;
+    // Queued events wait for nothing: no blocking read when there are some.
+    const waiting = (this.opts.local?.size ?? 0) > 0;
+    const entries = await this.store.readLedger({
       group: FLUSH_GROUP,
       consumer: this.opts.consumer,
-      count: this.opts.batchSize ?? 2000,
-      blockMs,
+      count,
+      blockMs: waiting ? 0 : blockMs,
     });
+    // Taken only once the stream answered: a batch that fails stays in this lane's hands and is
+    // retried whole, local events included.
+    for (const event of this.opts.local?.take(count) ?? []) {
+      entries.push({ shard: LOCAL_SHARD, id: idOf(event), event, balance: undefined });
+    }
+    return entries;
   }
 
   private async write(entries: LedgerEntry[]): Promise<void> {
@@ -180,7 +192,8 @@ export class Flusher {
       if (!isRejected(err)) throw err;
       await this.isolate(await this.readable(tagged, isEncodedEvent));
     }
-    await this.store.ackLedger(FLUSH_GROUP, entries);
+    const streamed = entries.filter((e) => e.shard !== LOCAL_SHARD);
+    if (streamed.length > 0) await this.store.ackLedger(FLUSH_GROUP, streamed);
     this.flushed += entries.length;
   }
 

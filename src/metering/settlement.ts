@@ -9,6 +9,7 @@ import { tokenCounter } from "../pricing/tokens.ts";
 import type { MeteredAdmission } from "./admission.ts";
 import type { MeterParts } from "./balances.ts";
 import { type CallEvent, encodeCallEvent } from "./events.ts";
+import type { LocalLedger } from "./local-ledger.ts";
 import type { Admission, CallEnd, CallStart, Settlement } from "./meter.ts";
 import { type PendingSettle, SettleJournal } from "./spool.ts";
 
@@ -24,6 +25,8 @@ export function createSettlement(
     onRebuy(orgId: string, requestId: string): void;
     /** Where the journal lives over a restart (DATA_DIR/spool). */
     spoolDir?: string;
+    /** Where BYO usage events go when this instance's flusher writes them itself (local-ledger.ts). */
+    localLedger?: LocalLedger;
     faults?: { noReplay?: boolean };
   },
 ): {
@@ -39,7 +42,8 @@ export function createSettlement(
   /** Applies a settle (or a BYO usage event); returns the balance after it. */
   const applySettle = async (p: PendingSettle): Promise<Nanos | undefined> => {
     if (p.kind === "append") {
-      await store.appendEvent({ orgId: p.orgId, event: p.event });
+      if (deps.localLedger) deps.localLedger.push(p.event);
+      else await store.appendEvent({ orgId: p.orgId, event: p.event });
       return undefined;
     }
     if (p.kind === "trial") {
