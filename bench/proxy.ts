@@ -1,7 +1,7 @@
 import autocannon from "autocannon";
 import { Agent, request } from "undici";
 import { createRedisStore } from "../src/metering/redis-store.ts";
-import { cpuSample } from "./cpu.ts";
+import { cpuSample, treeCpuByTitle } from "./cpu.ts";
 import { pgStatements, type StatementStats } from "./pg-statements.ts";
 import { startGatewayStack } from "./stack.ts";
 
@@ -31,6 +31,8 @@ type Result = {
   redisCommands?: Map<string, [number, number]>;
   /** Postgres's statements before and after (BENCH_PG_STATEMENTS=1). */
   pg?: [StatementStats, StatementStats];
+  /** Postgres's CPU ms by process while this ran (BENCH_PG_STATEMENTS=1). */
+  pgProcesses?: Map<string, number>;
   rps: number;
   p50: number;
   p99: number;
@@ -59,6 +61,8 @@ const statements = pgStatements(stack.pgUrl);
 
 async function load(url: string, headers: Record<string, string>, body: string): Promise<Result> {
   const pgBefore = await statements?.snapshot();
+  const pgPid = stack.pids.postgres;
+  const pgCpuBefore = statements && pgPid ? treeCpuByTitle(pgPid) : undefined;
   const before = await commandStats();
   const cpu = cpuSample(stack.pids);
   const result = await autocannon({
@@ -71,6 +75,7 @@ async function load(url: string, headers: Record<string, string>, body: string):
   });
   const cpuUsed = cpu();
   const after = await commandStats();
+  const pgCpuAfter = pgCpuBefore && pgPid ? treeCpuByTitle(pgPid) : undefined;
   const pgAfter = await statements?.snapshot();
   const redisCommands = new Map<string, [number, number]>();
   for (const [name, [calls, usec]] of after) {
@@ -80,6 +85,10 @@ async function load(url: string, headers: Record<string, string>, body: string):
   return {
     redisCommands,
     pg: pgBefore && pgAfter ? [pgBefore, pgAfter] : undefined,
+    pgProcesses:
+      pgCpuBefore && pgCpuAfter
+        ? new Map([...pgCpuAfter].map(([title, ms]) => [title, ms - (pgCpuBefore.get(title) ?? 0)]))
+        : undefined,
     rps: result.requests.average,
     p50: result.latency.p50,
     p99: result.latency.p99,
@@ -316,6 +325,11 @@ for (const [mode, targets] of Object.entries(table)) {
       lines.push("      Postgres statements in its last round (pg_stat_statements, per request):");
       for (const l of statements.perRequest(last.pg[0], last.pg[1], last.requests || 1).slice(0, 8))
         lines.push(`        ${l}`);
+      const byProcess = [...(last.pgProcesses ?? [])]
+        .filter(([, ms]) => ms > 0)
+        .sort((a, b) => b[1] - a[1])
+        .map(([title, ms]) => `${title} ${((ms * 1000) / (last.requests || 1)).toFixed(1)}`);
+      lines.push(`      Postgres CPU µs per request by process, last round: ${byProcess.join(", ")}`);
     }
   }
   const baseline = targets["(b) bare node:http proxy"];
