@@ -32,6 +32,8 @@ interface Entry {
   /** The store epoch this instance knew when the settle was sent. */
   epoch: string | undefined;
   state: State;
+  /** When the store took it (or last took a replay of it): how long Postgres has been waited for. */
+  appliedAt: number;
 }
 
 export interface JournalDeps {
@@ -61,6 +63,14 @@ export interface JournalDeps {
   epochPollMs?: number;
   /** How often applied settles are looked for in Postgres, to let go of them (default 1 s). */
   confirmMs?: number;
+  /**
+   * An applied settle Postgres still lacks after this long is replayed (default 5 min): the store
+   * may have lost it without its epoch changing (a failover to a replica that had not received it).
+   * A replay the store still has is a no-op (its done marker), so the cost is a lookup.
+   */
+  replayUnconfirmedMs?: number;
+  /** The time, in ms (default Date.now). */
+  now?: () => number;
 }
 
 /**
@@ -105,6 +115,10 @@ export class SettleJournal {
     this.file = deps.dir ? join(deps.dir, `settles-${process.pid}-${Date.now()}.jsonl`) : undefined;
   }
 
+  private now(): number {
+    return this.deps.now?.() ?? Date.now();
+  }
+
   /** Settles to (re)apply. */
   get size(): number {
     let n = 0;
@@ -135,7 +149,7 @@ export class SettleJournal {
 
   /** Keeps a settle before it is sent to the store. Synchronous: in memory now, on disk within syncMs. */
   record(p: PendingSettle): void {
-    this.entries.set(p.requestId, { p, epoch: this.epoch, state: "applying" });
+    this.entries.set(p.requestId, { p, epoch: this.epoch, state: "applying", appliedAt: 0 });
     this.append(p);
   }
 
@@ -151,7 +165,10 @@ export class SettleJournal {
     if (this.epoch !== undefined && e.epoch !== this.epoch) {
       e.state = "pending";
       this.schedule();
-    } else e.state = "applied";
+    } else {
+      e.state = "applied";
+      e.appliedAt = this.now();
+    }
   }
 
   /** The store refused the settle: kept for retry, and on disk before this returns. */
@@ -164,7 +181,7 @@ export class SettleJournal {
     const known = this.entries.get(p.requestId);
     if (known) known.state = "pending";
     else {
-      this.entries.set(p.requestId, { p, epoch: this.epoch, state: "pending" });
+      this.entries.set(p.requestId, { p, epoch: this.epoch, state: "pending", appliedAt: 0 });
       this.append(p);
     }
     this.writeNow();
@@ -241,6 +258,21 @@ export class SettleJournal {
       }
     }
     if (dropped > 0) this.compact();
+    // What Postgres still lacks long after the store took it was lost by the store all the same.
+    const overdue = this.now() - (this.deps.replayUnconfirmedMs ?? 300_000);
+    let replays = 0;
+    for (const e of this.entries.values()) {
+      if (e.state === "applied" && e.appliedAt <= overdue) {
+        e.state = "pending";
+        replays++;
+      }
+    }
+    if (replays > 0) {
+      this.deps.log.warn("settles the store took long ago are still not in Postgres; replaying them", {
+        settles: replays,
+      });
+      this.schedule();
+    }
     return dropped;
   }
 
@@ -270,6 +302,7 @@ export class SettleJournal {
         e.epoch = epoch;
         // Applied in the epoch it was sent in; if that moved meanwhile it goes round again.
         e.state = this.epoch !== undefined && epoch !== this.epoch ? "pending" : "applied";
+        e.appliedAt = this.now();
       }
     }
     this.compact();
@@ -301,7 +334,7 @@ export class SettleJournal {
           continue;
         }
         if (this.entries.has(p.requestId)) continue;
-        this.entries.set(p.requestId, { p, epoch: undefined, state: "pending" });
+        this.entries.set(p.requestId, { p, epoch: undefined, state: "pending", appliedAt: 0 });
         this.buffer.push(JSON.stringify(p));
       }
       // A file is let go only once its settles are in ours: a crash before that replays it again,

@@ -61,8 +61,16 @@ export function computeCost(
     BigInt(cached) * BigInt(micro.cachedInput) +
     BigInt(output) * BigInt(micro.output);
   let base = Number(ceilDiv(exactPicos, PICOS_PER_NANO));
-  if (model.provider === "openrouter" && opts.upstreamCostUsd !== undefined && opts.upstreamCostUsd > 0) {
-    base = usdNumberToNanos(opts.upstreamCostUsd);
+  // OpenRouter's own figure wins. A reported 0 is believed only for a `:free` variant (OpenRouter
+  // charges nothing for those, so neither do we); for a paid model it is an anomaly, priced from the
+  // catalogue instead.
+  const reported = opts.upstreamCostUsd;
+  if (
+    model.provider === "openrouter" &&
+    reported !== undefined &&
+    (reported > 0 || (reported === 0 && model.upstreamModel.endsWith(":free")))
+  ) {
+    base = usdNumberToNanos(reported);
   }
   const surcharge = Number(ceilDiv(BigInt(base) * BigInt(opts.markupBps), 10_000n));
   const discountPicos = BigInt(cached) * BigInt(Math.max(0, micro.input - micro.cachedInput));

@@ -144,4 +144,33 @@ describe("the settle journal (spool)", () => {
     expect(applied).toEqual(["req_early", "req_early", "req_late"]);
     await spool.close();
   });
+  it("replays an applied settle Postgres still lacks after replayUnconfirmedMs, as a store that lost it without a new epoch", async () => {
+    let now = 0;
+    const applied: string[] = [];
+    const spool = new SettleJournal({
+      apply: async (p) => void applied.push(p.requestId),
+      inLedger: async () => new Set(), // a failover to a replica that never had it: Postgres never will
+      epoch: async () => "epoch-1",
+      replayUnconfirmedMs: 60_000,
+      now: () => now,
+      log,
+      dir,
+    });
+    await spool.maintain();
+    spool.record(settle("req_a"));
+    spool.applied("req_a");
+    now = 59_999;
+    await spool.confirm();
+    expect(spool.size).toBe(0);
+    now = 60_000;
+    await spool.confirm();
+    expect(spool.size).toBe(1);
+    expect(await spool.retry()).toBe(0);
+    expect(applied).toEqual(["req_a"]);
+    // Replayed, it waits for Postgres afresh: no second replay until as long again.
+    now = 119_999;
+    await spool.confirm();
+    expect(spool.size).toBe(0);
+    await spool.close();
+  });
 });

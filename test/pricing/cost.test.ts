@@ -79,6 +79,19 @@ describe("cost on each pricing path", () => {
     expect(listed.base).toBe(3_750_000);
   });
 
+  it("OpenRouter :free: a reported cost of 0 is free; a paid model reporting 0 is priced from the list", () => {
+    const used = usage({ promptTokens: 1000, completionTokens: 1000 });
+    const reportedZero = { markupBps: 1000, upstreamCostUsd: 0 };
+    const free = catalog.resolve("anthropic/claude-sonnet-4:free", "openrouter") as CatalogModel;
+    expect(computeCost(free, used, reportedZero)).toMatchObject({ base: 0, surcharge: 0, total: 0 });
+    // $3 in, $15 out per 1M: 1000 + 1000 tokens = $0.018.
+    const paid = computeCost(model("anthropic/claude-sonnet-4"), used, reportedZero);
+    expect(paid.base).toBe(18_000_000);
+    // A :free call that reports no cost at all is priced from the list, as any other.
+    const silent = computeCost(free, used, { markupBps: 0 });
+    expect(silent.base).toBe(18_000_000);
+  });
+
   it("Relace apply", () => {
     // $0.85 in, $1.25 out per 1M: 2000 in + 1000 out = 1700 + 1250 µ$ = 2950 µ$
     const c = computeCost(model("relace-apply-3"), usage({ promptTokens: 2000, completionTokens: 1000 }), {
