@@ -217,7 +217,8 @@ export class Flusher {
 
   /** Sets an entry aside in dead_letters (before it is acked: a crash here sets it aside again). */
   private async deadLetter(entry: LedgerEntry, err: unknown): Promise<void> {
-    // Drizzle wraps Postgres's error in a "Failed query" with the whole statement: keep the reason.
+    // Drizzle wraps Postgres's error in a "Failed query" with the whole statement (the batch itself
+    // goes to postgres.js unwrapped): keep the reason.
     const cause = err instanceof Error && err.cause instanceof Error ? err.cause : err;
     const error = cause instanceof Error ? cause.message : String(cause);
     const orgId = orgOf(entry.event);
