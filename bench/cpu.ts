@@ -82,3 +82,33 @@ export function cpuSample(groups: Record<string, number | undefined>): () => Rec
     return out;
   };
 }
+
+/**
+ * CPU ms of each process of a tree by its title (/proc/PID/cmdline), for servers that name their
+ * processes: Postgres's backends ("postgres: user db host(port) idle") are summed as "backend", and
+ * what exited children used (autovacuum workers, closed connections) counts under their parent.
+ */
+export function treeCpuByTitle(root: number): Map<string, number> {
+  const stats = allStats();
+  const children = new Map<number, Stat[]>();
+  for (const s of stats) children.set(s.ppid, [...(children.get(s.ppid) ?? []), s]);
+  const out = new Map<string, number>();
+  const visit = (pid: number) => {
+    const s = stats.find((x) => x.pid === pid);
+    if (s) {
+      let title = "?";
+      try {
+        title = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").join(" ").trim();
+      } catch {
+        // gone
+      }
+      if (/^postgres: \S+ \S+ [\d.]+\(\d+\)/.test(title)) title = "backend";
+      else if (pid === root) title = "postmaster (and exited children)";
+      else title = title.replace(/^postgres: /, "").slice(0, 40);
+      out.set(title, (out.get(title) ?? 0) + s.cpuMs);
+    }
+    for (const c of children.get(pid) ?? []) visit(c.pid);
+  };
+  visit(root);
+  return out;
+}

@@ -1,7 +1,8 @@
 import autocannon from "autocannon";
 import { Agent, request } from "undici";
 import { createRedisStore } from "../src/metering/redis-store.ts";
-import { cpuSample } from "./cpu.ts";
+import { cpuSample, treeCpuByTitle } from "./cpu.ts";
+import { pgStatements, type StatementStats } from "./pg-statements.ts";
 import { startGatewayStack } from "./stack.ts";
 
 /**
@@ -28,6 +29,10 @@ const modes = (process.env.BENCH_MODES ?? "streaming,plain").split(",") as ("str
 type Result = {
   /** Redis's own accounting (INFO commandstats) while this ran: command → [calls, µs]. */
   redisCommands?: Map<string, [number, number]>;
+  /** Postgres's statements before and after (BENCH_PG_STATEMENTS=1). */
+  pg?: [StatementStats, StatementStats];
+  /** Postgres's CPU ms by process while this ran (BENCH_PG_STATEMENTS=1). */
+  pgProcesses?: Map<string, number>;
   rps: number;
   p50: number;
   p99: number;
@@ -52,7 +57,12 @@ async function commandStats(): Promise<Map<string, [number, number]>> {
   return out;
 }
 
+const statements = pgStatements(stack.pgUrl);
+
 async function load(url: string, headers: Record<string, string>, body: string): Promise<Result> {
+  const pgBefore = await statements?.snapshot();
+  const pgPid = stack.pids.postgres;
+  const pgCpuBefore = statements && pgPid ? treeCpuByTitle(pgPid) : undefined;
   const before = await commandStats();
   const cpu = cpuSample(stack.pids);
   const result = await autocannon({
@@ -65,6 +75,8 @@ async function load(url: string, headers: Record<string, string>, body: string):
   });
   const cpuUsed = cpu();
   const after = await commandStats();
+  const pgCpuAfter = pgCpuBefore && pgPid ? treeCpuByTitle(pgPid) : undefined;
+  const pgAfter = await statements?.snapshot();
   const redisCommands = new Map<string, [number, number]>();
   for (const [name, [calls, usec]] of after) {
     const [c0, u0] = before.get(name) ?? [0, 0];
@@ -72,6 +84,11 @@ async function load(url: string, headers: Record<string, string>, body: string):
   }
   return {
     redisCommands,
+    pg: pgBefore && pgAfter ? [pgBefore, pgAfter] : undefined,
+    pgProcesses:
+      pgCpuBefore && pgCpuAfter
+        ? new Map([...pgCpuAfter].map(([title, ms]) => [title, ms - (pgCpuBefore.get(title) ?? 0)]))
+        : undefined,
     rps: result.requests.average,
     p50: result.latency.p50,
     p99: result.latency.p99,
@@ -203,11 +220,16 @@ const redisPerRequest = (rs: Result[]): string => {
       const [c, u] = totals.get(name) ?? [0, 0];
       totals.set(name, [c + calls, u + usec]);
     }
-  return [...totals]
-    .filter(([name, [calls]]) => calls / requests >= 0.05 && name !== "info")
-    .sort((a, b) => b[1][1] - a[1][1])
-    .map(([name, [calls, usec]]) => `${name} ${(calls / requests).toFixed(2)}×${(usec / calls).toFixed(1)}`)
-    .join(", ");
+  return (
+    [...totals]
+      // A rare command can still cost much per call (a flusher's stream read of hundreds of entries).
+      .filter(
+        ([name, [calls, usec]]) => (calls / requests >= 0.05 || usec / requests >= 0.3) && name !== "info",
+      )
+      .sort((a, b) => b[1][1] - a[1][1])
+      .map(([name, [calls, usec]]) => `${name} ${(calls / requests).toFixed(2)}×${(usec / calls).toFixed(1)}`)
+      .join(", ")
+  );
 };
 
 /** One process's CPU per request in each round of a target, in µs. */
@@ -299,6 +321,18 @@ for (const [mode, targets] of Object.entries(table)) {
     lines.push(`      CPU µs per request: ${cpuPerRequest(rs)}`);
     const redis = redisPerRequest(rs);
     if (redis) lines.push(`      Redis's own time per request (commandstats, calls × µs): ${redis}`);
+    // Other targets' rounds fall between a target's, so this reads its last round only.
+    const last = rs[rs.length - 1];
+    if (statements && last?.pg) {
+      lines.push("      Postgres statements in its last round (pg_stat_statements, per request):");
+      for (const l of statements.perRequest(last.pg[0], last.pg[1], last.requests || 1).slice(0, 8))
+        lines.push(`        ${l}`);
+      const byProcess = [...(last.pgProcesses ?? [])]
+        .filter(([, ms]) => ms > 0)
+        .sort((a, b) => b[1] - a[1])
+        .map(([title, ms]) => `${title} ${((ms * 1000) / (last.requests || 1)).toFixed(1)}`);
+      lines.push(`      Postgres CPU µs per request by process, last round: ${byProcess.join(", ")}`);
+    }
   }
   const baseline = targets["(b) bare node:http proxy"];
   for (const [label, name] of [
@@ -331,5 +365,6 @@ if (ttft.gateway.length && ttft.upstream.length) {
 lines.push("", ...targetTable());
 process.stdout.write(`${lines.join("\n")}\n`);
 await ledger.close();
+await statements?.close();
 await stack.stop();
 process.exit(0);

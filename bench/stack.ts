@@ -20,6 +20,7 @@ export interface GatewayStack {
   /** The bare proxy's URL, when asked for. */
   bareUrl: string | undefined;
   redisUrl: string;
+  pgUrl: string;
   /** An api key of an integrated org with credits (holds and debits). */
   key: string;
   orgId: string;
@@ -83,7 +84,12 @@ export async function startGatewayStack(
   };
   process.on("exit", killAll);
   const dataDir = mkdtempSync(join(tmpdir(), "planto-bench-"));
-  const [redis, pg] = await Promise.all([startRedis(), startPostgres()]);
+  // BENCH_PG_STATEMENTS=1: Postgres counts its statements (bench/pg-statements.ts prints them).
+  const pgStatements = process.env.BENCH_PG_STATEMENTS === "1";
+  const [redis, pg] = await Promise.all([
+    startRedis(),
+    startPostgres(pgStatements ? { settings: { shared_preload_libraries: "pg_stat_statements" } } : {}),
+  ]);
   const mock = await startChild(
     children,
     ["tools/mock-upstream/mock-upstream.ts", "--port", "0", "--json"],
@@ -147,6 +153,7 @@ export async function startGatewayStack(
     gatewayPid: gatewayChild.pid as number,
     bareUrl: bare ? `http://127.0.0.1:${bare.port}` : undefined,
     redisUrl: redis.url,
+    pgUrl: pg.url,
     key: String(key.key),
     byoKey: String(byoKey.key),
     orgId: String(org.id),

@@ -3,6 +3,7 @@ import { postgresOutbox } from "./db/notifications.ts";
 import type { Services } from "./gateway/services.ts";
 import { Flusher } from "./metering/flusher.ts";
 import { grantMonthlyCredits } from "./metering/grants.ts";
+import type { LocalLedger } from "./metering/local-ledger.ts";
 import { purgeDeletedOrgs } from "./metering/purge.ts";
 import type { MeteringStore } from "./metering/store.ts";
 import { NotificationDispatcher } from "./notify/dispatcher.ts";
@@ -34,7 +35,7 @@ export interface BackgroundJobs {
 export function createBackgroundJobs(
   config: Config,
   services: Services & { store: MeteringStore },
-  opts: { consumer: string; notifier?: Notifier },
+  opts: { consumer: string; notifier?: Notifier; localLedger?: LocalLedger },
 ): BackgroundJobs {
   const { store, database, log, metrics, clock } = services;
   const flusher = new Flusher(store, database, log, {
@@ -43,6 +44,8 @@ export function createBackgroundJobs(
     intervalMs: config.FLUSH_INTERVAL_MS,
     onError: () => metrics.databaseErrors.inc(),
     onDeadLetter: () => metrics.deadLetters.inc({ source: "ledger" }),
+    onCommitted: (ids) => services.meter.committed?.(ids),
+    local: opts.localLedger,
   });
   const notifier =
     opts.notifier ??

@@ -9,6 +9,7 @@ import { Metrics } from "./gateway/metrics.ts";
 import type { Services } from "./gateway/services.ts";
 import { createNodeUpstream } from "./gateway/upstream-node.ts";
 import type { Flusher } from "./metering/flusher.ts";
+import { LocalLedger } from "./metering/local-ledger.ts";
 import { createMemoryStore } from "./metering/memory-store.ts";
 import { noPayments, type Payments, stripePayments } from "./metering/payments.ts";
 import { createRedisStore } from "./metering/redis-store.ts";
@@ -100,9 +101,13 @@ export async function createNodeServices(
     headersTimeoutMs: config.UPSTREAM_HEADERS_TIMEOUT_MS,
     idleTimeoutMs: config.UPSTREAM_IDLE_TIMEOUT_MS,
   });
+  // With Redis, BYO usage events skip the stream: this instance's flusher writes them (local-ledger.ts).
+  // The in-process store's stream is in this process already.
+  const localLedger = store.kind === "memory" ? undefined : new LocalLedger();
   const services = buildServices(config, {
     database,
     store,
+    localLedger,
     upstream,
     catalog,
     clock: opts.clock ?? systemClock,
@@ -117,6 +122,7 @@ export async function createNodeServices(
   const jobs = createBackgroundJobs(config, services, {
     consumer: config.FLUSHER_CONSUMER ?? `${hostname()}-${process.pid}`,
     notifier: opts.notifier,
+    localLedger,
   });
   const { flusher, notifications } = jobs;
   flusher.start();

@@ -9,6 +9,7 @@ import type { GatewayMetrics, MetricSources } from "./gateway/metrics-port.ts";
 import { OpenCalls, type Services } from "./gateway/services.ts";
 import type { UpstreamClient } from "./gateway/upstream.ts";
 import { createLedgerMeter } from "./metering/ledger-meter.ts";
+import type { LocalLedger } from "./metering/local-ledger.ts";
 import type { Payments } from "./metering/payments.ts";
 import type { MeteringStore } from "./metering/store.ts";
 import type { Catalog } from "./pricing/catalog.ts";
@@ -23,6 +24,8 @@ export interface ServiceParts {
   sleeper?: Sleeper;
   log: Logger;
   spoolDir?: string;
+  /** BYO usage events for this instance's flusher to write itself (src/metering/local-ledger.ts). */
+  localLedger?: LocalLedger;
   payments: Payments;
   /** Prometheus on Node (metrics.ts), off on Workers (metrics-port.ts). */
   metrics: (sources: MetricSources) => GatewayMetrics;
@@ -82,6 +85,7 @@ export function buildServices(config: Config, parts: ServiceParts): Services & {
     clock,
     log,
     spoolDir: parts.spoolDir,
+    localLedger: parts.localLedger,
     metrics,
     payments: parts.payments,
     faults: parts.faults,

@@ -5,13 +5,18 @@ import { creditTransactions } from "./schema/credit-transactions.ts";
 import { deadLetters } from "./schema/dead-letters.ts";
 import { usageRecords } from "./schema/usage-records.ts";
 
-/** Which of these request ids have their usage record (every settled call writes one). */
+/**
+ * Which of these request ids have their usage record (every settled call writes one). Each gateway
+ * asks this every second for every call it settled since (the settle journal letting go), so the ids
+ * go as one json parameter: an `in` list of a thousand parameters cost Postgres about twice as much
+ * to parse, bind and plan (4.5 against 6.2 µs of Postgres CPU per id, bench/ledger-pg.ts).
+ */
 export async function recordedCalls(db: Db, ids: string[]): Promise<Set<string>> {
   if (ids.length === 0) return new Set();
   const rows = await db
     .select({ id: usageRecords.id })
     .from(usageRecords)
-    .where(inArray(usageRecords.id, ids));
+    .where(sql`${usageRecords.id} in (select json_array_elements_text(${JSON.stringify(ids)}::json))`);
   return new Set(rows.map((r) => r.id));
 }
 

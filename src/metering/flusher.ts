@@ -3,6 +3,7 @@ import type { Database } from "../db/client.ts";
 import { type LedgerRecord, writeLedgerBatch } from "../db/ledger.ts";
 import { insertDeadLetter } from "../db/served.ts";
 import { hasEventTag, isEncodedEvent } from "./events.ts";
+import { LOCAL_SHARD, type LocalLedger } from "./local-ledger.ts";
 import type { LedgerEntry, MeteringStore } from "./store.ts";
 
 export const FLUSH_GROUP = "flusher";
@@ -43,6 +44,13 @@ export class Flusher {
       onError?: (err: unknown) => void;
       /** Told of every entry set aside in dead_letters (the metrics count them). */
       onDeadLetter?: () => void;
+      /**
+       * Told, after each commit, the ids of the events it wrote (the meter's settle journal lets go
+       * of them without asking Postgres: that lookup was ~4.5 µs of Postgres CPU per call).
+       */
+      onCommitted?: (ids: string[]) => void;
+      /** Events this instance queued for itself to write (BYO usage records; local-ledger.ts). */
+      local?: LocalLedger;
     },
   ) {
     this.pending = Array.from({ length: opts.lanes ?? 2 }, () => []);
@@ -153,13 +161,22 @@ export class Flusher {
     });
   }
 
-  private read(blockMs: number): Promise<LedgerEntry[]> {
-    return this.store.readLedger({
+  private async read(blockMs: number): Promise<LedgerEntry[]> {
+    const count = this.opts.batchSize ?? 2000;
+    // Queued events wait for nothing: no blocking read when there are some.
+    const waiting = (this.opts.local?.size ?? 0) > 0;
+    const entries = await this.store.readLedger({
       group: FLUSH_GROUP,
       consumer: this.opts.consumer,
-      count: this.opts.batchSize ?? 2000,
-      blockMs,
+      count,
+      blockMs: waiting ? 0 : blockMs,
     });
+    // Taken only once the stream answered: a batch that fails stays in this lane's hands and is
+    // retried whole, local events included.
+    for (const event of this.opts.local?.take(count) ?? []) {
+      entries.push({ shard: LOCAL_SHARD, id: idOf(event), event, balance: undefined });
+    }
+    return entries;
   }
 
   private async write(entries: LedgerEntry[]): Promise<void> {
@@ -168,13 +185,15 @@ export class Flusher {
     const tagged = await this.readable(entries, hasEventTag);
     try {
       await writeLedgerBatch(this.database.db, tagged.map(record));
+      if (this.opts.onCommitted) this.opts.onCommitted(tagged.map((e) => idOf(e.event)));
     } catch (err) {
       // Postgres refused the batch (its data, or a constraint): isolate what it refuses and write
       // the rest. Anything else (Postgres down) is for the caller to retry.
       if (!isRejected(err)) throw err;
       await this.isolate(await this.readable(tagged, isEncodedEvent));
     }
-    await this.store.ackLedger(FLUSH_GROUP, entries);
+    const streamed = entries.filter((e) => e.shard !== LOCAL_SHARD);
+    if (streamed.length > 0) await this.store.ackLedger(FLUSH_GROUP, streamed);
     this.flushed += entries.length;
   }
 
@@ -198,7 +217,8 @@ export class Flusher {
 
   /** Sets an entry aside in dead_letters (before it is acked: a crash here sets it aside again). */
   private async deadLetter(entry: LedgerEntry, err: unknown): Promise<void> {
-    // Drizzle wraps Postgres's error in a "Failed query" with the whole statement: keep the reason.
+    // Drizzle wraps Postgres's error in a "Failed query" with the whole statement (the batch itself
+    // goes to postgres.js unwrapped): keep the reason.
     const cause = err instanceof Error && err.cause instanceof Error ? err.cause : err;
     const error = cause instanceof Error ? cause.message : String(cause);
     const orgId = orgOf(entry.event);
@@ -243,6 +263,15 @@ function isRejected(err: unknown): boolean {
   const code = e?.cause?.code ?? e?.code;
   if (typeof code !== "string" || !/^[0-9A-Z]{5}$/.test(code)) return false;
   return !["08", "40", "53", "55", "57", "58", "XX"].includes(code.slice(0, 2));
+}
+
+/**
+ * The id of an encoded event (position 1), read from its first bytes without parsing it: the tag is
+ * one letter, so the id starts at byte 6 (`["c","`). Ids are ours (request and credit ids, never
+ * escaped); an id read wrong only means the journal asks Postgres about that call, as it would anyway.
+ */
+function idOf(event: string): string {
+  return event.slice(6, event.indexOf('"', 6));
 }
 
 /** The org id of an encoded event, if it can be read (position 2 for both kinds). */

@@ -8,6 +8,7 @@ import { parseUsd } from "../pricing/money.ts";
 import { createAdmission } from "./admission.ts";
 import { balanceLoader } from "./balances.ts";
 import { type CreditEvent, encodeCreditEvent } from "./events.ts";
+import type { LocalLedger } from "./local-ledger.ts";
 import type { CreditResult, Meter } from "./meter.ts";
 import type { MeteringMetrics } from "./metrics.ts";
 import type { Payments } from "./payments.ts";
@@ -30,6 +31,8 @@ export function createLedgerMeter(deps: {
   log: Logger;
   /** Where settles are journaled over a restart (DATA_DIR/spool). */
   spoolDir?: string;
+  /** BYO usage events for this instance's flusher to write itself (Node with Redis; local-ledger.ts). */
+  localLedger?: LocalLedger;
   metrics?: MeteringMetrics;
   payments: Payments;
   /** Test-only faults: `noReplay` turns the journal's replay after a store data loss off. */
@@ -105,6 +108,7 @@ export function createLedgerMeter(deps: {
 
     payOwedCredits: () => recharger.payOwed(),
     idle: () => recharger.idle(),
+    committed: settlement.committed,
 
     async close() {
       await recharger.close();

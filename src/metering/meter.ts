@@ -129,6 +129,11 @@ export interface Meter {
    * lease release) has finished: what a caller waits for before reading its outcome.
    */
   idle(): Promise<void>;
+  /**
+   * This instance's flusher committed these calls to Postgres, so the settles kept for them can be
+   * let go without asking Postgres. Optional: a meter that keeps nothing ignores it.
+   */
+  committed?(ids: readonly string[]): void;
   /** Stops background work (the flusher) after a last flush. */
   close(): Promise<void>;
 }

@@ -13,6 +13,7 @@ import {
 
 const SCRIPTS = {
   reserve: 6,
+  reserve_lean: 4,
   settle: 5,
   release: 3,
   credit: 3,
@@ -25,7 +26,12 @@ const SCRIPTS = {
   rate_settle: 2,
 } as const;
 /** Scripts that call rate_admit: rate_lib.lua is prepended to them (Redis scripts cannot include). */
-const WITH_RATE_LIB: ReadonlySet<string> = new Set(["reserve", "rate"]);
+const WITH_RATE_LIB: ReadonlySet<string> = new Set(["reserve", "reserve_lean", "rate"]);
+/**
+ * reserve.lua again, declared with the 4 keys a call without rate limits needs: a declared key is a
+ * Lua string made per call (reserve.lua's docblock).
+ */
+const SOURCE_OF: Partial<Record<string, string>> = { reserve_lean: "reserve" };
 type ScriptName = keyof typeof SCRIPTS;
 
 type Client = Redis | Cluster;
@@ -113,7 +119,8 @@ export function createRedisStore(opts: {
   const luaFile = (name: string) => readFileSync(new URL(`./lua/${name}.lua`, import.meta.url), "utf8");
   const rateLib = luaFile("rate_lib");
   for (const [name, numberOfKeys] of Object.entries(SCRIPTS)) {
-    const lua = WITH_RATE_LIB.has(name) ? `${rateLib}\n${luaFile(name)}` : luaFile(name);
+    const file = SOURCE_OF[name] ?? name;
+    const lua = WITH_RATE_LIB.has(name) ? `${rateLib}\n${luaFile(file)}` : luaFile(file);
     client.defineCommand(name, { lua, numberOfKeys });
   }
   const run = (name: ScriptName, ...args: (string | number)[]) =>
@@ -206,23 +213,27 @@ export function createRedisStore(opts: {
     async reserve({ orgId, requestId, amount, ttlMs, nowMs, budget, rate }) {
       assertNanos("reserve amount", amount, 0);
       const k = keys(orgId);
-      const reply = (await run(
-        "reserve",
-        k.org,
-        k.holds,
-        k.expiry,
-        k.done(requestId),
-        k.rateOrg,
-        k.rateKey(rate?.keyId ?? ""),
-        requestId,
-        amount,
-        nowMs + ttlMs,
-        `${orgId}\n${requestId}`,
-        budget ? budget.max : -1,
-        `m${budget?.monthStart ?? 0}`,
-        // Without limits reserve.lua takes no rate arguments and runs no rate step.
-        ...(rate && (hasLimits(rate.org) || hasLimits(rate.key)) ? rateArgs(rate, nowMs) : []),
-      )) as Reply[];
+      const rated = rate && (hasLimits(rate.org) || hasLimits(rate.key));
+      const head = [k.org, k.holds, k.expiry, k.done(requestId)];
+      const args = [requestId, amount, nowMs + ttlMs, `${orgId}\n${requestId}`];
+      // Without limits reserve.lua takes no rate keys or arguments and runs no rate step; without a
+      // budget either, no budget arguments (each is a string Redis makes and collects per call).
+      const reply = (
+        rated
+          ? await run(
+              "reserve",
+              ...head,
+              k.rateOrg,
+              k.rateKey(rate.keyId),
+              ...args,
+              budget ? budget.max : -1,
+              `m${budget?.monthStart ?? 0}`,
+              ...rateArgs(rate, nowMs),
+            )
+          : budget
+            ? await run("reserve_lean", ...head, ...args, budget.max, `m${budget.monthStart}`)
+            : await run("reserve_lean", ...head, ...args)
+      ) as Reply[];
       const [status, balance, held] = reply;
       if (num(status) === -1) return { ok: false, reason: "not_loaded" };
       const state = reply.length > 3 ? rateStateFromReply(reply.slice(3).map(num)) : undefined;
@@ -275,9 +286,15 @@ export function createRedisStore(opts: {
         `${orgId}\n${requestId}`,
         DONE_TTL_SECONDS,
         `m${monthStart ?? 0}`,
-        rebuyBelow ?? -1,
-        rebuyLease?.nowMs ?? 0,
-        rebuyLease ? rebuyLease.nowMs + rebuyLease.ttlMs : Number.MAX_SAFE_INTEGER,
+        `-${cost}`,
+        // The auto-recharge arguments only for an org that has a threshold.
+        ...(rebuyBelow === undefined
+          ? []
+          : [
+              rebuyBelow,
+              rebuyLease?.nowMs ?? 0,
+              rebuyLease ? rebuyLease.nowMs + rebuyLease.ttlMs : Number.MAX_SAFE_INTEGER,
+            ]),
       )) as Reply[];
       if (num(status) === -1) return { ok: false, reason: "not_loaded" };
       const settled = { ok: true as const, balance: num(balance), duplicate: num(status) === 1 };

@@ -9,6 +9,7 @@ import { tokenCounter } from "../pricing/tokens.ts";
 import type { MeteredAdmission } from "./admission.ts";
 import type { MeterParts } from "./balances.ts";
 import { type CallEvent, encodeCallEvent } from "./events.ts";
+import type { LocalLedger } from "./local-ledger.ts";
 import type { Admission, CallEnd, CallStart, Settlement } from "./meter.ts";
 import { type PendingSettle, SettleJournal } from "./spool.ts";
 
@@ -24,11 +25,15 @@ export function createSettlement(
     onRebuy(orgId: string, requestId: string): void;
     /** Where the journal lives over a restart (DATA_DIR/spool). */
     spoolDir?: string;
+    /** Where BYO usage events go when this instance's flusher writes them itself (local-ledger.ts). */
+    localLedger?: LocalLedger;
     faults?: { noReplay?: boolean };
   },
 ): {
   price(admission: Admission, usage: Usage, servedBy?: CatalogModel): Nanos;
   settle(admission: Admission, end: CallEnd): Promise<Settlement>;
+  /** The flusher of this instance committed these calls to Postgres (see SettleJournal.committed). */
+  committed(ids: readonly string[]): void;
   close(): Promise<void>;
 } {
   const { config, store, database, clock, log, loadBalance } = deps;
@@ -37,7 +42,8 @@ export function createSettlement(
   /** Applies a settle (or a BYO usage event); returns the balance after it. */
   const applySettle = async (p: PendingSettle): Promise<Nanos | undefined> => {
     if (p.kind === "append") {
-      await store.appendEvent({ orgId: p.orgId, event: p.event });
+      if (deps.localLedger) deps.localLedger.push(p.event);
+      else await store.appendEvent({ orgId: p.orgId, event: p.event });
       return undefined;
     }
     if (p.kind === "trial") {
@@ -191,6 +197,9 @@ export function createSettlement(
       }).total;
     },
     settle,
+    committed: (ids) => {
+      journal.committed(ids);
+    },
     close: () => journal.close(),
   };
 }

@@ -227,6 +227,22 @@ export class SettleJournal {
     }
   }
 
+  /**
+   * This instance's flusher committed these request ids to Postgres: their applied settles are let
+   * go now, without the lookup confirm() makes for the ones other instances' flushers wrote.
+   */
+  committed(ids: readonly string[]): number {
+    let dropped = 0;
+    for (const id of ids) {
+      if (this.entries.get(id)?.state === "applied") {
+        this.entries.delete(id);
+        dropped++;
+      }
+    }
+    if (dropped > 0) this.compact();
+    return dropped;
+  }
+
   /** Lets go of the applied settles Postgres has; returns how many. */
   async confirm(): Promise<number> {
     const ids: string[] = [];

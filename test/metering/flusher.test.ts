@@ -5,6 +5,7 @@ import { createLogger } from "../../src/core/log.ts";
 import { type Database, openDatabase } from "../../src/db/client.ts";
 import { type CallEvent, encodeCallEvent, encodeCreditEvent } from "../../src/metering/events.ts";
 import { Flusher } from "../../src/metering/flusher.ts";
+import { LocalLedger } from "../../src/metering/local-ledger.ts";
 import { createRedisStore } from "../../src/metering/redis-store.ts";
 import type { MeteringStore } from "../../src/metering/store.ts";
 import { freshDatabaseUrl } from "../harness/databases.ts";
@@ -73,6 +74,33 @@ describe("flusher", () => {
     ...over,
   });
 
+  it("writes the events queued in process (BYO usage) with the stream's, and acks only the stream's", async () => {
+    const orgId = `org_${randomUUID()}`;
+    await store.loadBalance({ orgId, balance: 1_000_000 });
+    const debit = call(orgId);
+    const byo = call(orgId, { amount: 0, byo: true, tags: {} });
+    await store.settle({ orgId, requestId: debit.id, cost: debit.amount, event: encodeCallEvent(debit) });
+    const local = new LocalLedger();
+    local.push(encodeCallEvent(byo));
+    const committed: string[] = [];
+    const flusher = new Flusher(store, database, log, {
+      consumer: "local",
+      local,
+      onCommitted: (ids) => committed.push(...ids),
+    });
+    await flusher.drain();
+    expect(local.size).toBe(0);
+    expect(committed).toEqual(expect.arrayContaining([debit.id, byo.id]));
+    const rows = await sql`select id, byo, charged from usage_records where org_id = ${orgId} order by byo`;
+    expect(rows.map((r) => [r.id, r.byo, Number(r.charged)])).toEqual([
+      [debit.id, false, 1234],
+      [byo.id, true, 0],
+    ]);
+    expect(await sql`select id from credit_transactions where org_id = ${orgId}`).toHaveLength(1);
+    // Nothing of it is left on the stream, and nothing was left unacked.
+    expect((await store.ledgerLag()).length).toBe(0);
+  });
+
   it("writes a debit, its usage record, a BYO usage record and a credit with every field", async () => {
     const orgId = `org_${randomUUID()}`;
     await store.loadBalance({ orgId, balance: 1_000_000 });
@@ -95,8 +123,14 @@ describe("flusher", () => {
     });
     await store.settle({ orgId, requestId: debit.id, cost: debit.amount, event: encodeCallEvent(debit) });
     await store.appendEvent({ orgId, event: encodeCallEvent(byo) });
-    const flusher = new Flusher(store, database, log, { consumer: "one" });
+    const committed: string[] = [];
+    const flusher = new Flusher(store, database, log, {
+      consumer: "one",
+      onCommitted: (ids) => committed.push(...ids),
+    });
     await flusher.drain();
+    // It names what it committed, so the settle journal can let go without asking Postgres.
+    expect(committed).toEqual(expect.arrayContaining([debit.id, byo.id, `cr_${orgId}`]));
 
     const [d] = await sql`select * from credit_transactions where id = ${debit.id}`;
     expect(d).toMatchObject({

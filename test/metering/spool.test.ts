@@ -36,6 +36,31 @@ beforeEach(() => {
 afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
 describe("the settle journal (spool)", () => {
+  it("lets go of applied settles its flusher committed, without asking Postgres; not of one in flight", async () => {
+    let asked = 0;
+    const spool = new SettleJournal({
+      apply: async () => {},
+      inLedger: async () => {
+        asked++;
+        return new Set();
+      },
+      log,
+      dir,
+    });
+    for (const id of ["req_a", "req_b", "req_c"]) spool.record(settle(id));
+    spool.applied("req_a");
+    spool.applied("req_b");
+    // req_c is still being applied: the store has not answered, so it stays whatever Postgres has.
+    expect(spool.committed(["req_a", "req_b", "req_c", "req_unknown"])).toBe(2);
+    expect(spool.kept).toBe(1);
+    expect(asked).toBe(0);
+    spool.applied("req_c");
+    expect(spool.committed(["req_c"])).toBe(1);
+    expect(spool.kept).toBe(0);
+    await spool.close();
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
   it("has a kept settle on disk at once, so a process killed before its shutdown loses nothing", async () => {
     const dying = journal(storeDown);
     dying.hold(settle("req_a"), new Error("redis unreachable"));

@@ -141,6 +141,46 @@ describe.each(kinds)("metering store contract (%s)", (kind) => {
     expect(await store.getBalance(id)).toEqual({ balance: 100, held: 70 });
   });
 
+  it("a repeat of a held reserve is admitted even when the balance or the budget no longer covers it", async () => {
+    const id = await loaded(100);
+    const month = NOW - 1000;
+    const [r, s] = [rid(), rid()];
+    await reserve(id, r, 70);
+    // The other call takes the rest: a repeat of r must still say admitted, and hold nothing more.
+    await reserve(id, s, 30);
+    expect(await reserve(id, r, 70)).toEqual({ ok: true, balance: 100, held: 100 });
+    const budget = { monthStart: month, max: 50 };
+    const again = await store.reserve({
+      orgId: id,
+      requestId: r,
+      amount: 70,
+      ttlMs: TTL,
+      nowMs: NOW,
+      budget,
+    });
+    expect(again).toEqual({ ok: true, balance: 100, held: 100 });
+    expect(await store.getBalance(id)).toEqual({ balance: 100, held: 100 });
+    expect(await settle(id, r, 10)).toEqual({ ok: true, balance: 90, duplicate: false });
+    expect(await store.getBalance(id)).toEqual({ balance: 90, held: 30 });
+    await drain();
+  });
+
+  it.runIf(kind === "redis")(
+    "a hold an older reserve wrote in Lua's %.14g form (1e+14) is released exactly by settle",
+    async () => {
+      const id = await loaded(3e14);
+      const r = rid();
+      await reserve(id, r, 1e14);
+      const client = (store as MeteringStore & { client: import("ioredis").Redis }).client;
+      const holds = `pg:{pg:${shardOf(id)}}:h:${id}`;
+      expect(await client.hget(holds, r)).toBe("100000000000000");
+      await client.hset(holds, r, "1e+14");
+      expect(await settle(id, r, 5)).toEqual({ ok: true, balance: 3e14 - 5, duplicate: false });
+      expect(await store.getBalance(id)).toEqual({ balance: 3e14 - 5, held: 0 });
+      await drain();
+    },
+  );
+
   it("settle releases the hold, debits, appends exactly one ledger event, and is idempotent", async () => {
     await drain();
     const id = await loaded(1000);

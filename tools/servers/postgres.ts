@@ -51,7 +51,13 @@ async function canQuery(url: string): Promise<boolean> {
 }
 
 /** A real Postgres on a free loopback port, initialised in a temp dir and owned by this run. */
-export async function startPostgres(opts: { port?: number } = {}): Promise<PostgresServer> {
+export async function startPostgres(
+  opts: {
+    port?: number;
+    /** More server settings (`-c name=value`), e.g. the benches' pg_stat_statements. */
+    settings?: Record<string, string>;
+  } = {},
+): Promise<PostgresServer> {
   const bin = binDir();
   const port = opts.port ?? (await freePort());
   const dir = mkdtempSync(join(tmpdir(), "planto-pg-"));
@@ -92,6 +98,7 @@ export async function startPostgres(opts: { port?: number } = {}): Promise<Postg
       "full_page_writes=off",
       "-c",
       "max_connections=300",
+      ...Object.entries(opts.settings ?? {}).flatMap(([name, value]) => ["-c", `${name}=${value}`]),
     ]);
     child = spawnServer(cmd, args);
     await waitUntil(`postgres on ${port}`, () => canQuery(url), 30_000);
