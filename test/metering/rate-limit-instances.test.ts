@@ -105,22 +105,33 @@ describe("rate limits across 3 gateway processes sharing one Redis", () => {
     await adminCall(a.url, "PATCH", `/admin/api-keys/${other.body.id}/rate-limits`, { requestsPerMinute: 7 });
     // Each call is estimated at ~70 tokens (prompt bytes × 0.4 + max_tokens 50) and uses ~30.
     await adminCall(a.url, "PATCH", `/admin/orgs/${org.id}/rate-limits`, { tokensPerMinute: 2_000 });
-    const { results, windows } = await burst([org.key, other.body.key], 120);
-    const ok = results.filter((r) => r.status === 200);
+    // The key alone first: its own limit is exact when nothing else is in the way. (Mixed with the
+    // org's other key, the org's shared token limit may legitimately take every slot before this
+    // key's first call arrives, so the ceiling is all that can be asserted there.)
+    const t0 = Date.now();
+    const alone = await burst([other.body.key], 20);
+    const okAlone = alone.results.filter((r) => r.status === 200);
+    expect(okAlone.length).toBeLessThanOrEqual(7 * alone.windows);
+    expect(alone.results.filter((r) => r.code === "rate_limit_exceeded").length).toBeGreaterThan(0);
+    if (
+      alone.windows === 1 &&
+      alone.results.every((r) => r.status === 200 || r.code === "rate_limit_exceeded")
+    )
+      expect(okAlone).toHaveLength(7);
+    const { results } = await burst([org.key, other.body.key], 120);
+    const windows = windowsSpanned(t0, Date.now());
+    const ok = [...okAlone, ...results.filter((r) => r.status === 200)];
     const okOther = ok.filter((r) => r.key === other.body.key);
     const others = results.filter((r) => r.status !== 200 && r.code !== "rate_limit_exceeded");
     expect(okOther.length).toBeLessThanOrEqual(7 * windows);
     if (windows === 1) {
-      // The key's own limit is a ceiling, not a quota: the org's shared token limit may refuse some of
-      // its calls first (with the same code), so only the ceiling is exact here.
-      expect(okOther.length).toBeGreaterThan(0);
       // The window counts estimates at admission and usage after settle, so what the admitted calls
       // used never passes the limit; and at least the estimates' share of it was admitted (on a busy
       // machine every admitted call may still be counted at its estimate, under 120 tokens each).
       const used = ok.reduce((n, r) => n + r.tokens, 0);
       expect(used).toBeLessThanOrEqual(2_000);
       if (others.length === 0) expect(ok.length).toBeGreaterThanOrEqual(Math.floor(2_000 / 120));
-      expect(ok.length).toBeLessThan(120);
+      expect(ok.length).toBeLessThan(140);
     }
   }, 120_000);
 });
