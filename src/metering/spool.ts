@@ -96,6 +96,9 @@ export interface JournalDeps {
  * A new start takes over the files earlier runs left (killed or not) and replays them; a line cut by
  * a kill mid-write was never acknowledged and is skipped.
  */
+/** Journals made by this process, to tell their files apart. */
+let journalsMade = 0;
+
 export class SettleJournal {
   private readonly entries = new Map<string, Entry>();
   private buffer: string[] = [];
@@ -112,7 +115,12 @@ export class SettleJournal {
   private readonly file: string | undefined;
 
   constructor(private readonly deps: JournalDeps) {
-    this.file = deps.dir ? join(deps.dir, `settles-${process.pid}-${Date.now()}.jsonl`) : undefined;
+    // Unique within the process too: two journals made in the same millisecond (a test's dying
+    // instance and its successor) shared a name, and the second took the first's file for its own.
+    journalsMade++;
+    this.file = deps.dir
+      ? join(deps.dir, `settles-${process.pid}-${Date.now()}-${journalsMade}.jsonl`)
+      : undefined;
   }
 
   private now(): number {
