@@ -9,7 +9,9 @@ const call = { model: "gpt-4.1-mini", messages, max_tokens: 50 };
 describe.each(backends)("rate limits per key and per org over HTTP (%s)", (backend) => {
   let gw: TestGateway;
   // The gateway's clock, moved by the tests: a window boundary never falls inside a test by chance.
-  let now = Date.UTC(2026, 11, 2, 12, 0, 5);
+  // It starts 5 s into the real clock's next window, not at a fixed date: Redis expires a window's
+  // counters by its own clock (PEXPIREAT two windows on), so a date two minutes past drops them at once.
+  let now = Math.floor(Date.now() / RATE_WINDOW_MS) * RATE_WINDOW_MS + RATE_WINDOW_MS + 5_000;
   const clock = { now: () => now };
 
   beforeAll(async () => {
