@@ -62,6 +62,12 @@ export const configSchema = z
     /** How often each instance looks for expired holds. */
     RECLAIM_INTERVAL_MS: int(30_000, 1),
     /**
+     * The most holds each instance makes ahead per org (src/metering/hold-pool.ts), so that most
+     * calls go upstream without a store round trip first; it asks for twice the calls it saw since
+     * it last asked, at least 8. 0 turns the pool off (every call reserves alone).
+     */
+    HOLD_POOL_SIZE: int(64, 0),
+    /**
      * How often each flusher lane reads the ledger stream when the last read was not a full batch:
      * waiting lets events gather, and a few large batches cost Redis and Postgres far less than many
      * small ones. It bounds the ledger's lag (about this plus one commit).

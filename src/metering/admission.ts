@@ -3,6 +3,7 @@ import { estimateReservation, estimateTokens } from "../pricing/cost.ts";
 import type { Nanos } from "../pricing/money.ts";
 import type { MeterParts } from "./balances.ts";
 import { billingMonthStart, nextBillingMonthStart } from "./billing-month.ts";
+import type { HoldPool } from "./hold-pool.ts";
 import type { Admission, AdmitResult, CallerOrg, CallStart, Refusal } from "./meter.ts";
 import { type RateCheck, rateCheckFor, windowStart } from "./rate-limit.ts";
 
@@ -11,6 +12,8 @@ export interface MeteredAdmission extends Admission {
   /** Nothing is debited: BYO orgs pay their provider directly. */
   readonly byo: boolean;
   readonly hold: Nanos;
+  /** The pooled hold the call was admitted with (./hold-pool.ts); absent: its own, by request id. */
+  readonly holdId?: string;
   /** Start of the billing month the call was admitted in (ms). */
   readonly monthStart: number;
   /** A BYO trial call: it holds a slot of the trial's limits until it is settled. */
@@ -22,10 +25,13 @@ export interface MeteredAdmission extends Admission {
 /**
  * Admission: a hold in the metering store before the upstream is called (a trial slot for BYO
  * trial orgs). A refusal is a value (the route maps it to its HTTP error), never a thrown error;
- * what the store lost is rebuilt from Postgres first.
+ * what the store lost is rebuilt from Postgres first. With a hold pool, a call without rate limits
+ * takes a hold made ahead for it and goes upstream without waiting for the store.
  */
-export function createAdmission(deps: MeterParts): (start: CallStart) => Promise<AdmitResult> {
-  const { config, store, database, clock, log, loadBalance } = deps;
+export function createAdmission(
+  deps: MeterParts & { pool?: HoldPool },
+): (start: CallStart) => Promise<AdmitResult> {
+  const { config, store, database, clock, log, loadBalance, pool } = deps;
 
   /** The store failed while admitting a call: counted, logged (the caller only learns it is down). */
   const storeDown = (err: unknown): { ok: false; refusal: Refusal } => {
@@ -148,6 +154,13 @@ export function createAdmission(deps: MeterParts): (start: CallStart) => Promise
     const monthStart = currentMonthStart(org, clock.now());
     const budget =
       org.maxThresholdPerMonth === null ? undefined : { monthStart, max: org.maxThresholdPerMonth };
+    // Rate limits count each call in the step that holds its credit: those calls reserve one by one.
+    const pooling = rate ? undefined : pool;
+    const pooled = pooling?.take(org.id, hold);
+    if (pooling && pooled) {
+      pooling.refill(org.id, hold, budget);
+      return admitted({ start, byo: false, hold, holdId: pooled, monthStart, trial: false });
+    }
     const reserve = () =>
       store.reserve({
         budget,
@@ -165,10 +178,14 @@ export function createAdmission(deps: MeterParts): (start: CallStart) => Promise
         await loadBalance(org.id, monthStart);
         outcome = await reserve();
       }
+      // This instance's unused pooled holds may be what stands in the way: given back, asked again.
+      const refused = !outcome.ok && outcome.reason !== "not_loaded" && outcome.reason !== "rate_limited";
+      if (refused && pooling && (await pooling.release(org.id))) outcome = await reserve();
     } catch (err) {
       return storeDown(err);
     }
     if (outcome.ok) {
+      pooling?.refill(org.id, hold, budget);
       return admitted({
         start,
         byo: false,

@@ -8,6 +8,7 @@ import { parseUsd } from "../pricing/money.ts";
 import { createAdmission } from "./admission.ts";
 import { balanceLoader } from "./balances.ts";
 import { type CreditEvent, encodeCreditEvent } from "./events.ts";
+import { HoldPool, type PoolStore } from "./hold-pool.ts";
 import type { LocalLedger } from "./local-ledger.ts";
 import type { CreditResult, Meter } from "./meter.ts";
 import type { MeteringMetrics } from "./metrics.ts";
@@ -40,7 +41,18 @@ export function createLedgerMeter(deps: {
 }): Meter {
   const { config, store, database, clock } = deps;
   const loadBalance = balanceLoader({ store, database, clock });
-  const admit = createAdmission({ ...deps, loadBalance });
+  // Only where the store is a round trip away (Redis): in process, a reserve costs no wait.
+  const pool =
+    store.reserveMany && config.HOLD_POOL_SIZE > 0
+      ? new HoldPool(store as PoolStore, clock, deps.log, {
+          size: config.HOLD_POOL_SIZE,
+          share: 10,
+          ttlMs: config.HOLD_TTL_MS,
+          maxAgeMs: Math.min(5_000, config.HOLD_TTL_MS / 4),
+          idleMs: 1_000,
+        })
+      : undefined;
+  const admit = createAdmission({ ...deps, loadBalance, ...(pool ? { pool } : {}) });
   const recharger = createRecharger({ ...deps, credit: (input) => meter.credit(input) });
   const settlement = createSettlement({
     ...deps,
@@ -107,10 +119,13 @@ export function createLedgerMeter(deps: {
     },
 
     payOwedCredits: () => recharger.payOwed(),
-    idle: () => recharger.idle(),
+    idle: async () => {
+      await Promise.all([recharger.idle(), pool?.idle()]);
+    },
     committed: settlement.committed,
 
     async close() {
+      await pool?.close();
       await recharger.close();
       await settlement.close();
     },

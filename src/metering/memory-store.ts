@@ -128,14 +128,14 @@ export function createMemoryStore(): MeteringStore {
       rates.correct(c);
     },
 
-    async settle({ orgId, requestId, cost, event, monthStart, rebuyBelow, rebuyLease }) {
+    async settle({ orgId, requestId, cost, event, monthStart, rebuyBelow, rebuyLease, holdId = requestId }) {
       assertNanos("settle cost", cost, 0);
       const org = orgs.get(orgId);
       if (done.has(requestId)) return { ok: true, balance: org?.bal ?? 0, duplicate: true };
       if (!org) return { ok: false, reason: "not_loaded" };
-      const hold = org.holds.get(requestId);
+      const hold = org.holds.get(holdId);
       if (hold) {
-        org.holds.delete(requestId);
+        org.holds.delete(holdId);
         org.held -= hold.amount;
       }
       if (cost > 0) {

@@ -14,6 +14,7 @@ import {
 const SCRIPTS = {
   reserve: 6,
   reserve_lean: 4,
+  reserve_many: 3,
   settle: 5,
   release: 3,
   credit: 3,
@@ -254,6 +255,28 @@ export function createRedisStore(opts: {
         : { ok: true, balance: num(balance), held: num(held) };
     },
 
+    reachable: () => client.status === "ready",
+
+    async reserveMany({ orgId, holdIds, amount, share, ttlMs, nowMs, budget }) {
+      assertNanos("pooled hold", amount, 1);
+      const k = keys(orgId);
+      const [status, granted] = (await run(
+        "reserve_many",
+        k.org,
+        k.holds,
+        k.expiry,
+        amount,
+        nowMs + ttlMs,
+        share,
+        budget ? budget.max : -1,
+        `m${budget?.monthStart ?? 0}`,
+        orgId,
+        ...holdIds,
+      )) as Reply[];
+      if (num(status) === -1) return { ok: false, reason: "not_loaded" };
+      return { ok: true, granted: num(granted) };
+    },
+
     async admitRate({ orgId, rate, nowMs }) {
       const k = keys(orgId);
       const reply = (await run(
@@ -270,9 +293,11 @@ export function createRedisStore(opts: {
       await run("rate_settle", k.rateOrg, k.rateKey(c.keyId), c.windowStart, c.tokens);
     },
 
-    async settle({ orgId, requestId, cost, event, monthStart, rebuyBelow, rebuyLease }) {
+    async settle({ orgId, requestId, cost, event, monthStart, rebuyBelow, rebuyLease, holdId }) {
       assertNanos("settle cost", cost, 0);
       const k = keys(orgId);
+      // settle.lua finds the hold by ARGV[1] and its expiry by ARGV[4]; the done marker is the call's.
+      const hold = holdId ?? requestId;
       const [status, balance, rebuy] = (await run(
         "settle",
         k.org,
@@ -280,10 +305,10 @@ export function createRedisStore(opts: {
         k.expiry,
         k.done(requestId),
         k.ledger,
-        requestId,
+        hold,
         cost,
         event,
-        `${orgId}\n${requestId}`,
+        `${orgId}\n${hold}`,
         DONE_TTL_SECONDS,
         `m${monthStart ?? 0}`,
         `-${cost}`,

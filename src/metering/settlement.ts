@@ -64,6 +64,7 @@ export function createSettlement(
         monthStart: p.monthStart,
         rebuyBelow: p.rebuyBelow,
         rebuyLease: { nowMs: clock.now(), ttlMs: config.REBUY_LEASE_MS },
+        ...(p.holdId ? { holdId: p.holdId } : {}),
       });
     let result = await settle();
     if (!result.ok) {
@@ -112,7 +113,7 @@ export function createSettlement(
   journal.recover().catch((err) => log.error("spool recovery failed", { err: String(err) }));
 
   const settle = async (admission: Admission, end: CallEnd): Promise<Settlement> => {
-    const { start, byo, monthStart, trial, rated } = admission as MeteredAdmission;
+    const { start, byo, monthStart, trial, rated, holdId } = admission as MeteredAdmission;
     // A provider charges nothing for a call it refused or never answered; a call it answered
     // without a usage report is counted from what it sent.
     const answered = end.upstreamStatus !== undefined && end.upstreamStatus < 400;
@@ -159,6 +160,7 @@ export function createSettlement(
       monthStart,
       rebuyBelow: start.org.autoRebuy?.threshold,
       ...(trial ? { answered } : {}),
+      ...(holdId ? { holdId } : {}),
     };
     // The rate window counted the estimate; it now counts what was used. Sent next to the settle
     // (no wait of its own), and never in the way of the money: a failure is only logged.

@@ -19,6 +19,8 @@ export interface PendingSettle {
   rebuyBelow?: number;
   /** A trial call: the upstream answered (its slot is confirmed) or not (released). */
   answered?: boolean;
+  /** The pooled hold the call was admitted with, when not its own (./hold-pool.ts). */
+  holdId?: string;
 }
 
 /**

@@ -46,6 +46,28 @@ export interface MeteringStore {
     rate?: RateCheck;
   }): Promise<ReserveOutcome>;
   /**
+   * Holds up to `holdIds.length` holds of `amount` each for calls not made yet (a gateway's hold
+   * pool, ./hold-pool.ts), under reserve's rule (balance − held covers each, and the monthly budget
+   * counts them), taking at most 1/`share` of the free balance; granted holds are the first
+   * `granted` ids. A call then settles with its pooled hold's id (settle's `holdId`), or the hold is
+   * released, or it expires like any call's. Optional: a store reached without a round trip (in
+   * process) has no use for it.
+   */
+  reserveMany?(r: {
+    orgId: string;
+    holdIds: string[];
+    amount: Nanos;
+    share: number;
+    ttlMs: number;
+    nowMs: number;
+    budget?: { monthStart: number; max: Nanos };
+  }): Promise<{ ok: true; granted: number } | { ok: false; reason: "not_loaded" }>;
+  /**
+   * False while the store is known to be unreachable (its connection is down): holds made ahead are
+   * not used then, so a call is admitted only by a store that answers. Optional: always reachable.
+   */
+  reachable?(): boolean;
+  /**
    * The rate step alone, for calls that reserve nothing (BYO): the same check and count as reserve's.
    * The caller runs it only when a limit is set.
    */
@@ -77,6 +99,8 @@ export interface MeteringStore {
      * never ends (the old flag). Added with issue 11 (money).
      */
     rebuyLease?: { nowMs: number; ttlMs: number };
+    /** The hold the call was admitted with, when it is not its request id (a pooled hold). */
+    holdId?: string;
   }): Promise<SettleOutcome>;
   /** Ends a pending auto-recharge (paid or failed), so the next crossing may request another. */
   clearRebuy(orgId: string): Promise<void>;

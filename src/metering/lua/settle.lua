@@ -7,10 +7,10 @@ KEYS[2] holds hash  requestId -> amount
 KEYS[3] expiry zset
 KEYS[4] done marker of requestId
 KEYS[5] ledger stream of the shard
-ARGV[1] requestId
+ARGV[1] the call's hold: its requestId, or the id of the pooled hold it was admitted with
 ARGV[2] cost (nanodollars, >= 0)
 ARGV[3] ledger event (JSON)
-ARGV[4] expiry zset member
+ARGV[4] expiry zset member of the hold
 ARGV[5] done marker TTL (seconds)
 ARGV[6] the field of the billing month the call was admitted in, "m<monthStart>"
 ARGV[7] minus the cost ("-<ARGV[2]>"), for HINCRBY
