@@ -1,7 +1,7 @@
 import type { Clock } from "../core/clock.ts";
 import type { Logger } from "../core/log.ts";
 import type { Nanos } from "../pricing/money.ts";
-import type { MeteringStore } from "./store.ts";
+import { type MeteringStore, pooledBatchOf, pooledHoldId } from "./store.ts";
 
 /** A hold made in the store ahead of the call that will use it. */
 interface Pooled {
@@ -57,7 +57,8 @@ export type PoolStore = Pick<MeteringStore, "release" | "reachable"> &
  *   first and is asked again (see admission.ts). Other instances' pools can still stand in its way,
  *   by at most 1/share of the free balance each.
  * - Unused holds count in `held` until they are used, released (after `idleMs` without a call, or at
- *   shutdown) or, if the gateway died, reclaimed after HOLD_TTL_MS like any call's hold.
+ *   shutdown) or, if the gateway died, reclaimed after HOLD_TTL_MS like any call's hold. The holds
+ *   of one refill share one expiry entry, removed by whichever settle or release ends the last.
  * - While the store is unreachable, pooled holds are not used: calls are refused as before.
  * - If the store loses its data (Redis restarted empty), the pool's holds are gone with it; calls
  *   may be admitted on them for up to `maxAgeMs`, at most `size` per org and instance. Each is still
@@ -68,6 +69,11 @@ export class HoldPool {
   private readonly pools = new Map<string, OrgPool>();
   private timer: ReturnType<typeof setInterval> | undefined;
   private readonly inFlight = new Set<Promise<unknown>>();
+  /** Holds of each batch not yet settled or given back: the last one removes the batch's expiry entry. */
+  private readonly batches = new Map<string, number>();
+  /** Batch ids: this instance's tag and a counter (short: they are in every pooled hold's name). */
+  private readonly tag = crypto.randomUUID().slice(0, 8);
+  private batchSeq = 0;
   private closed = false;
 
   constructor(
@@ -114,13 +120,14 @@ export class HoldPool {
     pool.amount = Math.max(pool.amount, wanted);
     pool.refilling = true;
     pool.demand = 0;
-    const ids = Array.from({ length: target - fitting }, () => `hp_${crypto.randomUUID()}`);
+    const batchId = `${this.tag}${(++this.batchSeq).toString(36)}`;
     const madeAt = this.clock.now();
     const each = pool.amount;
     const asked = this.store
       .reserveMany({
         orgId,
-        holdIds: ids,
+        batchId,
+        count: target - fitting,
         amount: each,
         share: this.opts.share,
         ttlMs: this.opts.ttlMs,
@@ -131,10 +138,17 @@ export class HoldPool {
         const current = this.pools.get(orgId);
         if (!outcome.ok) {
           // The store lost the org: so are its holds. The next call loads the balance.
-          if (current) current.holds = [];
+          if (current) this.forget(current.holds.splice(0));
           return;
         }
-        const granted = ids.slice(0, outcome.granted).map((id) => ({ id, amount: each, madeAt }));
+        const n = outcome.granted;
+        if (n === 0) return;
+        this.batches.set(`hpb:${batchId}:${n}`, n);
+        const granted = Array.from({ length: n }, (_, i) => ({
+          id: pooledHoldId(batchId, n, i + 1),
+          amount: each,
+          madeAt,
+        }));
         if (this.closed || current !== pool) {
           await this.giveBack(orgId, granted);
           return;
@@ -146,6 +160,22 @@ export class HoldPool {
         pool.refilling = false;
       });
     this.track(asked);
+  }
+
+  /**
+   * A call admitted with this pooled hold is being settled: says whether it is the last hold of its
+   * batch still out (then the settle removes the batch's expiry entry).
+   */
+  done(holdId: string): boolean {
+    const batch = pooledBatchOf(holdId);
+    const left = batch === undefined ? undefined : this.batches.get(batch);
+    if (batch === undefined || left === undefined) return false;
+    if (left > 1) {
+      this.batches.set(batch, left - 1);
+      return false;
+    }
+    this.batches.delete(batch);
+    return true;
   }
 
   /** Gives the org's unused holds back to the store (a refused call asks again without them). */
@@ -182,10 +212,20 @@ export class HoldPool {
     this.track(this.giveBack(orgId, stale));
   }
 
+  /** Holds the store no longer has: their batches are not followed any more (reclaim ends them). */
+  private forget(holds: Pooled[]): void {
+    for (const h of holds) {
+      const batch = pooledBatchOf(h.id);
+      if (batch) this.batches.delete(batch);
+    }
+  }
+
   private async giveBack(orgId: string, holds: Pooled[]): Promise<void> {
     if (holds.length === 0) return;
     try {
-      await Promise.all(holds.map((h) => this.store.release({ orgId, requestId: h.id })));
+      await Promise.all(
+        holds.map((h) => this.store.release({ orgId, requestId: h.id, lastOfBatch: this.done(h.id) })),
+      );
     } catch (err) {
       // They expire with HOLD_TTL_MS and are reclaimed like a dead gateway's.
       this.log.warn("could not release pooled holds; they expire", { orgId, err: String(err) });

@@ -56,6 +56,7 @@ export function createLedgerMeter(deps: {
   const recharger = createRecharger({ ...deps, credit: (input) => meter.credit(input) });
   const settlement = createSettlement({
     ...deps,
+    ...(pool ? { pool } : {}),
     loadBalance,
     onRebuy: (orgId, requestId) => recharger.request(orgId, requestId),
   });

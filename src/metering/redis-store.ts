@@ -7,6 +7,7 @@ import {
   DONE_TTL_SECONDS,
   type LedgerEntry,
   type MeteringStore,
+  pooledBatchOf,
   SHARDS,
   shardOf,
 } from "./store.ts";
@@ -77,6 +78,16 @@ function rateArgs(rate: RateCheck, nowMs: number): number[] {
     lim(rate.key.tokensPerMinute),
     rate.tokens,
   ];
+}
+
+/**
+ * A hold's entry in the expiry set: its own, or, for a pooled hold, its batch's, which only the last
+ * hold of the batch removes ("": the scripts leave it).
+ */
+function expiryMember(orgId: string, holdId: string, lastOfBatch: boolean | undefined): string {
+  const batch = pooledBatchOf(holdId);
+  if (!batch) return `${orgId}\n${holdId}`;
+  return lastOfBatch ? `${orgId}\n${batch}` : "";
 }
 
 function num(v: Reply | undefined): number {
@@ -257,7 +268,7 @@ export function createRedisStore(opts: {
 
     reachable: () => client.status === "ready",
 
-    async reserveMany({ orgId, holdIds, amount, share, ttlMs, nowMs, budget }) {
+    async reserveMany({ orgId, batchId, count, amount, share, ttlMs, nowMs, budget }) {
       assertNanos("pooled hold", amount, 1);
       const k = keys(orgId);
       const [status, granted] = (await run(
@@ -271,7 +282,8 @@ export function createRedisStore(opts: {
         budget ? budget.max : -1,
         `m${budget?.monthStart ?? 0}`,
         orgId,
-        ...holdIds,
+        batchId,
+        count,
       )) as Reply[];
       if (num(status) === -1) return { ok: false, reason: "not_loaded" };
       return { ok: true, granted: num(granted) };
@@ -293,7 +305,7 @@ export function createRedisStore(opts: {
       await run("rate_settle", k.rateOrg, k.rateKey(c.keyId), c.windowStart, c.tokens);
     },
 
-    async settle({ orgId, requestId, cost, event, monthStart, rebuyBelow, rebuyLease, holdId }) {
+    async settle({ orgId, requestId, cost, event, monthStart, rebuyBelow, rebuyLease, holdId, lastOfBatch }) {
       assertNanos("settle cost", cost, 0);
       const k = keys(orgId);
       // settle.lua finds the hold by ARGV[1] and its expiry by ARGV[4]; the done marker is the call's.
@@ -308,7 +320,7 @@ export function createRedisStore(opts: {
         hold,
         cost,
         event,
-        `${orgId}\n${hold}`,
+        expiryMember(orgId, hold, lastOfBatch),
         DONE_TTL_SECONDS,
         `m${monthStart ?? 0}`,
         `-${cost}`,
@@ -330,9 +342,9 @@ export function createRedisStore(opts: {
       await client.hdel(keys(orgId).org, "rebuy");
     },
 
-    async release({ orgId, requestId }) {
+    async release({ orgId, requestId, lastOfBatch }) {
       const k = keys(orgId);
-      await run("release", k.org, k.holds, k.expiry, requestId, `${orgId}\n${requestId}`);
+      await run("release", k.org, k.holds, k.expiry, requestId, expiryMember(orgId, requestId, lastOfBatch));
     },
 
     async credit({ orgId, creditId, amount, event }) {

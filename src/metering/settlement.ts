@@ -9,6 +9,7 @@ import { tokenCounter } from "../pricing/tokens.ts";
 import type { MeteredAdmission } from "./admission.ts";
 import type { MeterParts } from "./balances.ts";
 import { type CallEvent, encodeCallEvent } from "./events.ts";
+import type { HoldPool } from "./hold-pool.ts";
 import type { LocalLedger } from "./local-ledger.ts";
 import type { Admission, CallEnd, CallStart, Settlement } from "./meter.ts";
 import { type PendingSettle, SettleJournal } from "./spool.ts";
@@ -27,6 +28,8 @@ export function createSettlement(
     spoolDir?: string;
     /** Where BYO usage events go when this instance's flusher writes them itself (local-ledger.ts). */
     localLedger?: LocalLedger;
+    /** The hold pool calls may have been admitted from: it says when a batch's last hold is settled. */
+    pool?: HoldPool;
     faults?: { noReplay?: boolean };
   },
 ): {
@@ -65,6 +68,7 @@ export function createSettlement(
         rebuyBelow: p.rebuyBelow,
         rebuyLease: { nowMs: clock.now(), ttlMs: config.REBUY_LEASE_MS },
         ...(p.holdId ? { holdId: p.holdId } : {}),
+        ...(p.lastOfBatch ? { lastOfBatch: true } : {}),
       });
     let result = await settle();
     if (!result.ok) {
@@ -161,6 +165,7 @@ export function createSettlement(
       rebuyBelow: start.org.autoRebuy?.threshold,
       ...(trial ? { answered } : {}),
       ...(holdId ? { holdId } : {}),
+      ...(holdId && deps.pool?.done(holdId) ? { lastOfBatch: true } : {}),
     };
     // The rate window counted the estimate; it now counts what was used. Sent next to the settle
     // (no wait of its own), and never in the way of the money: a failure is only logged.

@@ -21,6 +21,8 @@ export interface PendingSettle {
   answered?: boolean;
   /** The pooled hold the call was admitted with, when not its own (./hold-pool.ts). */
   holdId?: string;
+  /** That pooled hold is the last of its batch: its settle removes the batch's expiry entry. */
+  lastOfBatch?: boolean;
 }
 
 /**

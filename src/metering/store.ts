@@ -48,14 +48,16 @@ export interface MeteringStore {
   /**
    * Holds up to `holdIds.length` holds of `amount` each for calls not made yet (a gateway's hold
    * pool, ./hold-pool.ts), under reserve's rule (balance − held covers each, and the monthly budget
-   * counts them), taking at most 1/`share` of the free balance; granted holds are the first
-   * `granted` ids. A call then settles with its pooled hold's id (settle's `holdId`), or the hold is
-   * released, or it expires like any call's. Optional: a store reached without a round trip (in
+   * counts them), taking at most 1/`share` of the free balance. A call then settles with its pooled
+   * hold's id (settle's `holdId`), or the hold is released, or it expires like any call's; the
+   * holds of a batch share one expiry entry, which goes with the last of them (`lastOfBatch`). Optional: a store reached without a round trip (in
    * process) has no use for it.
    */
   reserveMany?(r: {
     orgId: string;
-    holdIds: string[];
+    /** Unique: the holds are named pooledHoldId(batchId, granted, 1..granted). */
+    batchId: string;
+    count: number;
     amount: Nanos;
     share: number;
     ttlMs: number;
@@ -101,11 +103,13 @@ export interface MeteringStore {
     rebuyLease?: { nowMs: number; ttlMs: number };
     /** The hold the call was admitted with, when it is not its request id (a pooled hold). */
     holdId?: string;
+    /** A pooled hold, the last of its batch still held: the batch's expiry entry goes with it. */
+    lastOfBatch?: boolean;
   }): Promise<SettleOutcome>;
   /** Ends a pending auto-recharge (paid or failed), so the next crossing may request another. */
   clearRebuy(orgId: string): Promise<void>;
   /** Voids a hold whose call never started: no debit, no ledger event. Idempotent. */
-  release(r: { orgId: string; requestId: string }): Promise<void>;
+  release(r: { orgId: string; requestId: string; lastOfBatch?: boolean }): Promise<void>;
   /** Adds credits and appends `event`; idempotent by creditId (a repeat reports the first amount). */
   credit(c: { orgId: string; creditId: string; amount: Nanos; event: string }): Promise<CreditOutcome>;
   /** Appends an event that moves no money (a BYO call's usage). */
@@ -215,6 +219,15 @@ export interface LedgerEntry {
   id: string;
   event: string;
   balance: Nanos | undefined;
+}
+
+/** A pooled hold's id: "hp:<batch>:<n>:<i>", the i-th of the n holds of a batch (i from 1). */
+export const pooledHoldId = (batchId: string, n: number, i: number): string => `hp:${batchId}:${n}:${i}`;
+
+/** The batch a pooled hold belongs to, "hpb:<batch>:<n>" (its expiry entry); undefined for a call's own. */
+export function pooledBatchOf(holdId: string): string | undefined {
+  if (!holdId.startsWith("hp:")) return undefined;
+  return `hpb:${holdId.slice(3, holdId.lastIndexOf(":"))}`;
 }
 
 /** Orgs are spread over a fixed number of shards; an org's keys and its shard's stream share a hash tag. */

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import type { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLogger } from "../../src/core/log.ts";
 import { HoldPool, type HoldPoolOptions } from "../../src/metering/hold-pool.ts";
@@ -15,10 +16,12 @@ const event = (id: string, orgId: string) => JSON.stringify(["c", id, orgId]);
 describe("hold pool (real Redis)", () => {
   let redis: RedisServer;
   let store: MeteringStore & { reserveMany: NonNullable<MeteringStore["reserveMany"]> };
+  let client: ReturnType<typeof createRedisStore>["client"];
 
   beforeAll(async () => {
     redis = await startRedis();
     const redisStore = createRedisStore({ url: redis.url });
+    client = redisStore.client;
     store = redisStore as typeof store;
   });
   afterAll(async () => {
@@ -29,6 +32,15 @@ describe("hold pool (real Redis)", () => {
   const poolOf = (options: Partial<HoldPoolOptions> = {}) => {
     const clock = steppingClock();
     return { clock, pool: new HoldPool(store, clock, log, { ...OPTIONS, ...options }) };
+  };
+  /** The org's entries in the shards' expiry sets (a call's hold, or a batch of pooled ones). */
+  const expiryEntries = async (orgId: string) => {
+    const out: string[] = [];
+    for (const key of await (client as Redis).keys("*hx")) {
+      for (const m of await (client as Redis).zrange(key, "0", "-1"))
+        if (m.startsWith(`${orgId}\n`)) out.push(m);
+    }
+    return out;
   };
   const funded = async (balance: number) => {
     const id = org();
@@ -45,7 +57,9 @@ describe("hold pool (real Redis)", () => {
     // 8 holds of the call's 1,000: 8,000 held, within a tenth of the balance.
     expect(await store.getBalance(orgId)).toEqual({ balance: 1_000_000, held: 8_000 });
     const id = pool.take(orgId, 1_000);
-    expect(id).toMatch(/^hp_/);
+    expect(id).toMatch(/^hp:/);
+    // The 8 share one expiry entry.
+    expect(await expiryEntries(orgId)).toHaveLength(1);
     expect(pool.take(orgId, 2_000)).toBeUndefined(); // larger than any pooled hold
 
     // The call settles against its pooled hold: the hold goes, the cost is debited.
@@ -56,6 +70,7 @@ describe("hold pool (real Redis)", () => {
       cost: 700,
       event: event(requestId, orgId),
       holdId: id as string,
+      lastOfBatch: pool.done(id as string),
     });
     expect(settled).toMatchObject({ ok: true, balance: 999_300, duplicate: false });
     expect(await store.getBalance(orgId)).toEqual({ balance: 999_300, held: 7_000 });
@@ -72,6 +87,8 @@ describe("hold pool (real Redis)", () => {
 
     await pool.close();
     expect(await store.getBalance(orgId)).toEqual({ balance: 999_300, held: 0 });
+    // The last hold of the batch took its expiry entry with it.
+    expect(await expiryEntries(orgId)).toEqual([]);
   });
 
   it("takes no more than its share of the free balance, and none when that cannot cover one hold", async () => {
@@ -145,9 +162,15 @@ describe("hold pool (real Redis)", () => {
     const orgId = await funded(1_000_000);
     pool.refill(orgId, 1_000, undefined);
     await pool.idle();
-    // The gateway dies with its pool: its holds expire after the TTL and are reclaimed.
-    expect(await store.reclaimExpired(clock.now() + OPTIONS.ttlMs + 1)).toBeGreaterThanOrEqual(8);
-    expect(await store.getBalance(orgId)).toEqual({ balance: 1_000_000, held: 0 });
+    // One of them is used and settled; then the gateway dies with its pool: the rest expire after
+    // the TTL and are reclaimed, from their batch's one entry.
+    const used = pool.take(orgId, 1_000) as string;
+    const requestId = `req_${randomUUID()}`;
+    await store.settle({ orgId, requestId, cost: 400, event: event(requestId, orgId), holdId: used });
+    expect(await store.getBalance(orgId)).toEqual({ balance: 999_600, held: 7_000 });
+    expect(await store.reclaimExpired(clock.now() + OPTIONS.ttlMs + 1)).toBeGreaterThanOrEqual(7);
+    expect(await store.getBalance(orgId)).toEqual({ balance: 999_600, held: 0 });
+    expect(await expiryEntries(orgId)).toEqual([]);
     await pool.close();
   });
 });

@@ -2,7 +2,8 @@
 reclaim: release the holds and BYO trial slots of one shard whose expiry passed (their gateway
 died mid-call).
 
-KEYS[1] expiry zset of the shard  "orgId\nrequestId" scored by expiry (ms since epoch)
+KEYS[1] expiry zset of the shard  "orgId\nrequestId" scored by expiry (ms since epoch), or
+        "orgId\nhpb:<batch>:<n>" for a batch of pooled holds "hp:<batch>:<n>:1..n" (reserve_many.lua)
 ARGV[1] now (ms since epoch)
 ARGV[2] key prefix of the shard, e.g. "pg:{pg:3}:" (the org's holds and trial keys are derived
         from it; they share the shard's hash tag, so they live in the same cluster slot as KEYS[1])
@@ -21,12 +22,22 @@ for _, member in ipairs(expired) do
     local org = string.sub(member, 1, sep - 1)
     local rid = string.sub(member, sep + 1)
     local holds = ARGV[2] .. 'h:' .. org
-    local hold = redis.call('HGET', holds, rid)
-    if hold then
-      redis.call('HDEL', holds, rid)
-      -- 0 - x, not -x: a hold of 0 would give -0, which HINCRBY rejects mid-script.
-      redis.call('HINCRBY', ARGV[2] .. 'o:' .. org, 'held', 0 - tonumber(hold))
-      released = released + 1
+    -- A pooled batch's entry ("hpb:<batch>:<n>") stands for its holds "hp:<batch>:<n>:1..n".
+    local ids = {rid}
+    if string.sub(rid, 1, 4) == 'hpb:' then
+      local head = 'hp:' .. string.sub(rid, 5) .. ':'
+      local n = tonumber(string.match(rid, ':(%d+)$')) or 0
+      ids = {}
+      for i = 1, n do ids[i] = head .. i end
+    end
+    for _, id in ipairs(ids) do
+      local hold = redis.call('HGET', holds, id)
+      if hold then
+        redis.call('HDEL', holds, id)
+        -- 0 - x, not -x: a hold of 0 would give -0, which HINCRBY rejects mid-script.
+        redis.call('HINCRBY', ARGV[2] .. 'o:' .. org, 'held', 0 - tonumber(hold))
+        released = released + 1
+      end
     end
     local slots = ARGV[2] .. 'ti:' .. org
     local plan = redis.call('HGET', slots, rid)

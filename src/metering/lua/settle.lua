@@ -10,7 +10,7 @@ KEYS[5] ledger stream of the shard
 ARGV[1] the call's hold: its requestId, or the id of the pooled hold it was admitted with
 ARGV[2] cost (nanodollars, >= 0)
 ARGV[3] ledger event (JSON)
-ARGV[4] expiry zset member of the hold
+ARGV[4] expiry zset member of the hold; empty for a pooled hold whose batch has others left
 ARGV[5] done marker TTL (seconds)
 ARGV[6] the field of the billing month the call was admitted in, "m<monthStart>"
 ARGV[7] minus the cost ("-<ARGV[2]>"), for HINCRBY
@@ -41,7 +41,7 @@ if hold then
   -- the balance is loaded, so neither needs a look of its own (two redis.calls less per call).
   redis.call('HDEL', KEYS[2], ARGV[1])
   if hold ~= '0' then redis.call('HINCRBY', KEYS[1], 'held', negated(hold)) end
-  redis.call('ZREM', KEYS[3], ARGV[4])
+  if ARGV[4] ~= '' then redis.call('ZREM', KEYS[3], ARGV[4]) end
 else
   bal = redis.call('HGET', KEYS[1], 'bal')
   if redis.call('EXISTS', KEYS[4]) == 1 then return {1, tonumber(bal or '0')} end
