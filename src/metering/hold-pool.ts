@@ -13,7 +13,7 @@ interface Pooled {
 
 interface OrgPool {
   holds: Pooled[];
-  /** The amount of the holds asked for next: the largest call seen, with headroom. */
+  /** The amount of the holds asked for next: the largest estimate seen. */
   amount: Nanos;
   refilling: boolean;
   /** Calls that looked for a hold since the last refill was asked for: the next asks for twice that. */
