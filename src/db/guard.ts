@@ -43,6 +43,13 @@ const CONNECTION_CODES = new Set([
   "CONNECT_TIMEOUT",
 ]);
 
+/** The SQLSTATE of a Postgres error, also when drizzle wrapped it (as its cause); undefined for none. */
+export function sqlState(err: unknown): string | undefined {
+  const e = err as { code?: unknown; cause?: { code?: unknown } } | undefined;
+  const code = e?.cause?.code ?? e?.code;
+  return typeof code === "string" ? code : undefined;
+}
+
 /**
  * Whether an error (or one it wraps: drizzle wraps the driver's error in `cause`) says Postgres
  * could not be reached, as opposed to a query Postgres answered with an error.

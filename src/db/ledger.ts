@@ -9,6 +9,7 @@ import {
   creditPosition,
 } from "../metering/events.ts";
 import type { Db } from "./client.ts";
+import { sqlState } from "./guard.ts";
 import { type CommittedDebit, enqueueSpendNotifications } from "./notifications.ts";
 import { creditTransactions } from "./schema/credit-transactions.ts";
 import { usageRecords } from "./schema/usage-records.ts";
@@ -251,13 +252,6 @@ export async function writeLedgerBatch(db: Db, batch: LedgerRecord[]): Promise<v
 }
 
 const UNIQUE_VIOLATION = "23505";
-
-/** The SQLSTATE of a Postgres error, also when drizzle wrapped it (as its cause). */
-function sqlState(err: unknown): string | undefined {
-  const e = err as { code?: unknown; cause?: { code?: unknown } } | undefined;
-  const code = e?.code ?? e?.cause?.code;
-  return typeof code === "string" ? code : undefined;
-}
 
 async function writeBatch(db: Db, param: string, conflicts: "skip" | "plain"): Promise<void> {
   await db.transaction(async (tx) => {

@@ -1,5 +1,6 @@
 import type { Logger } from "../core/log.ts";
 import type { Database } from "../db/client.ts";
+import { sqlState } from "../db/guard.ts";
 import { type LedgerRecord, writeLedgerBatch } from "../db/ledger.ts";
 import { insertDeadLetter } from "../db/served.ts";
 import { hasEventTag, isEncodedEvent } from "./events.ts";
@@ -259,9 +260,8 @@ function record(entry: LedgerEntry): LedgerRecord {
  * transient conflict): retrying the same entries cannot help. Connection errors carry no SQLSTATE.
  */
 function isRejected(err: unknown): boolean {
-  const e = err as { code?: unknown; cause?: { code?: unknown } } | undefined;
-  const code = e?.cause?.code ?? e?.code;
-  if (typeof code !== "string" || !/^[0-9A-Z]{5}$/.test(code)) return false;
+  const code = sqlState(err);
+  if (code === undefined || !/^[0-9A-Z]{5}$/.test(code)) return false;
   return !["08", "40", "53", "55", "57", "58", "XX"].includes(code.slice(0, 2));
 }
 

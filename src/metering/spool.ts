@@ -77,6 +77,9 @@ export interface JournalDeps {
   now?: () => number;
 }
 
+/** Journals made by this process, to tell their files apart. */
+let journalsMade = 0;
+
 /**
  * The settle journal: every settle this instance makes, from the moment it is sent to the metering
  * store until this instance sees it in the Postgres ledger. It is what makes "every served call is
@@ -100,9 +103,6 @@ export interface JournalDeps {
  * A new start takes over the files earlier runs left (killed or not) and replays them; a line cut by
  * a kill mid-write was never acknowledged and is skipped.
  */
-/** Journals made by this process, to tell their files apart. */
-let journalsMade = 0;
-
 export class SettleJournal {
   private readonly entries = new Map<string, Entry>();
   private buffer: string[] = [];
