@@ -157,8 +157,8 @@ export function createAdmission(
     // Rate limits count each call in the step that holds its credit: those calls reserve one by one.
     const pooling = rate ? undefined : pool;
     const pooled = pooling?.take(org.id, hold);
-    if (pooling && pooled) {
-      pooling.refill(org.id, hold, budget);
+    if (pooled) {
+      pooling?.refill(org.id, hold, budget);
       return admitted({ start, byo: false, hold, holdId: pooled, monthStart, trial: false });
     }
     const reserve = () =>

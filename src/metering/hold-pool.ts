@@ -58,7 +58,9 @@ export type PoolStore = Pick<MeteringStore, "release" | "reachable"> &
  *   by at most 1/share of the free balance each.
  * - Unused holds count in `held` until they are used, released (after `idleMs` without a call, or at
  *   shutdown) or, if the gateway died, reclaimed after HOLD_TTL_MS like any call's hold. The holds
- *   of one refill share one expiry entry, removed by whichever settle or release ends the last.
+ *   of one refill share one expiry entry. The settle of its last hold removes it when every hold of
+ *   the batch was used by a call; a batch with a hold given back keeps it until reclaim expands it
+ *   after HOLD_TTL_MS, so a give-back that fails (Redis down) never leaves a hold without an entry.
  * - While the store is unreachable, pooled holds are not used: calls are refused as before.
  * - If the store loses its data (Redis restarted empty), the pool's holds are gone with it; calls
  *   may be admitted on them for up to `maxAgeMs`, at most `size` per org and instance. Each is still
@@ -69,7 +71,10 @@ export class HoldPool {
   private readonly pools = new Map<string, OrgPool>();
   private timer: ReturnType<typeof setInterval> | undefined;
   private readonly inFlight = new Set<Promise<unknown>>();
-  /** Holds of each batch not yet settled or given back: the last one removes the batch's expiry entry. */
+  /**
+   * Holds of each batch not yet settled: the settle of the last removes the batch's expiry entry. A
+   * batch is no longer followed once a hold of it is given back (reclaim ends its entry).
+   */
   private readonly batches = new Map<string, number>();
   /** Batch ids: this instance's tag and a counter (short: they are in every pooled hold's name). */
   private readonly tag = crypto.randomUUID().slice(0, 8);
@@ -113,7 +118,8 @@ export class HoldPool {
     }
     // The largest call seen: a larger one reserves alone and raises it for the next refill.
     const wanted = amount;
-    const fitting = pool.holds.filter((h) => h.amount >= amount).length;
+    let fitting = 0;
+    for (const h of pool.holds) if (h.amount >= amount) fitting++;
     const target = Math.min(this.opts.size, Math.max(MIN_REFILL, 2 * pool.demand));
     if (pool.refilling || (fitting * 2 > target && wanted <= pool.amount)) return;
     if (fitting >= target) return;
@@ -164,7 +170,8 @@ export class HoldPool {
 
   /**
    * A call admitted with this pooled hold is being settled: says whether it is the last hold of its
-   * batch still out (then the settle removes the batch's expiry entry).
+   * batch still out, every other one settled by its call (then the settle removes the batch's
+   * expiry entry; a settle is journaled until it applies, so none of them can be left behind).
    */
   done(holdId: string): boolean {
     const batch = pooledBatchOf(holdId);
@@ -212,7 +219,7 @@ export class HoldPool {
     this.track(this.giveBack(orgId, stale));
   }
 
-  /** Holds the store no longer has: their batches are not followed any more (reclaim ends them). */
+  /** Holds the store no longer has, or that go back: their batches are not followed any more (reclaim ends them). */
   private forget(holds: Pooled[]): void {
     for (const h of holds) {
       const batch = pooledBatchOf(h.id);
@@ -220,12 +227,15 @@ export class HoldPool {
     }
   }
 
+  /**
+   * Releases holds. Their batches' expiry entries stay (reclaim removes them): a release is not
+   * journaled, and one that fails must not leave its hold with no entry to be reclaimed by.
+   */
   private async giveBack(orgId: string, holds: Pooled[]): Promise<void> {
     if (holds.length === 0) return;
+    this.forget(holds);
     try {
-      await Promise.all(
-        holds.map((h) => this.store.release({ orgId, requestId: h.id, lastOfBatch: this.done(h.id) })),
-      );
+      await Promise.all(holds.map((h) => this.store.release({ orgId, requestId: h.id })));
     } catch (err) {
       // They expire with HOLD_TTL_MS and are reclaimed like a dead gateway's.
       this.log.warn("could not release pooled holds; they expire", { orgId, err: String(err) });

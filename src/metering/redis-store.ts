@@ -342,9 +342,9 @@ export function createRedisStore(opts: {
       await client.hdel(keys(orgId).org, "rebuy");
     },
 
-    async release({ orgId, requestId, lastOfBatch }) {
+    async release({ orgId, requestId }) {
       const k = keys(orgId);
-      await run("release", k.org, k.holds, k.expiry, requestId, expiryMember(orgId, requestId, lastOfBatch));
+      await run("release", k.org, k.holds, k.expiry, requestId, expiryMember(orgId, requestId, false));
     },
 
     async credit({ orgId, creditId, amount, event }) {

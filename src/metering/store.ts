@@ -50,7 +50,8 @@ export interface MeteringStore {
    * pool, ./hold-pool.ts), under reserve's rule (balance − held covers each, and the monthly budget
    * counts them), taking at most 1/`share` of the free balance. A call then settles with its pooled
    * hold's id (settle's `holdId`), or the hold is released, or it expires like any call's; the
-   * holds of a batch share one expiry entry, which goes with the last of them (`lastOfBatch`). Optional: a store reached without a round trip (in
+   * holds of a batch share one expiry entry, which the settle of the last goes with (`lastOfBatch`)
+   * or reclaim removes. Optional: a store reached without a round trip (in
    * process) has no use for it.
    */
   reserveMany?(r: {
@@ -109,7 +110,7 @@ export interface MeteringStore {
   /** Ends a pending auto-recharge (paid or failed), so the next crossing may request another. */
   clearRebuy(orgId: string): Promise<void>;
   /** Voids a hold whose call never started: no debit, no ledger event. Idempotent. */
-  release(r: { orgId: string; requestId: string; lastOfBatch?: boolean }): Promise<void>;
+  release(r: { orgId: string; requestId: string }): Promise<void>;
   /** Adds credits and appends `event`; idempotent by creditId (a repeat reports the first amount). */
   credit(c: { orgId: string; creditId: string; amount: Nanos; event: string }): Promise<CreditOutcome>;
   /** Appends an event that moves no money (a BYO call's usage). */

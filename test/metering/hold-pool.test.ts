@@ -5,6 +5,7 @@ import { createLogger } from "../../src/core/log.ts";
 import { HoldPool, type HoldPoolOptions } from "../../src/metering/hold-pool.ts";
 import { createRedisStore } from "../../src/metering/redis-store.ts";
 import type { MeteringStore } from "../../src/metering/store.ts";
+import { waitUntil } from "../../tools/servers/ports.ts";
 import { type RedisServer, startRedis } from "../../tools/servers/redis.ts";
 import { steppingClock } from "../harness/clock.ts";
 
@@ -50,7 +51,7 @@ describe("hold pool (real Redis)", () => {
 
   it("makes holds ahead, under reserve's rule, and a call takes one at least as large as its own", async () => {
     const orgId = await funded(1_000_000);
-    const { pool } = poolOf();
+    const { pool, clock } = poolOf();
     expect(pool.take(orgId, 1_000)).toBeUndefined();
     pool.refill(orgId, 1_000, undefined);
     await pool.idle();
@@ -87,8 +88,37 @@ describe("hold pool (real Redis)", () => {
 
     await pool.close();
     expect(await store.getBalance(orgId)).toEqual({ balance: 999_300, held: 0 });
-    // The last hold of the batch took its expiry entry with it.
+    // Holds of the batch were given back: its expiry entry stays for reclaim, which finds nothing
+    // left to release (a give-back that failed would have left its hold there to be found).
+    expect(await expiryEntries(orgId)).toHaveLength(1);
+    expect(await store.reclaimExpired(clock.now() + OPTIONS.ttlMs + 1)).toBe(0);
     expect(await expiryEntries(orgId)).toEqual([]);
+    expect(await store.getBalance(orgId)).toEqual({ balance: 999_300, held: 0 });
+  });
+
+  it("removes a batch's expiry entry with the settle of its last hold when every hold went to a call", async () => {
+    const orgId = await funded(1_000_000);
+    const { pool } = poolOf();
+    pool.refill(orgId, 1_000, undefined);
+    await pool.idle();
+    const ids = Array.from({ length: 8 }, () => pool.take(orgId, 1_000) as string);
+    expect(new Set(ids).size).toBe(8);
+    for (const [i, id] of ids.entries()) {
+      const requestId = `req_${randomUUID()}`;
+      const lastOfBatch = pool.done(id);
+      expect(lastOfBatch).toBe(i === ids.length - 1);
+      await store.settle({
+        orgId,
+        requestId,
+        cost: 100,
+        event: event(requestId, orgId),
+        holdId: id,
+        lastOfBatch,
+      });
+      expect(await expiryEntries(orgId)).toHaveLength(lastOfBatch ? 0 : 1);
+    }
+    expect(await store.getBalance(orgId)).toEqual({ balance: 999_200, held: 0 });
+    await pool.close();
   });
 
   it("takes no more than its share of the free balance, and none when that cannot cover one hold", async () => {
@@ -143,10 +173,10 @@ describe("hold pool (real Redis)", () => {
     await pool.idle();
     expect((await store.getBalance(orgId))?.held).toBe(8_000);
     // Driven by the pool's own timer (a real one: giving holds back is not money that moves).
-    for (let i = 0; i < 200 && (await store.getBalance(orgId))?.held !== 0; i++) {
-      await new Promise((r) => setTimeout(r, 10));
+    await waitUntil("the idle org's holds to go back", async () => {
       await pool.idle();
-    }
+      return (await store.getBalance(orgId))?.held === 0;
+    });
     expect(await store.getBalance(orgId)).toEqual({ balance: 1_000_000, held: 0 });
     await pool.close();
   });

@@ -5,7 +5,7 @@ KEYS[1] org hash    {bal, held}
 KEYS[2] holds hash  requestId -> amount
 KEYS[3] expiry zset
 ARGV[1] requestId
-ARGV[2] expiry zset member; empty for a pooled hold whose batch has others left
+ARGV[2] expiry zset member; empty for a pooled hold (its batch's entry is left to reclaim)
 
 Returns the amount released (0 when there was no hold).
 ]]
