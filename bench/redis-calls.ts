@@ -8,10 +8,12 @@ import { findPid, treeCpuMs } from "./cpu.ts";
 /**
  * `npx tsx bench/redis-calls.ts`: Redis's own CPU (from /proc) per metered call — a reserve and a
  * settle, as the gateway sends them, 32 at a time — and per BYO usage event, without the rest of
- * the gateway around it (so the machine's noise moves it less). BENCH_CALLS (default 20,000).
+ * the gateway around it (so the machine's noise moves it less). BENCH_CALLS (default 20,000),
+ * BENCH_CONCURRENCY (default 32: the settles of calls in flight together share one settle.lua).
  * BENCH_PERF=<file>: also `perf record` Redis while the calls run.
  */
 const total = Number(process.env.BENCH_CALLS ?? 20_000);
+const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 32);
 // REDIS_URL: a Redis started by hand (e.g. under `valgrind --tool=callgrind`, for instruction counts
 // that the machine's load does not move).
 const redis = process.env.REDIS_URL ? undefined : await startRedis();
@@ -42,11 +44,12 @@ async function byo() {
   await store.appendEvent({ orgId, event: event(requestId, 0) });
 }
 async function run(name: string, one: (i: number) => Promise<void>) {
-  for (let i = 0; i < 2000; i += 32) await Promise.all(Array.from({ length: 32 }, (_, j) => one(i + j)));
+  for (let i = 0; i < 2000; i += concurrency)
+    await Promise.all(Array.from({ length: concurrency }, (_, j) => one(i + j)));
   const cpu = treeCpuMs(pid);
   let next = 0;
   await Promise.all(
-    Array.from({ length: 32 }, async () => {
+    Array.from({ length: concurrency }, async () => {
       while (next < total) await one(next++);
     }),
   );

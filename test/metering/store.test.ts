@@ -197,6 +197,50 @@ describe.each(kinds)("metering store contract (%s)", (kind) => {
     expect(await reserve(id, r, 300)).toEqual({ ok: true, balance: 880, held: 0 });
   });
 
+  it("settles sent at once (one script on Redis) end as they would one by one, in their order", async () => {
+    await drain();
+    const a = await loaded(1000);
+    // b shares a's shard, so its settles go in the same script; c was never loaded.
+    let b = org();
+    while (shardOf(b) !== shardOf(a)) b = org();
+    await store.loadBalance({ orgId: b, balance: 40 });
+    const c = org();
+    const [r1, r2, r3, r4] = [rid(), rid(), rid(), rid()];
+    await reserve(a, r1, 100);
+    await reserve(a, r2, 100);
+    await reserve(b, r3, 10);
+    const results = await Promise.all([
+      settle(a, r1, 30),
+      settle(b, r3, 5),
+      settle(a, r2, 50),
+      settle(a, r1, 30), // a repeat of r1, in the same moment: a duplicate
+      settle(a, r4, 7), // its hold is gone (reclaimed): still debited, once
+      settle(c, rid(), 1),
+      settle(a, r2, 50),
+    ]);
+    expect(results).toEqual([
+      { ok: true, balance: 970, duplicate: false },
+      { ok: true, balance: 35, duplicate: false },
+      { ok: true, balance: 920, duplicate: false },
+      { ok: true, balance: 920, duplicate: true },
+      { ok: true, balance: 913, duplicate: false },
+      { ok: false, reason: "not_loaded" },
+      { ok: true, balance: 913, duplicate: true },
+    ]);
+    expect(await store.getBalance(a)).toEqual({ balance: 913, held: 0 });
+    expect(await store.getBalance(b)).toEqual({ balance: 35, held: 0 });
+    expect(await store.getBalance(c)).toBeNull();
+    const all = await drain();
+    const of = (orgId: string) => all.filter((e) => (JSON.parse(e.event) as TestEvent).orgId === orgId);
+    expect(ids(of(a))).toEqual([r1, r2, r4]);
+    expect(of(a).map((e) => e.balance)).toEqual([970, 920, 913]);
+    expect(ids(of(b))).toEqual([r3]);
+    expect(of(b)[0]?.balance).toBe(35);
+    // Each is remembered as settled on its own, as a later repeat shows.
+    expect(await settle(a, r4, 7)).toEqual({ ok: true, balance: 913, duplicate: true });
+    expect(await settle(b, r3, 5)).toEqual({ ok: true, balance: 35, duplicate: true });
+  });
+
   it("a settle of cost 0 debits nothing but still records the call (its usage event), once", async () => {
     const id = await loaded(50);
     const r = rid();

@@ -1,70 +1,116 @@
 --[[
-settle: end a call. Releases its hold, debits its cost and appends its ledger event, in one step,
-so a debit is never applied without its event nor its event without the debit.
+settle: end calls of one shard, one after the other. For each, releases its hold, debits its cost
+and appends its ledger event, in one step, so a debit is never applied without its event nor its
+event without the debit. One script runs the calls one gateway settles in the same moment (a batch
+of one is the single call): the script's own cost (the call into Lua, its KEYS and ARGV tables,
+its reply) is paid once for them all, and so are the HINCRBYs of an org's held amount, balance and
+month's spend. The result is the same as settling the calls one by one, in their order.
 
-KEYS[1] org hash    {bal, held}
-KEYS[2] holds hash  requestId -> amount
-KEYS[3] expiry zset
-KEYS[4] done marker of requestId
-KEYS[5] ledger stream of the shard
-ARGV[1] the call's hold: its requestId, or the id of the pooled hold it was admitted with
-ARGV[2] cost (nanodollars, >= 0)
-ARGV[3] ledger event (JSON)
-ARGV[4] expiry zset member of the hold; empty for a pooled hold whose batch has others left
-ARGV[5] done marker TTL (seconds)
-ARGV[6] the field of the billing month the call was admitted in, "m<monthStart>"
-ARGV[7] minus the cost ("-<ARGV[2]>"), for HINCRBY
-ARGV[8] the org's auto-recharge threshold; ARGV[8..10] are sent only when the org has one
-ARGV[9] now (ms since epoch), to tell whether a pending recharge's lease has ended
-ARGV[10] when the lease this settle may take ends (ms since epoch)
+KEYS[1] expiry zset of the shard
+KEYS[2] ledger stream of the shard
+then for each call i (from 1), at KEYS[3i .. 3i+2]:
+  org hash {bal, held}, holds hash (requestId -> amount), done marker of the call's requestId
+ARGV[1] done marker TTL (seconds)
+ARGV[2] now (ms since epoch), to tell whether a pending recharge's lease has ended
+then for each call i, at ARGV[6i-3 .. 6i+2]:
+  the call's hold: its requestId, or the id of the pooled hold it was admitted with
+  cost (nanodollars, >= 0)
+  ledger event (JSON)
+  expiry zset member of the hold; empty for a pooled hold whose batch has others left
+  the field of the billing month the call was admitted in, "m<monthStart>"
+  the org's auto-recharge threshold and when the lease this settle may take ends (ms since epoch),
+  as "<threshold>:<leaseEnd>"; empty when the org has no threshold
 
 Settle always succeeds once the balance is loaded, even when the cost exceeds the hold: the balance
 may then go below zero, by at most this call's excess over its hold. A cost of 0 debits nothing but
 still appends the event: it is the call's usage record.
-Returns {status, balance, rebuy}: status 0 settled, 1 duplicate (already settled; nothing
-changed), -1 not loaded (Redis lost the balance since the reserve: load it and retry). rebuy is 1
-for the one settle that took the balance below the auto-recharge threshold while no recharge was
-pending: it sets the org's `rebuy` lease (its end, ms), so concurrent settles crossing the line
-request one; a lease whose end passed (its gateway died during the payment) is taken again.
+Returns {status, balance, rebuy} for each call, one after the other: status 0 settled, 1 duplicate
+(already settled; nothing changed), -1 not loaded (Redis lost the balance since the reserve: load
+it and retry). rebuy is 1 for the one settle that took the balance below the auto-recharge
+threshold while no recharge was pending: it sets the org's `rebuy` lease (its end, ms), so
+concurrent settles crossing the line request one; a lease whose end passed (its gateway died during
+the payment) is taken again.
 ]]
--- A hold as HINCRBY takes its negation. Holds are the client's integer strings; one written by
--- an older reserve went through Lua's "%.14g", which prints 1e14 and above with an exponent.
-local function negated(hold)
-  if string.find(hold, 'e', 1, true) then return string.format('%d', 0 - tonumber(hold)) end
-  return '-' .. hold
-end
-local hold = redis.call('HGET', KEYS[2], ARGV[1])
-local bal
-if hold then
-  -- Only a reserve that found the balance and no done marker makes a hold, and only settle (which
-  -- sets the marker), release or reclaim take it away: while it is there the call is unsettled and
-  -- the balance is loaded, so neither needs a look of its own (two redis.calls less per call).
-  redis.call('HDEL', KEYS[2], ARGV[1])
-  if hold ~= '0' then redis.call('HINCRBY', KEYS[1], 'held', negated(hold)) end
-  if ARGV[4] ~= '' then redis.call('ZREM', KEYS[3], ARGV[4]) end
-else
-  bal = redis.call('HGET', KEYS[1], 'bal')
-  if redis.call('EXISTS', KEYS[4]) == 1 then return {1, tonumber(bal or '0')} end
-  if not bal then return {-1, 0} end
-end
-if ARGV[2] ~= '0' then
-  -- The amounts go to HINCRBY as the client's strings: a Lua number passed to redis.call is
-  -- formatted with "%.14g" (glibc's float printer, visible in a profile of this script).
-  bal = redis.call('HINCRBY', KEYS[1], 'bal', ARGV[7])
-  redis.call('HINCRBY', KEYS[1], ARGV[6], ARGV[2])
-else
-  bal = tonumber(bal or redis.call('HGET', KEYS[1], 'bal'))
-end
-redis.call('XADD', KEYS[5], '*', 'e', ARGV[3], 'b', bal)
-redis.call('SET', KEYS[4], ARGV[2], 'EX', ARGV[5])
-local rebuy = 0
-local threshold = tonumber(ARGV[8] or '-1')
-if threshold >= 0 and bal < threshold then
-  -- A flag from before leases (a request id) reads as an ended lease.
-  local lease = tonumber(redis.call('HGET', KEYS[1], 'rebuy') or '-1') or -1
-  if lease < tonumber(ARGV[9]) then
-    redis.call('HSET', KEYS[1], 'rebuy', ARGV[10])
-    rebuy = 1
+-- The calls' holds: each one's is taken away, or why it does not settle is found out.
+local n = (#KEYS - 2) / 3
+local status, cost, bal = {}, {}, {}
+local orgs, order = {}, {}
+local settled = {} -- done markers of this script's settled calls: a repeat within it is a duplicate
+for i = 1, n do
+  local k, a = 3 * i, 6 * i - 3
+  local org, holds, done, id = KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[a]
+  local o = orgs[org]
+  if not o then
+    o = {held = 0, cost = 0, months = {}}
+    orgs[org] = o
+    order[#order + 1] = org
+  end
+  status[i] = 0
+  -- Holds are the client's integer strings (one written by an older reserve went through Lua's
+  -- "%.14g", "1e+14"); tonumber reads both.
+  local hold = redis.call('HGET', holds, id)
+  if hold then
+    -- Only a reserve that found the balance and no done marker makes a hold, and only settle (which
+    -- sets the marker), release or reclaim take it away: while it is there the call is unsettled and
+    -- the balance is loaded, so neither needs a look of its own.
+    redis.call('HDEL', holds, id)
+    o.held = o.held + tonumber(hold)
+    if ARGV[a + 3] ~= '' then redis.call('ZREM', KEYS[1], ARGV[a + 3]) end
+  elseif settled[done] or redis.call('EXISTS', done) == 1 then
+    status[i] = 1
+  elseif not redis.call('HGET', org, 'bal') then
+    status[i] = -1
+  end
+  if status[i] == 0 then
+    settled[done] = true
+    cost[i] = tonumber(ARGV[a + 1])
+    o.cost = o.cost + cost[i]
+    local month = ARGV[a + 4]
+    o.months[month] = (o.months[month] or 0) + cost[i]
   end
 end
-return {0, bal, rebuy}
+
+-- Each org's hold, debit and month's spend in one HINCRBY each, however many of its calls settled.
+-- The amounts go as integer strings: a Lua number passed to redis.call is formatted as a float.
+for _, org in ipairs(order) do
+  local o = orgs[org]
+  if o.held ~= 0 then redis.call('HINCRBY', org, 'held', string.format('%d', -o.held)) end
+  if o.cost ~= 0 then
+    -- The balance before this script's debits, then after each call's, in the calls' order.
+    o.bal = redis.call('HINCRBY', org, 'bal', string.format('%d', -o.cost)) + o.cost
+    for month, spent in pairs(o.months) do
+      if spent ~= 0 then redis.call('HINCRBY', org, month, string.format('%d', spent)) end
+    end
+  else
+    o.bal = tonumber(redis.call('HGET', org, 'bal') or '0')
+  end
+end
+
+-- Each settled call's event (with the balance after it) and done marker, and the recharge lease.
+local out = {}
+for i = 1, n do
+  local k, a = 3 * i, 6 * i - 3
+  local org = KEYS[k]
+  local o = orgs[org]
+  local rebuy = 0
+  if status[i] == 0 then
+    o.bal = o.bal - cost[i]
+    redis.call('XADD', KEYS[2], '*', 'e', ARGV[a + 2], 'b', o.bal)
+    redis.call('SET', KEYS[k + 2], ARGV[a + 1], 'EX', ARGV[1])
+    local lease = ARGV[a + 5]
+    if lease ~= '' then
+      local sep = string.find(lease, ':', 1, true)
+      local threshold = tonumber(string.sub(lease, 1, sep - 1))
+      -- A flag from before leases (a request id) reads as an ended lease.
+      if threshold >= 0 and o.bal < threshold
+        and (tonumber(redis.call('HGET', org, 'rebuy') or '-1') or -1) < tonumber(ARGV[2]) then
+        redis.call('HSET', org, 'rebuy', string.sub(lease, sep + 1))
+        rebuy = 1
+      end
+    end
+  end
+  out[#out + 1] = status[i]
+  out[#out + 1] = status[i] == -1 and 0 or o.bal
+  out[#out + 1] = rebuy
+end
+return out
