@@ -1,5 +1,5 @@
 import { appendFileSync, mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
-import { open, readdir, readFile, rm } from "node:fs/promises";
+import { type FileHandle, open, readdir, readFile, rm } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { unrefTimer } from "../core/clock.ts";
 import type { Logger } from "../core/log.ts";
@@ -117,6 +117,11 @@ export class SettleJournal {
   private closed = false;
   /** This process's journal file. */
   private readonly file: string | undefined;
+  /**
+   * The file, open for appends from its first write until it is removed or replaced (an open and a
+   * close per write were ~2% of the gateway's CPU under load).
+   */
+  private handle: FileHandle | undefined;
 
   constructor(private readonly deps: JournalDeps) {
     // Unique within the process too: two journals made in the same millisecond (a test's dying
@@ -370,6 +375,7 @@ export class SettleJournal {
     if (this.entries.size === 0) {
       this.compact();
       await this.writing;
+      this.releaseHandle();
       return;
     }
     if (!this.file || !this.deps.dir) {
@@ -405,16 +411,17 @@ export class SettleJournal {
     const dir = this.deps.dir;
     this.writing = this.writing.then(async () => {
       try {
-        mkdirSync(dir, { recursive: true });
-        const handle = await open(file, "a");
-        try {
-          await handle.appendFile(`${lines.join("\n")}\n`);
-          await handle.datasync();
-        } finally {
-          await handle.close();
+        if (!this.handle) {
+          mkdirSync(dir, { recursive: true });
+          this.handle = await open(file, "a");
         }
+        await this.handle.appendFile(`${lines.join("\n")}\n`);
+        await this.handle.datasync();
         this.linesInFile += lines.length;
+        // A write after close() (its timer was already set) leaves no file open.
+        if (this.closed) this.releaseHandle();
       } catch (err) {
+        this.releaseHandle();
         this.deps.log.error("could not write settles to the journal; they are only in memory", {
           settles: lines.length,
           err: err instanceof Error ? err.message : String(err),
@@ -447,6 +454,7 @@ export class SettleJournal {
     if (this.entries.size === 0 && this.buffer.length === 0) {
       this.writing = this.writing.then(() => {
         if (this.entries.size === 0 && this.buffer.length === 0 && this.file) {
+          this.releaseHandle();
           rmSync(this.file, { force: true });
           this.linesInFile = 0;
         }
@@ -458,6 +466,12 @@ export class SettleJournal {
     }
   }
 
+  private releaseHandle(): void {
+    const handle = this.handle;
+    this.handle = undefined;
+    handle?.close().catch(() => undefined);
+  }
+
   /** Replaces the file with the settles still kept (written aside, fsync'd and renamed: never half). */
   private rewrite(): void {
     if (!this.file) return;
@@ -466,6 +480,8 @@ export class SettleJournal {
     try {
       writeFileSync(tmp, lines.length ? `${lines.join("\n")}\n` : "", { flush: true });
       renameSync(tmp, this.file);
+      // The handle is of the file just replaced.
+      this.releaseHandle();
       this.linesInFile = lines.length;
       this.buffer = [];
     } catch (err) {

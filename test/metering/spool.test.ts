@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { createLogger } from "../../src/core/log.ts";
 import { type PendingSettle, SettleJournal } from "../../src/metering/spool.ts";
+import { waitUntil } from "../../tools/servers/ports.ts";
 
 const log = createLogger("silent");
 const settle = (requestId: string): PendingSettle => ({
@@ -104,6 +105,37 @@ describe("the settle journal (spool)", () => {
     expect(applied).toEqual(["req_a", "req_b"]);
     await again.close();
     expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it("once its file went, writes the next settles to a new one, which a killed process leaves for the next start", async () => {
+    const onDisk = () =>
+      readdirSync(dir).flatMap((f) =>
+        readFileSync(join(dir, f), "utf8")
+          .trim()
+          .split("\n")
+          .filter(Boolean)
+          .map((l) => (JSON.parse(l) as PendingSettle).requestId),
+      );
+    const dying = new SettleJournal({
+      apply: async () => {},
+      inLedger: async () => new Set(),
+      log,
+      dir,
+      syncMs: 1,
+    });
+    dying.record(settle("req_a"));
+    await waitUntil("req_a on disk", async () => onDisk().includes("req_a"));
+    dying.applied("req_a");
+    dying.committed(["req_a"]);
+    await waitUntil("the emptied file removed", async () => readdirSync(dir).length === 0);
+    dying.record(settle("req_b"));
+    await waitUntil("req_b on disk", async () => onDisk().includes("req_b"));
+    // No close(): the process died with req_b unconfirmed. The next start applies it.
+    const applied: string[] = [];
+    const next = journal(async (p) => void applied.push(p.requestId));
+    await next.recover();
+    expect(applied).toEqual(["req_b"]);
+    await next.close();
   });
 
   it("skips the cut last line a kill mid-write leaves, and recovers the rest", async () => {
