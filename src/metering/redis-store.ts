@@ -530,7 +530,11 @@ export function createRedisStore(opts: {
 
     async ackLedger(group, entries) {
       const byShard = new Map<number, string[]>();
-      for (const e of entries) byShard.set(e.shard, [...(byShard.get(e.shard) ?? []), e.id]);
+      for (const e of entries) {
+        const ids = byShard.get(e.shard);
+        if (ids) ids.push(e.id);
+        else byShard.set(e.shard, [e.id]);
+      }
       await Promise.all(
         [...byShard].map(async ([shard, ids]) => {
           const key = shardKey(shard, "ledger");
