@@ -23,8 +23,10 @@ async function commandsOf(gw: TestGateway, probe: Redis) {
     // The epoch poll (every 250 ms: has Redis lost its data?) is each instance's, not a call's.
     else if (source === "lua" || String(args[1] ?? "").endsWith(":epoch")) return;
     else if (String(args[0]).toLowerCase() !== "evalsha") seen.other += 1;
-    // settle.lua has 5 keys, reserve.lua 4 (6 with rate limits), reserve_many.lua and release.lua 3.
-    else if (args[2] === "5") seen.settle += 1;
+    // settle.lua has 2 keys and 3 per call it settles, reserve.lua 4 (6 with rate limits),
+    // reserve_many.lua and release.lua 3.
+    else if (Number(args[2]) >= 5 && (Number(args[2]) - 2) % 3 === 0)
+      seen.settle += (Number(args[2]) - 2) / 3;
     else if (args[2] === "4" || args[2] === "6") seen.reserve += 1;
     else seen.pool += 1;
   });
