@@ -33,7 +33,7 @@ the payment) is taken again.
 ]]
 -- The calls' holds: each one's is taken away, or why it does not settle is found out.
 local n = (#KEYS - 2) / 3
-local status, cost, bal = {}, {}, {}
+local status, cost = {}, {}
 local orgs, order = {}, {}
 local settled = {} -- done markers of this script's settled calls: a repeat within it is a duplicate
 for i = 1, n do
