@@ -16,10 +16,10 @@ export const FLUSH_GROUP = "flusher";
  * retried until it goes through: nothing is dropped. Entries left pending by a dead consumer are
  * claimed after `claimIdleMs`. While the stream has a backlog (a read came back full), two lanes
  * write at once, so reading the next batch from Redis overlaps the Postgres commit of the last one;
- * without one, only the first lane reads. Two lanes reading in turn would halve every batch, and a
- * batch's fixed cost in Postgres (its transaction and the statement's start-up over two tables and
- * six indexes, ~0.5 ms) is a large part of its cost below a few hundred events: 50 µs of Postgres
- * CPU per debit at 75-event batches, 40 at 150, 32 at 300 (bench/ledger-pg.ts).
+ * while events come in without one, only the first lane reads. Two lanes reading in turn would halve
+ * every batch, and a batch's fixed cost in Postgres (its transaction and the statement's start-up
+ * over two tables and six indexes, ~0.5 ms) is a large part of its cost below a few hundred events:
+ * 50 µs of Postgres CPU per debit at 75-event batches, 40 at 150, 32 at 300 (bench/ledger-pg.ts).
  *
  * A lane whose read came back short of a full batch waits out `intervalMs` before reading again:
  * under load a read then takes hundreds of events at once instead of a handful, and the fixed cost
@@ -31,8 +31,12 @@ export class Flusher {
   private loops: Promise<void>[] = [];
   private readonly pending: LedgerEntry[][];
   private readonly sleepers = new Set<() => void>();
-  /** Whether the last read came back full: more is waiting, and every lane reads. */
-  private backlog = false;
+  /**
+   * What the last read found: a full batch (more is waiting) or nothing (the stream is quiet, and
+   * each lane polls it, so the first event after a quiet spell waits half as long); in either case
+   * every lane reads. Between the two, only the first lane does.
+   */
+  private lastRead: "full" | "short" | "empty" = "empty";
   flushed = 0;
 
   constructor(
@@ -113,7 +117,7 @@ export class Flusher {
       const started = Date.now();
       let full = false;
       let empty = false;
-      if (lane > 0 && !this.backlog && this.pending[lane]?.length === 0) {
+      if (lane > 0 && this.lastRead === "short" && this.pending[lane]?.length === 0) {
         await this.pause(intervalMs);
         continue;
       }
@@ -131,7 +135,7 @@ export class Flusher {
           }
           if (batch.length === 0) {
             batch = await this.read(this.opts.blockMs ?? 0);
-            this.backlog = batch.length >= batchSize;
+            this.lastRead = batch.length >= batchSize ? "full" : batch.length > 0 ? "short" : "empty";
           }
           this.pending[lane] = batch;
         }
