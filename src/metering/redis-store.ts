@@ -243,20 +243,22 @@ export function createRedisStore(opts: {
     return out;
   };
 
-  // Settles wait for the end of the event loop's turn, then go to Redis one script per shard: under
+  // Settles wait for the end of the event loop's turn, then go to Redis one script per org: under
   // load the calls that ended in the same turn share one settle.lua (its own cost is most of a
-  // settle's Redis time, README "Benchmarks"), at no added wait.
-  const settling = new Map<number, QueuedSettle[]>();
+  // settle's Redis time, README "Benchmarks"), at no added wait. Per org, not per shard: a script
+  // that fails midway (an org's hash someone else wrote to) leaves no other org's calls half done.
+  const settling = new Map<string, QueuedSettle[]>();
   let settleScheduled = false;
   const sendSettles = () => {
     settleScheduled = false;
-    for (const [shard, queue] of settling) {
-      settling.delete(shard);
+    for (const [orgId, queue] of settling) {
+      settling.delete(orgId);
       for (let i = 0; i < queue.length; i += SETTLES_PER_SCRIPT)
-        settleBatch(shard, queue.slice(i, i + SETTLES_PER_SCRIPT));
+        settleBatch(queue.slice(i, i + SETTLES_PER_SCRIPT));
     }
   };
-  const settleBatch = (shard: number, batch: QueuedSettle[]) => {
+  const settleBatch = (batch: QueuedSettle[]) => {
+    const shard = shardOf(batch[0]?.call.orgId ?? "");
     const keys: string[] = [shardKey(shard, "hx"), shardKey(shard, "ledger")];
     let nowMs = 0;
     for (const { call } of batch) nowMs = Math.max(nowMs, call.rebuyLease?.nowMs ?? 0);
@@ -287,7 +289,10 @@ export function createRedisStore(opts: {
         });
       },
       (err: unknown) => {
-        for (const { reject } of batch) reject(err);
+        // A bad hold failed the script before it wrote anything: each call alone, so only its own fails.
+        if (batch.length > 1 && err instanceof Error && err.message.includes("SETTLE_BAD_HOLD")) {
+          for (const one of batch) settleBatch([one]);
+        } else for (const { reject } of batch) reject(err);
       },
     );
   };
@@ -382,10 +387,9 @@ export function createRedisStore(opts: {
     async settle(call) {
       assertNanos("settle cost", call.cost, 0);
       return new Promise<SettleResult>((resolve, reject) => {
-        const shard = shardOf(call.orgId);
-        const queue = settling.get(shard);
+        const queue = settling.get(call.orgId);
         if (queue) queue.push({ call, resolve, reject });
-        else settling.set(shard, [{ call, resolve, reject }]);
+        else settling.set(call.orgId, [{ call, resolve, reject }]);
         if (!settleScheduled) {
           settleScheduled = true;
           setImmediate(sendSettles);

@@ -200,7 +200,7 @@ describe.each(kinds)("metering store contract (%s)", (kind) => {
   it("settles sent at once (one script on Redis) end as they would one by one, in their order", async () => {
     await drain();
     const a = await loaded(1000);
-    // b shares a's shard, so its settles go in the same script; c was never loaded.
+    // b shares a's shard (on Redis, its settles share the shard's keys); c was never loaded.
     let b = org();
     while (shardOf(b) !== shardOf(a)) b = org();
     await store.loadBalance({ orgId: b, balance: 40 });
@@ -240,6 +240,42 @@ describe.each(kinds)("metering store contract (%s)", (kind) => {
     expect(await settle(a, r4, 7)).toEqual({ ok: true, balance: 913, duplicate: true });
     expect(await settle(b, r3, 5)).toEqual({ ok: true, balance: 35, duplicate: true });
   });
+
+  it.runIf(kind !== "memory")(
+    "a hold someone else overwrote fails its own settle only, and changes nothing of the others'",
+    async () => {
+      await drain();
+      const a = await loaded(1000);
+      const [r1, r2, r3] = [rid(), rid(), rid()];
+      await reserve(a, r1, 100);
+      await reserve(a, r2, 100);
+      await reserve(a, r3, 100);
+      const client = (
+        store as unknown as { client: { hset(k: string, f: string, v: string): Promise<unknown> } }
+      ).client;
+      const holdsKey = `pg:{pg:${shardOf(a)}}:h:${a}`;
+      await client.hset(holdsKey, r2, "not a number");
+      const [s1, s2, s3] = await Promise.allSettled([
+        settle(a, r1, 30),
+        settle(a, r2, 40),
+        settle(a, r3, 50),
+      ]);
+      expect(s1).toEqual({ status: "fulfilled", value: { ok: true, balance: 970, duplicate: false } });
+      expect(s2).toMatchObject({
+        status: "rejected",
+        reason: { message: expect.stringContaining("SETTLE_BAD_HOLD") },
+      });
+      expect(s3).toEqual({ status: "fulfilled", value: { ok: true, balance: 920, duplicate: false } });
+      // r2's hold still counts (its settle is retried by the journal, not lost); r1's and r3's are gone.
+      expect(await store.getBalance(a)).toEqual({ balance: 920, held: 100 });
+      expect(ids(await drain(a))).toEqual([r1, r3]);
+      // Readable again, its retry settles it like any other.
+      await client.hset(holdsKey, r2, "100");
+      expect(await settle(a, r2, 40)).toEqual({ ok: true, balance: 880, duplicate: false });
+      expect(await store.getBalance(a)).toEqual({ balance: 880, held: 0 });
+      expect(ids(await drain(a))).toEqual([r2]);
+    },
+  );
 
   it("a settle of cost 0 debits nothing but still records the call (its usage event), once", async () => {
     const id = await loaded(50);

@@ -1,10 +1,12 @@
 --[[
 settle: end calls of one shard, one after the other. For each, releases its hold, debits its cost
 and appends its ledger event, in one step, so a debit is never applied without its event nor its
-event without the debit. One script runs the calls one gateway settles in the same moment (a batch
-of one is the single call): the script's own cost (the call into Lua, its KEYS and ARGV tables,
-its reply) is paid once for them all, and so are the HINCRBYs of an org's held amount, balance and
-month's spend. The result is the same as settling the calls one by one, in their order.
+event without the debit. One script runs the calls of an org that one gateway settles in the same
+moment (a batch of one is the single call): the script's own cost (the call into Lua, its KEYS and
+ARGV tables, its reply) is paid once for them all, and so are the HINCRBYs of an org's held amount,
+balance and month's spend. The result is the same as settling the calls one by one, in their order.
+A hold that is not a number fails the whole script with "SETTLE_BAD_HOLD", before it wrote anything
+(the client then settles the calls one by one, so only that call fails).
 
 KEYS[1] expiry zset of the shard
 KEYS[2] ledger stream of the shard
@@ -31,11 +33,13 @@ threshold while no recharge was pending: it sets the org's `rebuy` lease (its en
 concurrent settles crossing the line request one; a lease whose end passed (its gateway died during
 the payment) is taken again.
 ]]
--- The calls' holds: each one's is taken away, or why it does not settle is found out.
+-- First only reads: which calls settle, against which holds. A hold that is not a number (a store
+-- someone else wrote to) fails the script here, before it changed anything.
 local n = (#KEYS - 2) / 3
-local status, cost = {}, {}
+local status, cost, held = {}, {}, {}
 local orgs, order = {}, {}
 local settled = {} -- done markers of this script's settled calls: a repeat within it is a duplicate
+local taken = {} -- holds this script takes: a second call naming one finds it gone, as one by one
 for i = 1, n do
   local k, a = 3 * i, 6 * i - 3
   local org, holds, done, id = KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[a]
@@ -46,17 +50,20 @@ for i = 1, n do
     order[#order + 1] = org
   end
   status[i] = 0
-  -- Holds are the client's integer strings (one written by an older reserve went through Lua's
-  -- "%.14g", "1e+14"); tonumber reads both.
-  local hold = redis.call('HGET', holds, id)
-  if hold then
+  local hold
+  if not settled[done] and not taken[holds .. '\n' .. id] then hold = redis.call('HGET', holds, id) end
+  if settled[done] then
+    status[i] = 1
+  elseif hold then
     -- Only a reserve that found the balance and no done marker makes a hold, and only settle (which
     -- sets the marker), release or reclaim take it away: while it is there the call is unsettled and
-    -- the balance is loaded, so neither needs a look of its own.
-    redis.call('HDEL', holds, id)
-    o.held = o.held + tonumber(hold)
-    if ARGV[a + 3] ~= '' then redis.call('ZREM', KEYS[1], ARGV[a + 3]) end
-  elseif settled[done] or redis.call('EXISTS', done) == 1 then
+    -- the balance is loaded, so neither needs a look of its own. Holds are the client's integer
+    -- strings (one written by an older reserve went through Lua's "%.14g", "1e+14"); tonumber reads
+    -- both.
+    held[i] = tonumber(hold)
+    if not held[i] then return redis.error_reply('SETTLE_BAD_HOLD ' .. id .. ' holds ' .. hold) end
+    taken[holds .. '\n' .. id] = true
+  elseif redis.call('EXISTS', done) == 1 then
     status[i] = 1
   elseif not redis.call('HGET', org, 'bal') then
     status[i] = -1
@@ -67,6 +74,16 @@ for i = 1, n do
     o.cost = o.cost + cost[i]
     local month = ARGV[a + 4]
     o.months[month] = (o.months[month] or 0) + cost[i]
+  end
+end
+
+-- Then the writes: the holds taken away,
+for i = 1, n do
+  if held[i] then
+    local k, a = 3 * i, 6 * i - 3
+    redis.call('HDEL', KEYS[k + 1], ARGV[a])
+    orgs[KEYS[k]].held = orgs[KEYS[k]].held + held[i]
+    if ARGV[a + 3] ~= '' then redis.call('ZREM', KEYS[1], ARGV[a + 3]) end
   end
 end
 
