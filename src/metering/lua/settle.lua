@@ -39,7 +39,7 @@ local n = (#KEYS - 2) / 3
 local status, cost, held = {}, {}, {}
 local orgs, order = {}, {}
 local settled = {} -- done markers of this script's settled calls: a repeat within it is a duplicate
-local taken = {} -- holds this script takes: a second call naming one finds it gone, as one by one
+local taken = {} -- holds key -> ids this script takes: a second call naming one finds it gone
 for i = 1, n do
   local k, a = 3 * i, 6 * i - 3
   local org, holds, done, id = KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[a]
@@ -50,8 +50,13 @@ for i = 1, n do
     order[#order + 1] = org
   end
   status[i] = 0
+  local took = taken[holds]
+  if not took then
+    took = {}
+    taken[holds] = took
+  end
   local hold
-  if not settled[done] and not taken[holds .. '\n' .. id] then hold = redis.call('HGET', holds, id) end
+  if not settled[done] and not took[id] then hold = redis.call('HGET', holds, id) end
   if settled[done] then
     status[i] = 1
   elseif hold then
@@ -62,7 +67,7 @@ for i = 1, n do
     -- both.
     held[i] = tonumber(hold)
     if not held[i] then return redis.error_reply('SETTLE_BAD_HOLD ' .. id .. ' holds ' .. hold) end
-    taken[holds .. '\n' .. id] = true
+    took[id] = true
   elseif redis.call('EXISTS', done) == 1 then
     status[i] = 1
   elseif not redis.call('HGET', org, 'bal') then
