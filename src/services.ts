@@ -1,5 +1,5 @@
 import type { Config } from "./config.ts";
-import { type Clock, type Sleeper, systemSleeper } from "./core/clock.ts";
+import { type Clock, type Sleeper, systemSleeper, withinMs } from "./core/clock.ts";
 import type { Logger } from "./core/log.ts";
 import type { Database } from "./db/client.ts";
 import { guardDatabase } from "./db/guard.ts";
@@ -128,21 +128,4 @@ export function buildServices(config: Config, parts: ServiceParts): Services & {
       await database.close();
     },
   };
-}
-
-/** The promise's value, or `fallback` if it has not settled within `ms`. */
-function withinMs<T>(promise: Promise<T>, ms: number, fallback: T): Promise<T> {
-  return new Promise<T>((resolve) => {
-    const timer = setTimeout(() => resolve(fallback), ms);
-    promise.then(
-      (v) => {
-        clearTimeout(timer);
-        resolve(v);
-      },
-      () => {
-        clearTimeout(timer);
-        resolve(fallback);
-      },
-    );
-  });
 }

@@ -32,3 +32,20 @@ export const systemSleeper: Sleeper = {
       signal?.addEventListener("abort", done, { once: true });
     }),
 };
+
+/** The promise's value, or `fallback` if it has not settled within `ms`. */
+export function withinMs<T>(promise: Promise<T>, ms: number, fallback: T): Promise<T> {
+  return new Promise<T>((resolve) => {
+    const timer = setTimeout(() => resolve(fallback), ms);
+    promise.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      () => {
+        clearTimeout(timer);
+        resolve(fallback);
+      },
+    );
+  });
+}

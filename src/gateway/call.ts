@@ -1,4 +1,5 @@
 import type { Context } from "hono";
+import { withinMs } from "../core/clock.ts";
 import { errorFrame, GatewayError, JSON_CONTENT_TYPE } from "../core/errors.ts";
 import type { Admission, CallEnd, CallStart } from "../metering/meter.ts";
 import { rateHeaders } from "../metering/rate-limit.ts";
@@ -121,7 +122,7 @@ export async function runCall(c: Context, services: Services, call: PreparedCall
             // this connection does not race this settle's store round trip, which added ~0.9 ms to
             // that request's time to first token (`npm run bench`).
             const settled = settle();
-            await within(settled, END_WAITS_FOR_SETTLE_MS);
+            await withinMs(settled, END_WAITS_FOR_SETTLE_MS, undefined);
             sink.end();
             await settled;
           });
@@ -191,18 +192,6 @@ function record(services: Services, call: PreparedCall, end: CallEnd, status: nu
 
 /** How long a streamed response's end waits for its settle (a slow or unreachable store: the journal keeps it). */
 const END_WAITS_FOR_SETTLE_MS = 100;
-
-/** Resolves once `p` has settled, or after `ms`, whichever is first; never rejects. */
-function within(p: Promise<unknown>, ms: number): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    const done = () => {
-      clearTimeout(timer);
-      resolve();
-    };
-    p.then(done, done);
-  });
-}
 
 async function relayStream(
   services: Services,

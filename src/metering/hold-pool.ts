@@ -1,4 +1,4 @@
-import type { Clock } from "../core/clock.ts";
+import { type Clock, unrefTimer } from "../core/clock.ts";
 import type { Logger } from "../core/log.ts";
 import type { Nanos } from "../pricing/money.ts";
 import { type MeteringStore, pooledBatchOf, pooledHoldId } from "./store.ts";
@@ -116,14 +116,13 @@ export class HoldPool {
       this.pools.set(orgId, pool);
       this.arm();
     }
-    // The largest call seen: a larger one reserves alone and raises it for the next refill.
-    const wanted = amount;
     let fitting = 0;
     for (const h of pool.holds) if (h.amount >= amount) fitting++;
     const target = Math.min(this.opts.size, Math.max(MIN_REFILL, 2 * pool.demand));
-    if (pool.refilling || (fitting * 2 > target && wanted <= pool.amount)) return;
+    if (pool.refilling || (fitting * 2 > target && amount <= pool.amount)) return;
     if (fitting >= target) return;
-    pool.amount = Math.max(pool.amount, wanted);
+    // The largest call seen: a larger one reserves alone and raises it for the next refill.
+    pool.amount = Math.max(pool.amount, amount);
     pool.refilling = true;
     pool.demand = 0;
     const batchId = `${this.tag}${(++this.batchSeq).toString(36)}`;
@@ -265,6 +264,6 @@ export class HoldPool {
       },
       Math.max(1, this.opts.idleMs / 2),
     );
-    if (typeof this.timer === "object" && "unref" in this.timer) this.timer.unref();
+    unrefTimer(this.timer);
   }
 }

@@ -46,7 +46,7 @@ export interface MeteringStore {
     rate?: RateCheck;
   }): Promise<ReserveOutcome>;
   /**
-   * Holds up to `holdIds.length` holds of `amount` each for calls not made yet (a gateway's hold
+   * Holds up to `count` holds of `amount` each for calls not made yet (a gateway's hold
    * pool, ./hold-pool.ts), under reserve's rule (balance − held covers each, and the monthly budget
    * counts them), taking at most 1/`share` of the free balance. A call then settles with its pooled
    * hold's id (settle's `holdId`), or the hold is released, or it expires like any call's; the

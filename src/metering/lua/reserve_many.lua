@@ -5,8 +5,8 @@ and the month's spend + held stays within the monthly budget. A pool takes at mo
 free balance, so an org near its last credits is admitted call by call (reserve.lua), exactly.
 
 The holds granted together share one expiry entry, "orgId\nhpb:<batch>:<granted>", and are named
-"hp:<batch>:<granted>:<i>" (i = 1..granted), so reclaim finds them from it; the settle or release of
-the batch's last hold removes it when all of them were used by calls (settle.lua: its expiry member
+"hp:<batch>:<granted>:<i>" (i = 1..granted), so reclaim finds them from it; the settle of the
+batch's last hold removes it when all of them were used by calls (settle.lua: its expiry member
 argument); a batch with a hold given back (release.lua) keeps it until reclaim.
 
 KEYS[1] org hash    {bal, held, m<monthStart>}
