@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { openDatabase } from "../src/db/client.ts";
 import { writeLedgerBatch } from "../src/db/ledger.ts";
 import { recordedCalls } from "../src/db/served.ts";
+import { newRequestId } from "../src/gateway/request-id.ts";
 import { encodeCallEvent } from "../src/metering/events.ts";
 import { debitEvent } from "../test/harness/events.ts";
 import { startPostgres } from "../tools/servers/postgres.ts";
@@ -23,7 +24,8 @@ await database.migrate();
 const orgId = `org_${randomUUID()}`;
 const now = Date.now();
 const make = () => {
-  const id = `req_${randomUUID()}`;
+  // The gateway's own ids: time-ordered, as the ledger's primary keys get them.
+  const id = newRequestId();
   return encodeCallEvent(
     debitEvent(orgId, byo ? 0 : 1234, {
       id,

@@ -7,8 +7,18 @@ declare module "hono" {
   }
 }
 
-export function newRequestId(): string {
-  return `req_${crypto.randomUUID().replaceAll("-", "")}`;
+/**
+ * `req_` and 32 hex digits: the time in ms (12 digits), then 80 random bits. The id is the primary
+ * key of the call's usage record and debit, so ids made one after the other sort one after the
+ * other, and Postgres inserts them at the right edge of those indexes (its cached rightmost leaf,
+ * no descent) instead of at random places in them: ~25% less Postgres CPU per debit written
+ * (bench/ledger-pg.ts), and the pages a batch dirties stay few as the ledger grows. Not a clock: the
+ * time part only orders, so the process's clock is read, not the injected one.
+ */
+export function newRequestId(now = Date.now()): string {
+  // randomUUID's first 8 and last 12 digits are random; the ones between hold its version and variant.
+  const uuid = crypto.randomUUID();
+  return `req_${now.toString(16).padStart(12, "0")}${uuid.slice(0, 8)}${uuid.slice(24)}`;
 }
 
 /** This request's id: the one its usage record, its log line and its `x-request-id` carry. */
