@@ -7,11 +7,16 @@ const RETAIN_BYTES = 8 * 1024;
 /** Windows of finished streams, reused: one per call would cost an 8 KB allocation each. */
 const spareWindows: Buffer[] = [];
 const MAX_SPARE_WINDOWS = 64;
-// Usage frames carry a usage object; every other chunk carries `"usage":null` or no usage at all.
-const USAGE_MARKERS = [Buffer.from('"usage":{'), Buffer.from('"usage": {')];
 const DATA_PREFIX = Buffer.from("data:");
-const DONE = Buffer.from("data: [DONE]");
-const ERROR_KEY = Buffer.from('"error"');
+/**
+ * What the tap looks for, in one pass over a chunk: a usage object (`"usage":{`; every other chunk
+ * carries `"usage":null` or no usage at all), an error key, and the end of the stream. One regular
+ * expression over the chunk's bytes read as latin1 (one character per byte, so its indexes are the
+ * bytes') costs ~0.13 µs for a one-frame chunk and ~1.6 µs for twenty frames, against ~1.0 and ~13
+ * µs for a `Buffer.indexOf` per marker: V8 compiles the expression to machine code, while each
+ * `indexOf` is a call into C++ and a pass of its own.
+ */
+const MARKERS = /"usage": ?\{|"error"|data: \[DONE\]/g;
 
 /** What to do with a frame that carries a usage object. */
 export type UsageFrameAction =
@@ -133,8 +138,7 @@ export class SseTap {
    * marker (not per line: a chunk of twenty frames is one buffer), then acts on those lines only.
    */
   private scan(bytes: Buffer): Buffer[] {
-    this.noteDone(bytes);
-    const lines = markedLines(bytes);
+    const lines = this.markedLines(bytes);
     if (lines === undefined) return [bytes];
     const out: Buffer[] = [];
     let kept = 0; // start of the run of bytes still to forward unchanged
@@ -183,9 +187,33 @@ export class SseTap {
     return this.onUsage(obj);
   }
 
-  private noteDone(bytes: Buffer): void {
-    if (this.done) return;
-    if (bytes.lastIndexOf(DONE) >= 0) this.done = true;
+  /**
+   * The lines of `bytes` that hold a usage object or an error key, in order (undefined for none);
+   * notes the end of the stream on the way.
+   */
+  private markedLines(bytes: Buffer): MarkedLine[] | undefined {
+    const text = bytes.toString("latin1");
+    let lines: MarkedLine[] | undefined;
+    MARKERS.lastIndex = 0;
+    for (let m = MARKERS.exec(text); m !== null; m = MARKERS.exec(text)) {
+      const found = m[0];
+      if (found.charCodeAt(0) === 0x64 /* d */) {
+        this.done = true;
+        continue;
+      }
+      const usage = found.charCodeAt(1) === 0x75; /* u */
+      const start = text.lastIndexOf("\n", m.index) + 1;
+      // Matches come in order: one on the line of the last marked line belongs to it.
+      const last = lines?.[lines.length - 1];
+      if (last?.start === start) {
+        last.usage ||= usage;
+        continue;
+      }
+      const newline = text.indexOf("\n", m.index);
+      lines ??= [];
+      lines.push({ start, end: newline < 0 ? bytes.length : newline + 1, usage });
+    }
+    return lines;
   }
 }
 
@@ -195,28 +223,6 @@ interface MarkedLine {
   end: number;
   /** The line carries a usage object (else only an error key). */
   usage: boolean;
-}
-
-/** The lines of `bytes` that hold a usage object or an error key, in order; undefined for none. */
-function markedLines(bytes: Buffer): MarkedLine[] | undefined {
-  let lines: MarkedLine[] | undefined;
-  const mark = (marker: Buffer, usage: boolean) => {
-    for (let at = bytes.indexOf(marker); at >= 0; ) {
-      const start = bytes.lastIndexOf(NEWLINE, at) + 1;
-      const newline = bytes.indexOf(NEWLINE, at);
-      const end = newline < 0 ? bytes.length : newline + 1;
-      lines ??= [];
-      const same = lines.find((l) => l.start === start);
-      if (same) same.usage ||= usage;
-      else lines.push({ start, end, usage });
-      if (end >= bytes.length) break;
-      at = bytes.indexOf(marker, end);
-    }
-  };
-  for (const marker of USAGE_MARKERS) mark(marker, true);
-  mark(ERROR_KEY, false);
-  if (lines && lines.length > 1) lines.sort((a, b) => a.start - b.start);
-  return lines;
 }
 
 /**

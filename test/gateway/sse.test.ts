@@ -95,4 +95,33 @@ describe("SseTap", () => {
     expect(text).toBe(tricky + done);
     expect(tap.usageFrame).toBeUndefined();
   });
+
+  it("finds a usage object after an error key on the same frame, and in spaced JSON", () => {
+    // OpenRouter's chunks may carry "error":null; Python's json.dumps writes ": " after each key.
+    const withNullError = 'data: {"id":"c","error":null,"choices":[],"usage":{"prompt_tokens":5}}\n\n';
+    const spaced = 'data: {"id": "c", "choices": [], "usage": {"prompt_tokens": 7}}\n\n';
+    for (const frame of [withNullError, spaced]) {
+      const { tap, text } = run([chunk(1) + frame + done], () => ({ kind: "drop" }));
+      expect(text).toBe(chunk(1) + done);
+      expect(tap.usageFrame?.usage).toBeTypeOf("object");
+      expect(tap.upstreamError).toBeUndefined();
+      expect(tap.done).toBe(true);
+    }
+  });
+
+  it("cuts frames at their bytes when the text before them is not ASCII", () => {
+    const accented = `data: {"choices":[{"delta":{"content":"héllo wörld — ✓ 日本"}}],"usage":null}\n\n`;
+    const replaced = 'data: {"usage":{"prompt_tokens":5},"cost":1}\n'; // the line; its blank line stays
+    const { tap, text } = run([accented + usageFrame + accented + done], () => ({
+      kind: "replace",
+      frame: replaced,
+    }));
+    expect(text).toBe(`${accented}${replaced}\n${accented}${done}`);
+    expect(tap.done).toBe(true);
+  });
+
+  it("tells a stream that ended with [DONE] from one that stopped", () => {
+    expect(run([chunk(1), usageFrame, done], () => ({ kind: "forward" })).tap.done).toBe(true);
+    expect(run([chunk(1), usageFrame], () => ({ kind: "forward" })).tap.done).toBe(false);
+  });
 });
