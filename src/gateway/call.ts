@@ -17,8 +17,11 @@ export interface CallRoute {
   /** The model as this route serves and prices it (the catalogue model, or one of its fallbacks). */
   model: CatalogModel;
   provider: ProviderAdapter;
-  /** The exact bytes sent upstream. */
-  payload: string | Uint8Array;
+  /**
+   * The exact bytes sent upstream. A function: a fallback's body is built only if the call gets to
+   * it (a re-parse of the client's bytes, shaped for that provider), not on every call.
+   */
+  payload: () => string | Uint8Array;
   apiKey: string | undefined;
 }
 
@@ -308,7 +311,7 @@ async function attemptOnce(
         accept: call.start.stream ? "text/event-stream" : "application/json",
         ...(route.apiKey ? route.provider.authHeaders(route.apiKey) : {}),
       },
-      body: route.payload,
+      body: route.payload(),
       signal,
     });
   } catch (err) {
