@@ -8,19 +8,28 @@ import type { JsonObject } from "./providers/types.ts";
  */
 export const MAX_JSON_DEPTH = 128;
 
-/** Whether JSON text nests deeper than `max`; a scan of the bytes, before anything recursive runs. */
+/**
+ * Whether JSON text nests deeper than `max`; a scan of the bytes, before anything recursive runs
+ * (and before JSON.parse, which would spend a second on a 2 MB body of `[`). A string is skipped
+ * whole: its closing quote found with `indexOf` (a native search) rather than byte by byte in
+ * JavaScript, which cost ~19 ns a byte, 1.8 ms for a 94 KB prompt; this scan takes ~0.1 ms there.
+ * Text that is not valid JSON (a string never closed) passes, for JSON.parse to refuse.
+ */
 export function nestsDeeperThan(bytes: Uint8Array, max: number): boolean {
-  if (bytes.byteLength <= max) return false;
+  const n = bytes.length;
+  if (n <= max) return false;
   let depth = 0;
-  let inString = false;
-  for (let i = 0; i < bytes.byteLength; i++) {
-    const b = bytes[i] as number;
-    if (inString) {
-      if (b === 0x5c)
-        i++; // backslash: skip the escaped byte
-      else if (b === 0x22) inString = false;
-    } else if (b === 0x22) {
-      inString = true;
+  for (let i = 0; i < n; i++) {
+    const b = bytes[i];
+    if (b === 0x22) {
+      // The next quote not escaped: one preceded by an even run of backslashes.
+      for (;;) {
+        i = bytes.indexOf(0x22, i + 1);
+        if (i < 0) return false;
+        let k = i - 1;
+        while (bytes[k] === 0x5c) k--;
+        if ((i - 1 - k) % 2 === 0) break;
+      }
     } else if (b === 0x7b || b === 0x5b) {
       if (++depth > max) return true;
     } else if (b === 0x7d || b === 0x5d) {
