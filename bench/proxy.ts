@@ -16,7 +16,9 @@ import { startGatewayStack } from "./stack.ts";
  *
  * Options (env): BENCH_SECONDS per round (default 5), BENCH_ROUNDS (3), BENCH_CONNECTIONS (32),
  * BENCH_CHUNKS (20), BENCH_MODES (streaming,plain), BENCH_ONLY=gateway (skip the other targets),
- * BENCH_PROFILE=<dir> (write the gateway's CPU profile there).
+ * BENCH_PROFILE=<dir> (write the gateway's CPU profile there), BENCH_PROMPT_BYTES (0: a one-line
+ * prompt; a Planto call carries files, tens of KB of code, and the costs that grow with the body
+ * show only with one).
  */
 const seconds = Number(process.env.BENCH_SECONDS ?? 5);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -25,6 +27,13 @@ const chunks = Number(process.env.BENCH_CHUNKS ?? 20);
 const only = process.env.BENCH_ONLY;
 const profileDir = process.env.BENCH_PROFILE;
 const modes = (process.env.BENCH_MODES ?? "streaming,plain").split(",") as ("streaming" | "plain")[];
+const promptBytes = Number(process.env.BENCH_PROMPT_BYTES ?? 0);
+/** A prompt of about `bytes` of source code: quotes, backslashes and newlines, which JSON escapes. */
+const codePrompt = (bytes: number) => {
+  const line = 'if (line.startsWith("data:")) out.push(prefix + "\\n" + JSON.stringify({ a: [1, 2] }));\n';
+  return `Here is the file:\n${line.repeat(Math.ceil(bytes / line.length))}`;
+};
+const prompt = promptBytes > 0 ? codePrompt(promptBytes) : "Say something twenty tokens long.";
 
 type Result = {
   /** Redis's own accounting (INFO commandstats) while this ran: command → [calls, µs]. */
@@ -126,7 +135,7 @@ const table: Record<string, Record<string, Result[]>> = {};
 for (const mode of modes) {
   const body = JSON.stringify({
     model: "gpt-4.1-mini",
-    messages: [{ role: "user", content: "Say something twenty tokens long." }],
+    messages: [{ role: "user", content: prompt }],
     stream: mode === "streaming",
     mock: { chunks },
   });

@@ -33,6 +33,43 @@ describe.each(backends)("chat completions through the gateway (%s)", (backend) =
     expect(viaGateway).toContain("data: [DONE]");
   });
 
+  it("sends the provider the client's own bytes, with only the usage frame's request added", async () => {
+    const t = tag();
+    // Spacing, key order, escapes and a number's spelling that a JSON.stringify would not keep.
+    const text = `{ "model" : "gpt-4.1-mini", "stream": true, "temperature": 1.0,
+      "messages": [{"role": "user", "content": "caf\\u00e9 \\"quoted\\" {[\\n" }],
+      "mock": {"tag": "${t}", "chunks": 3} }\n`;
+    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${org.key}`, "content-type": "application/json" },
+      body: text,
+    });
+    expect(res.status).toBe(200);
+    await res.text();
+    const upstream = await gw.mock.waitForRequest(t);
+    const close = text.lastIndexOf("}");
+    expect(upstream.raw.toString("utf8")).toBe(
+      `${text.slice(0, close)},"stream_options":{"include_usage":true}${text.slice(close)}`,
+    );
+    expect(upstream.body.stream_options).toEqual({ include_usage: true });
+  });
+
+  it("serializes the body again when a field the client sent must change", async () => {
+    const t = tag();
+    const body = {
+      model: "gpt-4.1-mini",
+      messages,
+      stream: true,
+      stream_options: { include_usage: false },
+      mock: { tag: t, chunks: 3 },
+    };
+    const res = await gw.post("/v1/chat/completions", org.key, body);
+    expect(res.status).toBe(200);
+    await res.text();
+    const upstream = await gw.mock.waitForRequest(t);
+    expect(upstream.body).toEqual({ ...body, stream_options: { include_usage: true } });
+  });
+
   it("streams to the openai SDK, and sends the usage frame with its cost when asked", async () => {
     const stream = await org.client.chat.completions.create({
       model: "openai/gpt-4.1",
