@@ -86,7 +86,7 @@ export function createSettlement(
   // recorded there was charged, and is not charged again. Postgres unreachable: the replay waits.
   const journal = new SettleJournal({
     async apply(p) {
-      if (await callRecorded(database.db, p.requestId)) return;
+      if (await callRecorded(database.db, p.requestId)) return "recorded";
       await applySettle(p);
     },
     inLedger: (ids) => recordedCalls(database.db, ids),

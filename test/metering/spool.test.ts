@@ -19,7 +19,11 @@ const storeDown = async () => {
   throw new Error("redis unreachable");
 };
 /** A journal whose applied settles Postgres has at once (the unit tests have no Postgres). */
-const journal = (apply: (p: PendingSettle) => Promise<void>, applied: Set<string> = new Set()) =>
+const journal = (
+  apply: (p: PendingSettle) => Promise<void>,
+  applied: Set<string> = new Set(),
+  now?: () => number,
+) =>
   new SettleJournal({
     async apply(p) {
       await apply(p);
@@ -28,6 +32,7 @@ const journal = (apply: (p: PendingSettle) => Promise<void>, applied: Set<string
     inLedger: async (ids) => new Set(ids.filter((id) => applied.has(id))),
     log,
     dir,
+    now,
   });
 
 let dir: string;
@@ -62,6 +67,36 @@ describe("the settle journal (spool)", () => {
     expect(readdirSync(dir)).toEqual([]);
   });
 
+  it("lets go at once of a replay whose call the ledger already has", async () => {
+    const dying = journal(storeDown);
+    dying.hold(settle("req_a"), new Error("redis unreachable"));
+    let asked = 0;
+    const next = new SettleJournal({
+      apply: async () => "recorded" as const,
+      inLedger: async () => {
+        asked++;
+        return new Set();
+      },
+      log,
+      dir,
+    });
+    expect(await next.recover()).toBe(0);
+    expect(next.kept).toBe(0);
+    expect(asked).toBe(0);
+    await next.close();
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it("at shutdown, asks Postgres about every applied settle however young, so that its file can go", async () => {
+    const dying = journal(storeDown);
+    dying.hold(settle("req_a"), new Error("redis unreachable"));
+    const next = journal(async () => {}, undefined, () => 1_000_000);
+    expect(await next.recover()).toBe(0);
+    expect(await next.confirm()).toBe(0); // too young to ask about while running
+    await next.close();
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
   it("has a kept settle on disk at once, so a process killed before its shutdown loses nothing", async () => {
     const dying = journal(storeDown);
     dying.hold(settle("req_a"), new Error("redis unreachable"));
@@ -69,11 +104,15 @@ describe("the settle journal (spool)", () => {
     expect(JSON.parse(readFileSync(join(dir, file as string), "utf8").trim())).toEqual(settle("req_a"));
     // No close(): the process died. The next one takes the file over and applies it.
     const applied: string[] = [];
-    const next = journal(async (p) => void applied.push(p.requestId));
+    let now = 1_000_000;
+    const next = journal(async (p) => void applied.push(p.requestId), undefined, () => now);
     expect(await next.recover()).toBe(0);
     expect(applied).toEqual(["req_a"]);
-    // Applied, it is kept until Postgres is seen to have it; then the file goes.
+    // Applied, it is kept until Postgres is seen to have it; then the file goes. Postgres is asked
+    // once the settle is 5 s old: before that, this instance's own flusher is the likely writer.
     expect(readdirSync(dir)).toHaveLength(1);
+    expect(await next.confirm()).toBe(0);
+    now += 5_000;
     expect(await next.confirm()).toBe(1);
     await next.close();
     expect(readdirSync(dir)).toEqual([]);
