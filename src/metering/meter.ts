@@ -37,8 +37,13 @@ export interface CallStart {
   byoKey: string | undefined;
   route: "chat" | "responses" | "apply";
   stream: boolean;
-  /** The request as the client sent it, parsed (for a cheap prompt estimate and fallback counting). */
-  request: Record<string, unknown>;
+  /**
+   * The request as the client sent it, parsed anew from its bytes: only a call whose upstream did
+   * not report usage needs it (to count the prompt), and a parsed 100 KB prompt kept for a whole
+   * stream is a large string on the JavaScript heap, copied by every garbage collection it lives
+   * through, where the bytes are one buffer outside it.
+   */
+  request: () => Record<string, unknown>;
   requestBytes: number;
   maxTokens: number | undefined;
   tags: CallTags;

@@ -222,7 +222,7 @@ const NO_USAGE: Usage = {
 /** Counts what the upstream did not report: the prompt as sent and the text actually delivered. */
 export async function countUsage(start: CallStart, end: CallEnd): Promise<Usage> {
   const counter = await tokenCounter(start.model.encoding);
-  const request = start.request;
+  const request = start.request();
   const promptTokens =
     start.route === "chat"
       ? counter.chat(request.messages as JsonObject[])

@@ -327,6 +327,7 @@ function prepareCall(
   },
 ): PreparedCall {
   const { routes, byoKey } = callRoutes(c, config, p.model, p.shape, p.body, p.raw);
+  const raw = p.raw; // not `p`, which holds the parsed body: the call keeps only the bytes
   const { org, keyId, keyRateLimits } = c.get("auth");
   return {
     start: {
@@ -338,7 +339,7 @@ function prepareCall(
       byoKey,
       route: p.route,
       stream: p.stream,
-      request: p.body,
+      request: () => parseJsonObject(raw),
       requestBytes: p.raw.byteLength,
       maxTokens: p.maxTokens,
       tags: readTags(c),
