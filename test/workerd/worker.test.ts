@@ -74,6 +74,25 @@ describe("the Worker in workerd", () => {
     expect(before - ((await meter(org.id).opGetBalance())?.balance ?? 0)).toBe(cost);
   });
 
+  it("asks the provider for the usage frame a client did not ask for, and debits it", async () => {
+    const usage = { prompt_tokens: 1000, completion_tokens: 20 };
+    const own = await newOrg("1"); // the tests below count this org's debits
+    const balance = async () => (await meter(own.id).opGetBalance())?.balance ?? 0;
+    const asked = { ...STREAMED_CALL, mock: { ...STREAMED_CALL.mock, usage } };
+    const { stream_options: _, ...unasked } = asked;
+    let before = await balance();
+    const withFrame = await call("/v1/chat/completions", { auth: own.key, body: asked });
+    const cost = Math.round((streamedUsage(withFrame.text)?.cost ?? 0) * 1e9);
+    expect(cost).toBeGreaterThan(0);
+    expect(before - (await balance())).toBe(cost);
+    before = await balance();
+    const without = await call("/v1/chat/completions", { auth: own.key, body: unasked });
+    expect(without.res.status).toBe(200);
+    expect(streamedUsage(without.text)).toBeUndefined();
+    // The same usage, so the same debit: the gateway's request carried include_usage.
+    expect(before - (await balance())).toBe(cost);
+  });
+
   it("debits a plain call its x-planto-cost, and the outbox reaches Postgres", async () => {
     const before = (await meter(org.id).opGetBalance())?.balance ?? 0;
     const { res } = await call("/v1/chat/completions", {
