@@ -1,4 +1,4 @@
-import { collectGeneratedText } from "../pricing/generated-text.ts";
+import { collectFrameText } from "../pricing/generated-text.ts";
 import type { JsonObject } from "./providers/types.ts";
 
 const NEWLINE = 0x0a;
@@ -72,8 +72,11 @@ export class SseTap {
       this.pending = data;
       return [];
     }
-    if (lastNewline + 1 < data.length) this.pending = Buffer.from(data.subarray(lastNewline + 1));
-    const complete = data.subarray(0, lastNewline + 1);
+    let complete = data;
+    if (lastNewline + 1 < data.length) {
+      this.pending = Buffer.from(data.subarray(lastNewline + 1));
+      complete = data.subarray(0, lastNewline + 1);
+    }
     const out = this.scan(complete);
     this.retain(out);
     return out;
@@ -129,7 +132,7 @@ export class SseTap {
   /** Decodes the generated text of whole SSE lines into `digested`. */
   private digest(lines: Buffer): void {
     for (const line of lines.toString("utf8").split("\n")) {
-      if (line.startsWith("data:")) collectGeneratedText(line.slice(5).trimStart(), this.digested);
+      if (line.startsWith("data:")) collectFrameText(line.slice(5).trimStart(), this.digested);
     }
   }
 

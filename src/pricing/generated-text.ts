@@ -1,5 +1,29 @@
 import type { JsonObject } from "../core/usage.ts";
 
+const CHAT_CHUNK = '"object":"chat.completion.chunk"';
+/** A key of a chunk's delta text, or of a tool call's arguments, with its JSON string value. */
+const CHUNK_TEXT = /"(?:content|reasoning|reasoning_content|arguments)":"((?:[^"\\]|\\.)*)"/g;
+
+/**
+ * What collectGeneratedText finds in one frame of a stream, faster for chat completion chunks,
+ * which are all but a handful of a chat stream's frames: their text is read off the frame's JSON
+ * without parsing it (~0.4 µs a frame against ~1.3). In a chunk, those keys with a string value
+ * are only the delta's content, reasoning and reasoning_content and its tool calls' arguments (an
+ * unescaped `"` cannot occur inside a JSON string, so a match is always a key). Any other frame
+ * is parsed.
+ */
+export function collectFrameText(payload: string, out: string[]): void {
+  if (!payload.includes(CHAT_CHUNK)) {
+    collectGeneratedText(payload, out);
+    return;
+  }
+  CHUNK_TEXT.lastIndex = 0;
+  for (let m = CHUNK_TEXT.exec(payload); m !== null; m = CHUNK_TEXT.exec(payload)) {
+    const literal = m[1] as string;
+    out.push(literal.includes("\\") ? (JSON.parse(`"${literal}"`) as string) : literal);
+  }
+}
+
 /** The generated text in a chunk or response: content, reasoning, tool-call arguments, merged code. */
 export function collectGeneratedText(payload: string, out: string[]): void {
   let value: unknown;
