@@ -137,8 +137,8 @@ export class SseTap {
   }
 
   /**
-   * Finds the lines that carry a usage object or an error with one search of the whole buffer per
-   * marker (not per line: a chunk of twenty frames is one buffer), then acts on those lines only.
+   * Finds the lines that carry a usage object or an error with one pass of MARKERS over the whole
+   * buffer (not per line: a chunk of twenty frames is one buffer), then acts on those lines only.
    */
   private scan(bytes: Buffer): Buffer[] {
     const lines = this.markedLines(bytes);
