@@ -90,7 +90,11 @@ describe("the settle journal (spool)", () => {
   it("at shutdown, asks Postgres about every applied settle however young, so that its file can go", async () => {
     const dying = journal(storeDown);
     dying.hold(settle("req_a"), new Error("redis unreachable"));
-    const next = journal(async () => {}, undefined, () => 1_000_000);
+    const next = journal(
+      async () => {},
+      undefined,
+      () => 1_000_000,
+    );
     expect(await next.recover()).toBe(0);
     expect(await next.confirm()).toBe(0); // too young to ask about while running
     await next.close();
@@ -105,7 +109,11 @@ describe("the settle journal (spool)", () => {
     // No close(): the process died. The next one takes the file over and applies it.
     const applied: string[] = [];
     let now = 1_000_000;
-    const next = journal(async (p) => void applied.push(p.requestId), undefined, () => now);
+    const next = journal(
+      async (p) => void applied.push(p.requestId),
+      undefined,
+      () => now,
+    );
     expect(await next.recover()).toBe(0);
     expect(applied).toEqual(["req_a"]);
     // Applied, it is kept until Postgres is seen to have it; then the file goes. Postgres is asked
