@@ -68,6 +68,8 @@ describe.each(backends)("chat completions through the gateway (%s)", (backend) =
     await res.text();
     const upstream = await gw.mock.waitForRequest(t);
     expect(upstream.body).toEqual({ ...body, stream_options: { include_usage: true } });
+    // One key, not the client's and a second one after it (JSON parsers disagree on duplicates).
+    expect(upstream.raw.toString("utf8").match(/"stream_options"/g)).toHaveLength(1);
   });
 
   it("streams to the openai SDK, and sends the usage frame with its cost when asked", async () => {
