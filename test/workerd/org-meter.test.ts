@@ -146,7 +146,11 @@ describe("the org's Durable Object as the metering store", () => {
 
     await sql.unsafe(`drop trigger ${fn} on credit_transactions; drop function ${fn}()`);
     // The retry goes through (run now, or already run on its own while the trigger was dropped).
-    for (let i = 0; i < 20 && (await stub.opLedgerLag()).length > 0; i++) await runDurableObjectAlarm(stub);
+    // An alarm running on its own at this moment leaves none for runDurableObjectAlarm to run: the
+    // test then flushes as the alarm does, rather than spinning past it (seen once under load).
+    for (let i = 0; i < 20 && (await stub.opLedgerLag()).length > 0; i++) {
+      if (!(await runDurableObjectAlarm(stub))) await stub.opFlush().catch(() => 0);
+    }
     expect((await stub.opLedgerLag()).length).toBe(0);
     // A flush whose commit landed but whose rows were not deleted (the object was evicted in
     // between) writes them again: Postgres keeps one row per event id.
