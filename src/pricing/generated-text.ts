@@ -1,8 +1,13 @@
 import type { JsonObject } from "../core/usage.ts";
 
 const CHAT_CHUNK = '"object":"chat.completion.chunk"';
-/** A key of a chunk's delta text, or of a tool call's arguments, with its JSON string value. */
-const CHUNK_TEXT = /"(?:content|reasoning|reasoning_content|arguments)":"((?:[^"\\]|\\.)*)"/g;
+/** The text fields of a chat delta (or message); a tool call's text is its function's `arguments`. */
+const DELTA_TEXT_KEYS = ["content", "reasoning", "reasoning_content"] as const;
+/** One of those keys, or a tool call's arguments, with its JSON string value. */
+const CHUNK_TEXT = new RegExp(
+  `"(?:${[...DELTA_TEXT_KEYS, "arguments"].join("|")})":"((?:[^"\\\\]|\\\\.)*)"`,
+  "g",
+);
 
 /**
  * What collectGeneratedText finds in one frame of a stream, faster for chat completion chunks,
@@ -47,9 +52,10 @@ export function collectGeneratedText(payload: string, out: string[]): void {
   for (const choice of obj.choices as JsonObject[]) {
     const part = (choice?.delta ?? choice?.message) as JsonObject | undefined;
     if (!part) continue;
-    if (typeof part.content === "string") out.push(part.content);
-    if (typeof part.reasoning === "string") out.push(part.reasoning);
-    if (typeof part.reasoning_content === "string") out.push(part.reasoning_content);
+    for (const key of DELTA_TEXT_KEYS) {
+      const text = part[key];
+      if (typeof text === "string") out.push(text);
+    }
     if (Array.isArray(part.tool_calls)) {
       for (const call of part.tool_calls as JsonObject[]) {
         const fn = call?.function as JsonObject | undefined;

@@ -1,5 +1,5 @@
 --[[
-settle: end calls of one shard, one after the other. For each, releases its hold, debits its cost
+settle: end calls of one org, one after the other. For each, releases its hold, debits its cost
 and appends its ledger event, in one step, so a debit is never applied without its event nor its
 event without the debit. One script runs the calls of an org that one gateway settles in the same
 moment (a batch of one is the single call): the script's own cost (the call into Lua, its KEYS and
