@@ -16,7 +16,8 @@ import { startGatewayStack } from "./stack.ts";
  *
  * Options (env): BENCH_SECONDS per round (default 5), BENCH_ROUNDS (3), BENCH_CONNECTIONS (32),
  * BENCH_CHUNKS (20), BENCH_MODES (streaming,plain), BENCH_ONLY=gateway (skip the other targets),
- * BENCH_PROFILE=<dir> (write the gateway's CPU profile there), BENCH_PROMPT_BYTES (0: a one-line
+ * BENCH_PROFILE=<dir> (write the gateway's CPU profile there), BENCH_GATEWAY_NODE_FLAGS (more
+ * flags for the gateway's node, e.g. `--perf-basic-prof` for `perf record`), BENCH_PROMPT_BYTES (0: a one-line
  * prompt; a Planto call carries files, tens of KB of code, and the costs that grow with the body
  * show only with one).
  */
@@ -52,7 +53,10 @@ type Result = {
 
 const stack = await startGatewayStack({
   bare: true,
-  gatewayNodeFlags: profileDir ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [],
+  gatewayNodeFlags: [
+    ...(profileDir ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : []),
+    ...(process.env.BENCH_GATEWAY_NODE_FLAGS ?? "").split(" ").filter(Boolean),
+  ],
 });
 const auth = { authorization: `Bearer ${stack.key}` };
 const byo = { authorization: `Bearer ${stack.byoKey}`, "x-planto-provider-key": "sk-byo-bench" };
