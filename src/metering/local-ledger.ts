@@ -9,12 +9,31 @@
  * queued here and kept until the ledger has it, so a crash replays it from the journal file at the
  * next start. What a kill -9 can lose is what the journal can: the usage records of the last
  * `syncMs` (50 ms) before it. Money never goes this way: debits and trial calls stay on the stream.
+ *
+ * It is also how settlement tells this instance's flusher that it wrote to the ledger at all (a
+ * push, or an event put on the stream), so that a flusher idling on a quiet stream reads at once.
  */
 export class LocalLedger {
   private queue: string[] = [];
+  private onWrite: (() => void) | undefined;
 
   push(event: string): void {
     this.queue.push(event);
+    this.onWrite?.();
+  }
+
+  /**
+   * This instance put an event on the store's stream (a debit, a trial call's end). Like a push, it
+   * tells this instance's flusher, which reads at once if it was idling in its slow poll of a quiet
+   * stream instead of up to a second later.
+   */
+  streamed(): void {
+    this.onWrite?.();
+  }
+
+  /** Told of every push and every event streamed (the flusher's nudge). */
+  listen(onWrite: () => void): void {
+    this.onWrite = onWrite;
   }
 
   /** Takes up to `max` events, oldest first; the caller owns them from then on. */

@@ -56,6 +56,7 @@ export function createSettlement(
         answered: p.answered === true,
         event: p.event,
       });
+      deps.localLedger?.streamed();
       return undefined;
     }
     const settle = () =>
@@ -77,6 +78,7 @@ export function createSettlement(
       result = await settle();
     }
     if (!result.ok) throw new Error(`settle of ${p.requestId} found no balance after a reload`);
+    deps.localLedger?.streamed();
     if (result.rebuy) deps.onRebuy(p.orgId, p.requestId);
     return result.balance;
   };

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import postgres from "postgres";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, inject, it, vi } from "vitest";
 import { createLogger } from "../../src/core/log.ts";
 import { type Database, openDatabase } from "../../src/db/client.ts";
 import { type CallEvent, encodeCallEvent, encodeCreditEvent } from "../../src/metering/events.ts";
@@ -210,6 +210,61 @@ describe("flusher", () => {
       credit_auto_rebuy_to_balance: "9000",
       debit_purpose: null,
     });
+  });
+
+  it("reads at once when this instance writes to a quiet stream, not at its next slow poll", async () => {
+    const orgId = `org_${randomUUID()}`;
+    await store.loadBalance({ orgId, balance: 1_000_000 });
+    const debit = call(orgId);
+    const byo = call(orgId, { amount: 0, byo: true, tags: {} });
+    // The two ways settlement tells the flusher: a settle's event went on the stream, and a BYO
+    // call's was queued here.
+    const writes: Array<[string, (local: LocalLedger) => Promise<void>]> = [
+      [
+        debit.id,
+        async (local) => {
+          await store.settle({
+            orgId,
+            requestId: debit.id,
+            cost: debit.amount,
+            event: encodeCallEvent(debit),
+          });
+          local.streamed();
+        },
+      ],
+      [byo.id, async (local) => local.push(encodeCallEvent(byo))],
+    ];
+    for (const [id, write] of writes) {
+      // The lanes' reads, seen through the store: the test writes only once a read found nothing.
+      const reads: number[] = [];
+      const watched: MeteringStore = {
+        ...store,
+        readLedger: async (r) => {
+          const entries = await store.readLedger(r);
+          reads.push(entries.length);
+          return entries;
+        },
+      };
+      const local = new LocalLedger();
+      const committed: string[] = [];
+      // After an empty read, a quiet stream is next polled a minute later (the interval here).
+      const flusher = new Flusher(watched, database, log, {
+        consumer: "nudged",
+        local,
+        intervalMs: 60_000,
+        onCommitted: (ids) => committed.push(...ids),
+      });
+      await flusher.drain(); // what earlier tests left on the stream
+      reads.length = 0;
+      flusher.start();
+      try {
+        await vi.waitFor(() => expect(reads.at(-1)).toBe(0), { timeout: 20_000, interval: 20 });
+        await write(local);
+        await vi.waitFor(() => expect(committed).toContain(id), { timeout: 20_000, interval: 20 });
+      } finally {
+        await flusher.stop();
+      }
+    }
   });
 
   it("sets unreadable entries aside in dead_letters and writes the rest of their batch", async () => {
