@@ -17,9 +17,9 @@ import { startGatewayStack } from "./stack.ts";
  * Options (env): BENCH_SECONDS per round (default 5), BENCH_ROUNDS (3), BENCH_CONNECTIONS (32),
  * BENCH_CHUNKS (20), BENCH_MODES (streaming,plain), BENCH_ONLY=gateway (skip the other targets),
  * BENCH_PROFILE=<dir> (write the gateway's CPU profile there), BENCH_GATEWAY_NODE_FLAGS (more
- * flags for the gateway's node, e.g. `--perf-basic-prof` for `perf record`), BENCH_PROMPT_BYTES (0: a one-line
- * prompt; a Planto call carries files, tens of KB of code, and the costs that grow with the body
- * show only with one).
+ * flags for the gateway's node, e.g. `--perf-basic-prof` for `perf record`), BENCH_PROMPT_BYTES
+ * (0: a one-line prompt; a Planto call carries files, tens of KB of code, and the costs that grow
+ * with the body show only with one).
  */
 const seconds = Number(process.env.BENCH_SECONDS ?? 5);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);

@@ -180,8 +180,8 @@ export class Flusher {
         continue;
       }
       // An idle stream is polled less and less often, up to once a second, and the interval is
-      // back as soon as an event comes; this instance's own events nudge it (nudge()), so only
-      // another instance's wait up to that second after a quiet spell.
+      // back as soon as an event comes; this instance's own settles nudge it (nudge()), so only
+      // other events (another instance's calls, credits) wait up to that second after a quiet spell.
       idleReads = empty ? idleReads + 1 : 0;
       const wait = Math.min(intervalMs * 2 ** Math.min(idleReads, 4), Math.max(intervalMs, 1_000));
       // After an empty read a nudge ends the wait, though not sooner than NUDGED_READ_GAP_MS after
