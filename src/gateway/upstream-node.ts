@@ -1,5 +1,5 @@
 import type { Readable } from "node:stream";
-import { Agent, request } from "undici";
+import { Agent } from "undici";
 import { classifyUpstreamError, type UpstreamClient, UpstreamError } from "./upstream.ts";
 
 /** undici's request API over one keep-alive pool shared by every provider. */
@@ -14,15 +14,30 @@ export function createNodeUpstream(opts: {
     bodyTimeout: opts.idleTimeoutMs,
     connect: { timeout: 10_000 },
   });
+  // undici's `request(url, …)` parses the URL and copies the options on every call; the agent's own
+  // `request` takes the origin and path, parsed here once per URL (a provider's base URL and route).
+  const targets = new Map<string, { origin: string; path: string }>();
+  const target = (url: string) => {
+    let t = targets.get(url);
+    if (!t) {
+      const parsed = new URL(url);
+      t = { origin: parsed.origin, path: `${parsed.pathname}${parsed.search}` };
+      if (targets.size >= 256) targets.clear();
+      targets.set(url, t);
+    }
+    return t;
+  };
   return {
     async request(req) {
       try {
-        const res = await request(req.url, {
+        const { origin, path } = target(req.url);
+        const res = await dispatcher.request({
+          origin,
+          path,
           method: "POST",
           headers: req.headers,
           body: req.body,
           signal: req.signal,
-          dispatcher,
         });
         const type = res.headers["content-type"];
         return {
